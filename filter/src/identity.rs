@@ -1,0 +1,1 @@
+//! SPIFFE identities and Istio's principal string matching.

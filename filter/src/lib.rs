@@ -1,0 +1,30 @@
+//! peerguard's Istio security semantics.
+//!
+//! The crate is layered as types → compile → decide, with no I/O below the wasm adapter:
+//! - [`istio`]: the Istio CRDs as users write them, and the parser that reads them (feature
+//!   `resources`).
+//! - [`schema`]: [`schema::WorkloadPolicy`], the compiled per-workload policy. It is the
+//!   filter's configuration schema (JSON), shared by the server and the filter, and the only
+//!   copy of it; plus the [`schema::Request`] and [`schema::Decision`] of one check.
+//! - [`compile`]: resources + one workload → `WorkloadPolicy` (feature `resources`).
+//! - [`decide`]: `WorkloadPolicy` → indexed [`decide::Engine`] → `Decision`. Pure, no clock.
+//! - `wasm`: the proxy-wasm adapter, only on `target_arch = "wasm32"`.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod decide;
+pub mod identity;
+pub mod path;
+pub mod schema;
+
+#[cfg(feature = "resources")]
+pub mod compile;
+#[cfg(feature = "resources")]
+pub mod istio;
+#[cfg(feature = "resources")]
+pub mod scenario;
+
+#[cfg(target_arch = "wasm32")]
+mod wasm;
+
+pub use decide::Engine;
+pub use schema::{Decision, Request, WorkloadPolicy};

@@ -1,0 +1,1 @@
+//! Istio's default (BASE) path normalization, applied before path matching.

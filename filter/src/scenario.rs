@@ -1,0 +1,1 @@
+//! Conformance scenario files (format: `../shared/conformance/README.md`).

@@ -1,0 +1,88 @@
+use serde::{Deserialize, Serialize};
+
+/// A policy as `namespace/name`, for reports, logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for PolicyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which rule of which policy matched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRef {
+    pub policy: PolicyRef,
+    /// Index in `spec.rules`; `None` when the whole policy matched without a rule (an
+    /// invalid DENY or CUSTOM policy failing closed).
+    pub rule: Option<usize>,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.rule {
+            Some(i) => write!(f, "{}[rule {}]", self.policy, i),
+            None => write!(f, "{}", self.policy),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Reason {
+    /// The filter has no valid configuration: everything is denied.
+    NoConfig { why: String },
+    /// STRICT port, plaintext connection.
+    PlaintextRefused,
+    /// DISABLE port, mTLS connection: Istio serves no TLS chain there.
+    MtlsRefused,
+    /// The client certificate carries no URI SAN of an accepted trust domain.
+    UntrustedPeer { uri_sans: Vec<String> },
+    /// A CUSTOM policy matched; peerguard has no external authorizer, so it denies.
+    CustomDenied { matched: RuleRef, provider: Option<String> },
+    /// An enforced DENY rule matched.
+    Denied { matched: RuleRef },
+    /// The workload has enforced ALLOW policies and one matched.
+    Allowed { matched: RuleRef },
+    /// The workload has enforced ALLOW policies and none matched.
+    NoAllowMatched,
+    /// No enforced ALLOW policy: allowed by default.
+    NoAllowPolicies,
+}
+
+/// The shadow outcome of dry-run policies, per action (Envoy `shadow_rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ShadowResult {
+    Allowed,
+    Denied,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DryRun {
+    /// Present when the workload has dry-run DENY policies and the request reached that stage.
+    pub deny: Option<ShadowResult>,
+    pub deny_matched: Option<RuleRef>,
+    /// Present when the workload has dry-run ALLOW policies and the request reached that stage.
+    pub allow: Option<ShadowResult>,
+    pub allow_matched: Option<RuleRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub allowed: bool,
+    pub reason: Reason,
+    /// An AUDIT rule matched (never changes `allowed`).
+    pub audit: Option<RuleRef>,
+    pub dry_run: DryRun,
+}
+
+impl Decision {
+    pub fn deny(reason: Reason) -> Self {
+        Decision { allowed: false, reason, audit: None, dry_run: DryRun::default() }
+    }
+}

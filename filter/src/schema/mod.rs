@@ -1,0 +1,11 @@
+//! The filter's configuration ([`WorkloadPolicy`]) and the input/output of one decision
+//! ([`Request`], [`Decision`]). Everything here is plain serde data: the server writes it,
+//! the filter reads it, `explain` prints it.
+
+mod decision;
+mod policy;
+mod request;
+
+pub use decision::*;
+pub use policy::*;
+pub use request::*;

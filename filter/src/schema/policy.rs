@@ -1,0 +1,235 @@
+//! [`WorkloadPolicy`]: everything the filter needs to decide for one workload, already
+//! resolved by `compile` (scopes, precedence, trust-domain aliases, legacy policies).
+//! Serialized as JSON; this type is the filter's configuration schema and its only copy.
+
+use super::PolicyRef;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped on any incompatible change; the filter refuses other versions (fail closed).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadPolicy {
+    /// Must equal [`SCHEMA_VERSION`].
+    pub schema: u32,
+    pub workload: WorkloadRef,
+    /// The mesh trust domain (`meshConfig.trustDomain`).
+    pub trust_domain: String,
+    /// `meshConfig.trustDomainAliases`: also accepted at the handshake check.
+    #[serde(default)]
+    pub trust_domain_aliases: Vec<String>,
+    pub mtls: MtlsPolicy,
+    /// The authorization policies that apply to this workload, in a stable order
+    /// (namespace, name). Dry-run and invalid ones included.
+    #[serde(default)]
+    pub policies: Vec<AuthzPolicy>,
+    /// Problems found while compiling (invalid objects, ignored selectors...), for humans.
+    #[serde(default)]
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// Resolved mTLS mode: `UNSET` has been resolved by `compile`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    Disable,
+    Permissive,
+    Strict,
+}
+
+/// A resolved mode and the object it came from (`None`: nothing configured → PERMISSIVE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeFrom {
+    pub mode: MtlsMode,
+    /// e.g. `PeerAuthentication istio-system/default` or `Policy foo/httpbin`.
+    #[serde(default)]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsPolicy {
+    /// The mode of every port not listed in `ports`.
+    pub default: ModeFrom,
+    /// Per workload (target) port overrides.
+    #[serde(default)]
+    pub ports: BTreeMap<u16, ModeFrom>,
+}
+
+impl MtlsPolicy {
+    pub fn for_port(&self, port: u16) -> &ModeFrom {
+        self.ports.get(&port).unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+/// One AuthorizationPolicy as it applies to this workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzPolicy {
+    pub policy: PolicyRef,
+    pub action: Action,
+    /// `istio.io/dry-run` parsed true: evaluated, reported, never enforced.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// CUSTOM only: `spec.provider.name`.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// The object failed validation. It fails closed: an invalid ALLOW (or AUDIT) matches
+    /// nothing, an invalid DENY or CUSTOM matches every request; `rules` is then empty.
+    #[serde(default)]
+    pub invalid: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+}
+
+/// Matches when any `from` matches (or `from` is absent), any `to` matches (or absent)
+/// and every `when` matches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(default)]
+    pub from: Option<Vec<Source>>,
+    #[serde(default)]
+    pub to: Option<Vec<Operation>>,
+    #[serde(default)]
+    pub when: Vec<Condition>,
+}
+
+/// A positive and a negative list for one attribute. Empty `values` = no positive
+/// constraint; empty `not_values` = no negative constraint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field<T> {
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<T>,
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<T>,
+}
+
+impl<T> Default for Field<T> {
+    fn default() -> Self {
+        Field { values: Vec::new(), not_values: Vec::new() }
+    }
+}
+
+impl<T> Field<T> {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.not_values.is_empty()
+    }
+}
+
+/// Istio's string match: decided by the first and last character only (spec 4.8).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    /// `*`: any non-empty value (for headers: present).
+    Presence,
+}
+
+/// An IPv4/IPv6 address or CIDR block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix_len: u8,
+}
+
+/// A path value: Istio string match, or a path template (`{*}`, `{**}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    Str(StrMatch),
+    /// Segments of a URI template, e.g. `/allow/admin/{**}`.
+    Template(Vec<TemplateSegment>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TemplateSegment {
+    Literal(String),
+    /// `{*}`: exactly one non-empty segment.
+    One,
+    /// `{**}`: zero or more characters, across segments; last operator only.
+    Any,
+}
+
+/// `source` of a rule, with principals already in peer form (no `spiffe://`, aliases
+/// expanded by `compile`). HTTP-only fields: `request_principals`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub principals: Field<StrMatch>,
+    /// Namespace globs (`*` anywhere is a wildcard), matched against `/ns/<x>/`.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub namespaces: Field<String>,
+    /// `ns/sa` pairs (already qualified with the policy namespace when written as `sa`).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub service_accounts: Field<String>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub trust_domains: Field<StrMatch>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub request_principals: Field<StrMatch>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub ip_blocks: Field<Cidr>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub remote_ip_blocks: Field<Cidr>,
+}
+
+/// `to.operation` of a rule. HTTP-only fields: `hosts`, `methods`, `paths`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operation {
+    /// Compared case-insensitively (values stored lower-case).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub hosts: Field<StrMatch>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub ports: Field<u16>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub methods: Field<StrMatch>,
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub paths: Field<PathMatch>,
+}
+
+/// A `when` condition, typed by its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "attribute", rename_all = "snake_case")]
+pub enum Condition {
+    /// `request.headers[name]` (name stored lower-case). HTTP only.
+    RequestHeader { name: String, field: Field<StrMatch> },
+    SourceIp { field: Field<Cidr> },
+    RemoteIp { field: Field<Cidr> },
+    DestinationIp { field: Field<Cidr> },
+    DestinationPort { field: Field<u16> },
+    SourcePrincipal { field: Field<StrMatch> },
+    SourceNamespace { field: Field<String> },
+    SourceServiceAccount { field: Field<String> },
+    SourceTrustDomain { field: Field<StrMatch> },
+    ConnectionSni { field: Field<StrMatch> },
+    /// `request.auth.*` (JWT). HTTP only. peerguard has no RequestAuthentication, so the
+    /// attribute is always absent: positive values never match, negative always do.
+    RequestAuth { claim: String, field: Field<StrMatch> },
+    /// `experimental.envoy.filters.*`: not available to peerguard. Treated as absent.
+    EnvoyMetadata { path: String, field: Field<StrMatch> },
+}

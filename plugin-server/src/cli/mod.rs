@@ -1,0 +1,3 @@
+//! Human-facing subcommands.
+pub mod explain;
+pub mod test;

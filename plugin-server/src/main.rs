@@ -1,0 +1,47 @@
+//! `peerguard`: the xDS extension server and the tools around it.
+//!
+//! Each subcommand lives in its own module under `cli/` (or its own domain module) and
+//! returns an exit code; `main` only parses arguments and sets up logging.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod cli;
+
+#[derive(Parser, Debug)]
+#[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), also from `RUST_LOG`.
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run scenario files (policies + workload + requests with expected decisions).
+    Test(cli::test::Args),
+    /// Explain the decision for one request to one workload.
+    Explain(cli::explain::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or(cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match cli.command {
+        Command::Test(a) => cli::test::run(a),
+        Command::Explain(a) => cli::explain::run(a),
+    };
+    match code {
+        Ok(c) => ExitCode::from(c),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
