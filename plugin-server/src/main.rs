@@ -6,7 +6,10 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bootstrap;
 mod cli;
+mod e2e;
+mod serve;
 
 #[derive(Parser, Debug)]
 #[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
@@ -24,6 +27,10 @@ enum Command {
     Test(cli::test::Args),
     /// Explain the decision for one request to one workload.
     Explain(cli::explain::Args),
+    /// Run the xDS extension server (ECDS filter config, SDS certificates).
+    Serve(serve::Args),
+    /// Print an Envoy bootstrap for a sidecar that uses `peerguard serve`.
+    Bootstrap(bootstrap::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +43,8 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Test(a) => cli::test::run(a),
         Command::Explain(a) => cli::explain::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Bootstrap(a) => bootstrap::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),
