@@ -1,0 +1,395 @@
+//! YAML/JSON → [`Resource`]s, with errors naming file, object and field.
+//!
+//! Pipeline: text → documents ([`documents`]) → JSON values (a `List` or a top-level array
+//! is expanded into its items) → one object per value ([`parse_value`]): dispatch on
+//! apiVersion + kind, typed decoding with exact field paths (`serde_path_to_error`; the
+//! legacy API has its own decoder in [`legacy`]), then validation as Istio's webhook does it
+//! ([`validate`]). An object of a handled kind that fails any step is kept as
+//! [`Resource::Invalid`] so that `compile` fails closed for it.
+
+mod documents;
+mod legacy;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use super::{
+    AuthorizationPolicySpec, DestinationRuleSpec, InvalidObject, Object, ObjectKey, ObjectMeta,
+    Origin, PeerAuthenticationSpec, Resource,
+};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::path::Path;
+
+/// A problem with one document or object. `Display` reads
+/// `file: kind ns/name: field.path: message` (parts absent when unknown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {}{}{message}", object.as_ref().map(|o| format!("{o}: ")).unwrap_or_default(), field.as_ref().map(|f| format!("{f}: ")).unwrap_or_default())]
+pub struct ParseError {
+    pub file: String,
+    /// `kind namespace/name`, when known.
+    pub object: Option<String>,
+    /// e.g. `spec.rules[0].from[0].source.principals[1]`.
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// What one file (or a set of files) held.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    /// Handled kinds, valid or [`Resource::Invalid`].
+    pub resources: Vec<Resource>,
+    /// Errors: malformed YAML, invalid objects (also kept as `Resource::Invalid`).
+    pub errors: Vec<ParseError>,
+    /// Objects of kinds peerguard does not handle, as `file: kind ns/name` messages.
+    pub skipped: Vec<String>,
+}
+
+impl Parsed {
+    /// Appends another file's results (used when reading a directory).
+    pub fn extend(&mut self, other: Parsed) {
+        self.resources.extend(other.resources);
+        self.errors.extend(other.errors);
+        self.skipped.extend(other.skipped);
+    }
+
+    fn add(&mut self, outcome: ValueOutcome) {
+        match outcome {
+            ValueOutcome::Resource { resource, errors } => {
+                self.resources.push(resource);
+                self.errors.extend(errors);
+            }
+            ValueOutcome::Skipped(message) => self.skipped.push(message),
+            ValueOutcome::Error(error) => self.errors.push(error),
+        }
+    }
+}
+
+/// The result of reading one object (see [`parse_value`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ValueOutcome {
+    /// A handled kind. When `errors` is not empty, `resource` is [`Resource::Invalid`].
+    Resource { resource: Resource, errors: Vec<ParseError> },
+    /// A kind peerguard does not handle: `file: kind ns/name: not handled by peerguard, skipped`.
+    Skipped(String),
+    /// Not an object at all (no kind/apiVersion, not a mapping, a `List`): nothing to keep.
+    Error(ParseError),
+}
+
+/// Parse one file's text (multi-document YAML, a JSON object, or a `kind: List`).
+pub fn parse_str(text: &str, file: &str) -> Parsed {
+    let mut parsed = Parsed::default();
+    let mut index = 0usize;
+    for doc in documents::split(text, file) {
+        match doc {
+            Ok(value) => expand(value, file, &mut index, &mut parsed, 0),
+            Err(error) => parsed.errors.push(error),
+        }
+    }
+    parsed
+}
+
+/// Parse a file, or every `.yaml`/`.yml`/`.json` file under a directory (recursively, in
+/// sorted path order). Unreadable files and directories are reported as errors; the other
+/// files are still read.
+pub fn parse_path(path: &Path) -> Parsed {
+    let mut parsed = Parsed::default();
+    if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files, &mut parsed.errors);
+        files.sort();
+        for file in files {
+            parsed.extend(parse_file(&file));
+        }
+    } else {
+        parsed.extend(parse_file(path));
+    }
+    parsed
+}
+
+fn parse_file(path: &Path) -> Parsed {
+    let name = path.display().to_string();
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => parse_str(&text, &name),
+            Err(e) => Parsed {
+                errors: vec![file_error(&name, format!("not UTF-8 text: {e}"))],
+                ..Parsed::default()
+            },
+        },
+        Err(e) => Parsed { errors: vec![file_error(&name, format!("cannot read: {e}"))], ..Parsed::default() },
+    }
+}
+
+fn collect_files(dir: &Path, files: &mut Vec<std::path::PathBuf>, errors: &mut Vec<ParseError>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            errors.push(file_error(&dir.display().to_string(), format!("cannot read directory: {e}")));
+            return;
+        }
+    };
+    for entry in entries {
+        let path = match entry {
+            Ok(entry) => entry.path(),
+            Err(e) => {
+                errors.push(file_error(&dir.display().to_string(), format!("cannot read directory: {e}")));
+                continue;
+            }
+        };
+        if path.is_dir() {
+            collect_files(&path, files, errors);
+        } else if has_config_extension(&path) {
+            files.push(path);
+        }
+    }
+}
+
+fn has_config_extension(path: &Path) -> bool {
+    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+fn file_error(file: &str, message: String) -> ParseError {
+    ParseError { file: file.to_string(), object: None, field: None, message }
+}
+
+/// `List` objects (`kind: List` or `kind: <X>List` with `items`) and top-level arrays are
+/// expanded into their items; every other value is one object.
+fn expand(value: Value, file: &str, index: &mut usize, parsed: &mut Parsed, depth: usize) {
+    // Nesting beyond this is not something Kubernetes produces; refuse rather than recurse.
+    const MAX_DEPTH: usize = 4;
+    match value {
+        Value::Array(items) if depth < MAX_DEPTH => {
+            for item in items {
+                expand(item, file, index, parsed, depth + 1);
+            }
+        }
+        Value::Object(map) if depth < MAX_DEPTH && is_list(&map) => {
+            if let Some(Value::Array(items)) = map.get("items") {
+                for item in items.iter().cloned() {
+                    expand(item, file, index, parsed, depth + 1);
+                }
+            }
+        }
+        value => {
+            let origin = Origin { file: file.to_string(), index: *index };
+            *index += 1;
+            parsed.add(parse_value(value, origin));
+        }
+    }
+}
+
+fn is_list(map: &serde_json::Map<String, Value>) -> bool {
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default();
+    (kind == "List" || kind.ends_with("List")) && matches!(map.get("items"), Some(Value::Array(_)))
+}
+
+/// The kinds peerguard handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    PeerAuthentication,
+    AuthorizationPolicy,
+    DestinationRule,
+    LegacyPolicy,
+    MeshPolicy,
+}
+
+impl Kind {
+    fn classify(api_version: &str, kind: &str) -> Option<Kind> {
+        match (api_version, kind) {
+            ("security.istio.io/v1" | "security.istio.io/v1beta1", "PeerAuthentication") => {
+                Some(Kind::PeerAuthentication)
+            }
+            ("security.istio.io/v1" | "security.istio.io/v1beta1", "AuthorizationPolicy") => {
+                Some(Kind::AuthorizationPolicy)
+            }
+            (
+                "networking.istio.io/v1" | "networking.istio.io/v1beta1" | "networking.istio.io/v1alpha3",
+                "DestinationRule",
+            ) => Some(Kind::DestinationRule),
+            ("authentication.istio.io/v1alpha1", "Policy") => Some(Kind::LegacyPolicy),
+            ("authentication.istio.io/v1alpha1", "MeshPolicy") => Some(Kind::MeshPolicy),
+            _ => None,
+        }
+    }
+
+    fn cluster_scoped(self) -> bool {
+        self == Kind::MeshPolicy
+    }
+}
+
+/// Read one object (as found in a file, or as delivered by a Kubernetes watch).
+///
+/// Handled kinds always come back as a [`Resource`]: valid, or [`Resource::Invalid`] with the
+/// errors that made it so. Other kinds are [`ValueOutcome::Skipped`].
+pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
+    let file = origin.file.clone();
+    let Value::Object(map) = &value else {
+        return ValueOutcome::Error(file_error(
+            &file,
+            format!(
+                "document {}: expected a Kubernetes object (a mapping with apiVersion and kind), found {}",
+                origin.index,
+                type_name(&value)
+            ),
+        ));
+    };
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    if kind.is_empty() || api_version.is_empty() {
+        let missing = if kind.is_empty() { "kind" } else { "apiVersion" };
+        return ValueOutcome::Error(ParseError {
+            file,
+            object: None,
+            field: Some(missing.to_string()),
+            message: format!("document {}: missing or not a string; not a Kubernetes object", origin.index),
+        });
+    }
+    if is_list(map) {
+        return ValueOutcome::Error(ParseError {
+            file,
+            object: Some(kind),
+            field: None,
+            message: "a List holds several objects; read it with parse_str".to_string(),
+        });
+    }
+
+    let Some(handled) = Kind::classify(&api_version, &kind) else {
+        let label = loose_label(&kind, map.get("metadata"));
+        return ValueOutcome::Skipped(format!("{file}: {label}: not handled by peerguard, skipped"));
+    };
+
+    let mut errors: Vec<(Option<String>, String)> = Vec::new();
+    let metadata = decode_metadata(map.get("metadata"), handled, &mut errors);
+    let object = object_label(&kind, &metadata);
+    if metadata.name.is_empty() {
+        errors.push((Some("metadata.name".to_string()), "required".to_string()));
+    }
+    let spec = match map.get("spec") {
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        Some(spec) => spec.clone(),
+    };
+
+    let resource = match handled {
+        Kind::PeerAuthentication => decode::<PeerAuthenticationSpec>(&spec, &mut errors).map(|s| {
+            validate::peer_authentication(&s, &spec, &mut errors);
+            Resource::PeerAuthentication(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
+        }),
+        Kind::AuthorizationPolicy => decode::<AuthorizationPolicySpec>(&spec, &mut errors).map(|s| {
+            validate::authorization_policy(&s, &mut errors);
+            Resource::AuthorizationPolicy(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
+        }),
+        Kind::DestinationRule => decode::<DestinationRuleSpec>(&spec, &mut errors).map(|s| {
+            validate::destination_rule(&s, &mut errors);
+            Resource::DestinationRule(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
+        }),
+        Kind::LegacyPolicy | Kind::MeshPolicy => legacy::decode(&spec, &mut errors).map(|s| {
+            validate::legacy(&s, handled == Kind::MeshPolicy, &metadata.name, &mut errors);
+            let object = Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() };
+            if handled == Kind::MeshPolicy {
+                Resource::MeshPolicy(object)
+            } else {
+                Resource::LegacyPolicy(object)
+            }
+        }),
+    };
+
+    match resource {
+        Some(resource) if errors.is_empty() => ValueOutcome::Resource { resource, errors: Vec::new() },
+        _ => {
+            let errors: Vec<ParseError> = errors
+                .into_iter()
+                .map(|(field, message)| ParseError { file: file.clone(), object: Some(object.clone()), field, message })
+                .collect();
+            let error = errors
+                .iter()
+                .map(|e| match &e.field {
+                    Some(f) => format!("{f}: {}", e.message),
+                    None => e.message.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let resource = Resource::Invalid(InvalidObject { kind, api_version, metadata, origin, raw: value, error });
+            ValueOutcome::Resource { resource, errors }
+        }
+    }
+}
+
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "an empty value",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
+}
+
+/// Metadata, read leniently (Kubernetes adds many fields we do not use) but with type errors
+/// reported. Namespaced kinds default to `default`, as kubectl does; cluster-scoped kinds
+/// have no namespace.
+fn decode_metadata(raw: Option<&Value>, kind: Kind, errors: &mut Vec<(Option<String>, String)>) -> ObjectMeta {
+    let mut metadata = match raw {
+        None | Some(Value::Null) => ObjectMeta::default(),
+        Some(raw) => match serde_path_to_error::deserialize::<_, ObjectMeta>(raw) {
+            Ok(metadata) => metadata,
+            Err(e) => {
+                errors.push((Some(prefixed("metadata", &e.path().to_string())), e.into_inner().to_string()));
+                // Keep what can still be read, for the error label and fail-closed scoping.
+                ObjectMeta {
+                    name: raw.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
+                    namespace: raw.get("namespace").and_then(Value::as_str).map(str::to_string),
+                    ..ObjectMeta::default()
+                }
+            }
+        },
+    };
+    if kind.cluster_scoped() {
+        metadata.namespace = None;
+    } else if metadata.namespace.as_deref().is_none_or(str::is_empty) {
+        metadata.namespace = Some("default".to_string());
+    }
+    metadata
+}
+
+fn object_label(kind: &str, metadata: &ObjectMeta) -> String {
+    let name = if metadata.name.is_empty() { "<unnamed>".to_string() } else { metadata.name.clone() };
+    ObjectKey { kind: kind.to_string(), namespace: metadata.namespace.clone(), name }.to_string()
+}
+
+/// Label for a skipped object of unknown scope: `kind ns/name`, or `kind name` without a namespace.
+fn loose_label(kind: &str, metadata: Option<&Value>) -> String {
+    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
+    let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str);
+    ObjectKey { kind: kind.to_string(), namespace: namespace.map(str::to_string), name: name.to_string() }.to_string()
+}
+
+/// Typed decoding of `spec`, recording the exact path of the first error.
+fn decode<T: DeserializeOwned>(spec: &Value, errors: &mut Vec<(Option<String>, String)>) -> Option<T> {
+    match serde_path_to_error::deserialize::<_, T>(spec) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            let field = prefixed("spec", &e.path().to_string());
+            errors.push((Some(field), clarify(&e.into_inner().to_string())));
+            None
+        }
+    }
+}
+
+/// `spec` + `rules[0].from` → `spec.rules[0].from`; the root path `.` → `spec`.
+fn prefixed(prefix: &str, path: &str) -> String {
+    if path == "." || path.is_empty() {
+        prefix.to_string()
+    } else if path.starts_with('[') {
+        format!("{prefix}{path}")
+    } else {
+        format!("{prefix}.{path}")
+    }
+}
+
+/// serde's wording for enums talks about Rust variants; users write values.
+fn clarify(message: &str) -> String {
+    message.replace("unknown variant", "unknown value").replace("expected one of", "allowed values are")
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is missing, builds the wasm filter and the
+# binary, then runs unit tests, the conformance suite in-process and through real Envoy,
+# and the Envoy end-to-end tests.
+#   CONFORMANCE_DIR   scenario directory (default: ../shared/conformance/cases)
+#   CARGO_TARGET_DIR  build directory (default: /var/tmp/peerguard-target, outside the clone)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/peerguard-target}
+export CONFORMANCE_DIR=${CONFORMANCE_DIR:-$root/../shared/conformance/cases}
+step() { printf '\n== %s\n' "$*"; }
+
+step "set-up"
+bash scripts/setup.sh
+set -a; . .peerguard/env; set +a
+export PEERGUARD_REQUIRE_ENVOY=${PEERGUARD_REQUIRE_ENVOY:-1}
+export PEERGUARD_REQUIRE_WASM=${PEERGUARD_REQUIRE_WASM:-1}
+
+step "build the wasm filter (wasm32-unknown-unknown, $PEERGUARD_WASM_TOOLCHAIN toolchain)"
+export PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
+
+step "build"
+cargo build --workspace --all-targets
+pg="$CARGO_TARGET_DIR/debug/peerguard"
+
+step "unit and integration tests"
+cargo test --workspace --no-fail-fast
+
+step "conformance, in-process: $CONFORMANCE_DIR"
+"$pg" test "$CONFORMANCE_DIR"
+
+step "conformance, through real Envoy"
+"$pg" test --envoy "$CONFORMANCE_DIR"
