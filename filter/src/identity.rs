@@ -264,8 +264,14 @@ mod tests {
 
     #[test]
     fn glob() {
-        let cases: &[(&str, &str, bool)] =
-            &[("a*c", "abbc", true), ("a*c", "abbd", false), ("*", "", true), ("a", "a", true), ("a*", "b", false), ("*a*b", "xaab", true)];
+        let cases: &[(&str, &str, bool)] = &[
+            ("a*c", "abbc", true),
+            ("a*c", "abbd", false),
+            ("*", "", true),
+            ("a", "a", true),
+            ("a*", "b", false),
+            ("*a*b", "xaab", true),
+        ];
         for (p, t, want) in cases {
             assert_eq!(glob_match(p, t), *want, "{p} vs {t}");
         }

@@ -17,13 +17,16 @@ pub mod path;
 pub mod schema;
 
 #[cfg(feature = "resources")]
+pub mod client;
+#[cfg(feature = "resources")]
 pub mod compile;
 #[cfg(feature = "resources")]
 pub mod istio;
 #[cfg(feature = "resources")]
 pub mod scenario;
 
-#[cfg(target_arch = "wasm32")]
+// The adapter's host-independent part (`wasm::facts`) is unit-tested natively.
+#[cfg(any(test, target_arch = "wasm32"))]
 mod wasm;
 
 pub use decide::Engine;

@@ -7,9 +7,18 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bootstrap;
+mod ca;
 mod cli;
+mod demo;
 mod e2e;
+mod node;
+mod ops;
+mod registry;
+mod sandbox;
 mod serve;
+mod snapshot;
+mod source;
+mod xds;
 
 #[derive(Parser, Debug)]
 #[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
@@ -31,6 +40,11 @@ enum Command {
     Serve(serve::Args),
     /// Print an Envoy bootstrap for a sidecar that uses `peerguard serve`.
     Bootstrap(bootstrap::Args),
+    /// The auto mTLS walkthrough as local processes: up, apply, exec, matrix, down.
+    Sandbox(sandbox::Args),
+    /// Demo applications for the sandbox.
+    #[command(hide = true)]
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +59,8 @@ fn main() -> ExitCode {
         Command::Explain(a) => cli::explain::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),
+        Command::Sandbox(a) => sandbox::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),

@@ -1,7 +1,17 @@
 //! `compile`: Istio resources + one workload → [`WorkloadPolicy`].
 
+mod authz;
+mod legacy;
+mod peer_authn;
+mod select;
+#[cfg(test)]
+mod tests;
+pub mod values;
+
+pub use authz::DRY_RUN_ANNOTATION;
+
 use crate::istio::Resource;
-use crate::schema::WorkloadPolicy;
+use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -29,6 +39,7 @@ impl Default for MeshConfig {
 
 /// How a Service maps one of its ports onto the workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServicePort {
     pub service: String,
     #[serde(default)]
@@ -39,6 +50,7 @@ pub struct ServicePort {
 
 /// The server workload being compiled for.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Workload {
     pub namespace: String,
     pub name: String,
@@ -52,18 +64,57 @@ pub struct Workload {
     pub service_ports: Vec<ServicePort>,
 }
 
+/// Human-readable problems found while compiling one workload.
+pub(crate) type Diagnostics = Vec<String>;
+
 /// Compile the resources that apply to `workload` into its policy. Never fails: invalid
 /// objects are compiled fail-closed and reported in `diagnostics`.
-pub fn compile(_resources: &[Resource], workload: &Workload, mesh: &MeshConfig) -> WorkloadPolicy {
-    use crate::schema::*;
-    // Not built yet: a STRICT, allow-nothing policy (fail closed).
+pub fn compile(resources: &[Resource], workload: &Workload, mesh: &MeshConfig) -> WorkloadPolicy {
+    let mut diags = Diagnostics::new();
+    let mtls = mtls_policy(resources, workload, mesh, &mut diags);
+    let bundle = values::Bundle::new(&mesh.trust_domain, &mesh.trust_domain_aliases);
+    let policies = authz::compile(resources, workload, mesh, &bundle, &mut diags);
     WorkloadPolicy {
         schema: SCHEMA_VERSION,
-        workload: WorkloadRef { namespace: workload.namespace.clone(), name: workload.name.clone() },
+        workload: WorkloadRef {
+            namespace: workload.namespace.clone(),
+            name: workload.name.clone(),
+        },
         trust_domain: mesh.trust_domain.clone(),
         trust_domain_aliases: mesh.trust_domain_aliases.clone(),
-        mtls: MtlsPolicy { default: ModeFrom { mode: MtlsMode::Strict, from: None }, ports: Default::default() },
-        policies: Vec::new(),
-        diagnostics: vec!["compile is not implemented yet".into()],
+        mtls,
+        policies,
+        diagnostics: diags,
+    }
+}
+
+/// PeerAuthentication when any applies to the workload, else the legacy API, else
+/// PERMISSIVE (spec 2.4, 3.5, 7.3).
+fn mtls_policy(
+    resources: &[Resource],
+    workload: &Workload,
+    mesh: &MeshConfig,
+    diags: &mut Diagnostics,
+) -> MtlsPolicy {
+    let candidates = peer_authn::candidates(resources, diags);
+    let beta = peer_authn::resolve(&candidates, workload, mesh, diags);
+    let legacy = legacy::resolve(resources, workload, diags);
+    match (beta, legacy) {
+        (Some(beta), Some(_)) => {
+            diags.push(
+                "legacy authentication Policy/MeshPolicy ignored for mTLS: a PeerAuthentication applies to this workload (Istio 1.5 rule)"
+                    .into(),
+            );
+            beta
+        }
+        (Some(beta), None) => beta,
+        (None, Some(legacy)) => legacy,
+        (None, None) => MtlsPolicy {
+            default: ModeFrom {
+                mode: MtlsMode::Permissive,
+                from: None,
+            },
+            ports: BTreeMap::new(),
+        },
     }
 }

@@ -1,1 +1,42 @@
-//! proxy-wasm adapter. Not built yet.
+//! The proxy-wasm adapter: a thin layer that turns Envoy's attributes into a
+//! [`crate::Request`], asks [`crate::Engine`], and enforces the [`crate::Decision`].
+//!
+//! One `.wasm` serves both filters; the plugin's `root_id` selects the context type:
+//! - `peerguard_http` (any root id not ending in `tcp`): HTTP filter. Denials answer
+//!   `403 RBAC: access denied`; transport-level refusals (STRICT + plaintext, DISABLE + mTLS,
+//!   untrusted peer) reset the stream instead, as Istio closes those before any HTTP exchange.
+//! - `peerguard_tcp` (root id ending in `tcp`): network filter. Decides on the first
+//!   downstream data (the TLS handshake is done by then) and closes denied connections.
+//!
+//! Configuration: the plugin configuration bytes are a JSON [`crate::WorkloadPolicy`]. It is
+//! parsed and indexed once in `on_configure`; an invalid one is logged and rejected (Envoy
+//! refuses it / NACKs it, the last good one stays). With no configuration every request is
+//! denied.
+//!
+//! Layout: `facts` is host-independent and unit-tested natively with a fake host; the rest
+//! is wasm-only glue around `proxy_wasm::hostcalls`, whose `Status` results are all mapped
+//! here (never unwrapped).
+
+pub(crate) mod facts;
+
+#[cfg(target_arch = "wasm32")]
+mod check;
+#[cfg(target_arch = "wasm32")]
+mod host;
+#[cfg(target_arch = "wasm32")]
+mod http;
+#[cfg(target_arch = "wasm32")]
+mod metrics;
+#[cfg(target_arch = "wasm32")]
+mod root;
+#[cfg(target_arch = "wasm32")]
+mod stream;
+
+#[cfg(target_arch = "wasm32")]
+proxy_wasm::main! {{
+    // A panic aborts the VM (FAIL_CLOSED then refuses traffic); say why before it does.
+    std::panic::set_hook(Box::new(|info| {
+        host::log(proxy_wasm::types::LogLevel::Critical, &format!("peerguard: panic: {info}"));
+    }));
+    proxy_wasm::set_root_context(|_context_id| Box::new(root::Root::new()));
+}}

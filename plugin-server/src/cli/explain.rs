@@ -1,8 +1,322 @@
-//! `peerguard explain`: the decision for one request, and why.
+//! `peerguard explain`: the decision for one request to one workload, and why.
+//!
+//! Reads every resource under `--config`, compiles them for the workload described on the
+//! command line, decides the request and prints: ALLOW/DENY, the reason naming the policy
+//! and rule, the port's mTLS mode and the object that set it, audit and dry-run results, and
+//! the compile diagnostics for this workload.
+//!
+//! Exit code: 0 when a decision was computed, whatever it is (use `--fail-on-deny` to get 1
+//! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`).
+
+use anyhow::{bail, Context};
+use peerguard_filter::compile::{compile, MeshConfig, Workload};
+use peerguard_filter::istio::parse::parse_path;
+use peerguard_filter::scenario::describe_reason;
+use peerguard_filter::schema::{HttpRequest, Peer, Request};
+use peerguard_filter::{decide, Decision, WorkloadPolicy};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+#[command(group(clap::ArgGroup::new("client").required(true).args(["peer", "plaintext"])))]
+pub struct Args {
+    /// File or directory of Istio resources (YAML/JSON).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// The server workload, `namespace/name`.
+    #[arg(long)]
+    pub workload: String,
+    /// Workload labels, `k=v,k2=v2`.
+    #[arg(long, value_delimiter = ',')]
+    pub labels: Vec<String>,
+    #[arg(long, default_value = "default")]
+    pub service_account: String,
+    /// Services (in the workload namespace) that select the workload, for legacy Policy targets.
+    #[arg(long, value_delimiter = ',')]
+    pub services: Vec<String>,
+    /// Workload (target) port the connection arrives on.
+    #[arg(long, default_value_t = 80)]
+    pub port: u16,
+    /// mTLS client principal, e.g. `cluster.local/ns/foo/sa/sleep` (without `spiffe://`).
+    #[arg(long)]
+    pub peer: Option<String>,
+    /// Plaintext client (no certificate).
+    #[arg(long)]
+    pub plaintext: bool,
+    /// A TCP connection (no HTTP attributes).
+    #[arg(long, conflicts_with_all = ["method", "path", "host", "header"])]
+    pub tcp: bool,
+    #[arg(long, default_value = "GET")]
+    pub method: String,
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// `:authority`; default `<workload name>.<namespace>`.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Request header `name=value` (repeatable).
+    #[arg(long)]
+    pub header: Vec<String>,
+    #[arg(long)]
+    pub source_ip: Option<IpAddr>,
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// `meshConfig.trustDomainAliases` (repeatable or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub trust_domain_alias: Vec<String>,
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
+    #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
+    pub output: super::test::Format,
+    /// Exit 1 when the decision is DENY.
+    #[arg(long)]
+    pub fail_on_deny: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("`peerguard explain` is not implemented yet")
+#[derive(Debug, Serialize)]
+struct Explanation {
+    request: Request,
+    decision: Decision,
+    reason: String,
+    mtls: PortMode,
+    policies: Vec<PolicySummary>,
+    diagnostics: Vec<String>,
+    config_errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PortMode {
+    port: u16,
+    mode: String,
+    from: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PolicySummary {
+    policy: String,
+    action: String,
+    dry_run: bool,
+    rules: usize,
+    invalid: Option<String>,
+}
+
+fn pair(v: &str, what: &str) -> anyhow::Result<(String, String)> {
+    match v.split_once('=') {
+        Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
+        _ => bail!("--{what} {v:?}: expected key=value"),
+    }
+}
+
+fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
+    let Some((namespace, name)) = args
+        .workload
+        .split_once('/')
+        .filter(|(n, w)| !n.is_empty() && !w.is_empty())
+    else {
+        bail!("--workload {:?}: expected namespace/name", args.workload);
+    };
+    let labels = args
+        .labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|l| pair(l, "labels"))
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
+    let workload = Workload {
+        namespace: namespace.into(),
+        name: name.into(),
+        service_account: args.service_account.clone(),
+        labels,
+        services: args
+            .services
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        service_ports: Vec::new(),
+    };
+    let mesh = MeshConfig {
+        trust_domain: args.trust_domain.clone(),
+        trust_domain_aliases: args
+            .trust_domain_alias
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect(),
+        root_namespace: args.root_namespace.clone(),
+    };
+    let http = if args.tcp {
+        None
+    } else {
+        let headers = args
+            .header
+            .iter()
+            .map(|h| pair(h, "header").map(|(k, v)| (k.to_ascii_lowercase(), v)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Some(HttpRequest {
+            method: args.method.clone(),
+            path: args.path.clone(),
+            host: args
+                .host
+                .clone()
+                .unwrap_or_else(|| format!("{name}.{namespace}")),
+            headers,
+        })
+    };
+    let request = Request {
+        peer: args
+            .peer
+            .as_deref()
+            .map(|p| Peer::from_principal(p.strip_prefix("spiffe://").unwrap_or(p))),
+        source_ip: args.source_ip,
+        destination_ip: None,
+        port: args.port,
+        sni: None,
+        http,
+    };
+    Ok((workload, mesh, request))
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let (workload, mesh, request) = match inputs(&args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
+    if let Err(e) = std::fs::metadata(&args.config)
+        .with_context(|| format!("--config {}", args.config.display()))
+    {
+        eprintln!("error: {e:#}");
+        return Ok(2);
+    }
+    let parsed = parse_path(&args.config);
+    let policy = compile(&parsed.resources, &workload, &mesh);
+    let decision = decide::decide(&policy, &request);
+    let explanation = explain(
+        &policy,
+        request,
+        decision,
+        parsed.errors.iter().map(ToString::to_string).collect(),
+    );
+    let text = match args.output {
+        super::test::Format::Json => serde_json::to_string_pretty(&explanation)? + "\n",
+        super::test::Format::Text => render(&explanation),
+    };
+    super::output::write_stdout(&text)?;
+    Ok(if args.fail_on_deny && !explanation.decision.allowed {
+        1
+    } else {
+        0
+    })
+}
+
+fn explain(
+    policy: &WorkloadPolicy,
+    request: Request,
+    decision: Decision,
+    config_errors: Vec<String>,
+) -> Explanation {
+    let m = policy.mtls.for_port(request.port);
+    Explanation {
+        mtls: PortMode {
+            port: request.port,
+            mode: format!("{:?}", m.mode).to_uppercase(),
+            from: m.from.clone(),
+        },
+        reason: describe_reason(&decision.reason),
+        policies: policy
+            .policies
+            .iter()
+            .map(|p| PolicySummary {
+                policy: p.policy.to_string(),
+                action: format!("{:?}", p.action).to_uppercase(),
+                dry_run: p.dry_run,
+                rules: p.rules.len(),
+                invalid: p.invalid.clone(),
+            })
+            .collect(),
+        diagnostics: policy.diagnostics.clone(),
+        request,
+        decision,
+        config_errors,
+    }
+}
+
+fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(if e.decision.allowed {
+        "ALLOW".into()
+    } else {
+        "DENY".into()
+    });
+    line(format!("reason: {}", e.reason));
+    line(format!(
+        "mTLS: port {} is {} ({})",
+        e.mtls.port,
+        e.mtls.mode,
+        e.mtls
+            .from
+            .as_deref()
+            .map(|f| format!("set by {f}"))
+            .unwrap_or_else(|| "nothing configured: Istio's default".into())
+    ));
+    line(match &e.decision.audit {
+        Some(r) => format!("audit: yes, AUDIT policy {r} matched"),
+        None => "audit: no AUDIT policy matched".into(),
+    });
+    let dr = &e.decision.dry_run;
+    let shadow = |r: Option<peerguard_filter::schema::ShadowResult>,
+                  by: &Option<peerguard_filter::schema::RuleRef>| match r {
+        None => "no result".to_string(),
+        Some(r) => format!(
+            "{}{}",
+            format!("{r:?}").to_lowercase(),
+            by.as_ref()
+                .map(|b| format!(" (by {b})"))
+                .unwrap_or_default()
+        ),
+    };
+    line(format!(
+        "dry-run: deny: {}; allow: {}",
+        shadow(dr.deny, &dr.deny_matched),
+        shadow(dr.allow, &dr.allow_matched)
+    ));
+    if e.policies.is_empty() {
+        line("authorization policies for this workload: none".into());
+    } else {
+        line("authorization policies for this workload:".into());
+        for p in &e.policies {
+            line(format!(
+                "  {} {}{} ({} rule{}){}",
+                p.action,
+                p.policy,
+                if p.dry_run { " [dry-run]" } else { "" },
+                p.rules,
+                if p.rules == 1 { "" } else { "s" },
+                p.invalid
+                    .as_deref()
+                    .map(|i| format!(" INVALID, fails closed: {i}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    if !e.diagnostics.is_empty() {
+        line("diagnostics:".into());
+        for d in &e.diagnostics {
+            line(format!("  - {d}"));
+        }
+    }
+    if !e.config_errors.is_empty() {
+        line("configuration errors:".into());
+        for d in &e.config_errors {
+            line(format!("  - {d}"));
+        }
+    }
+    out
 }

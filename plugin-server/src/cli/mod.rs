@@ -1,3 +1,4 @@
 //! Human-facing subcommands.
 pub mod explain;
+pub mod output;
 pub mod test;

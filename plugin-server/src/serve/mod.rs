@@ -1,8 +1,186 @@
-//! `peerguard serve`: the xDS extension server. Not built yet.
+//! `peerguard serve`: the xDS extension server.
+//!
+//! Wiring: a [`Source`] emits [`Inputs`]; the builder compiles one `WorkloadPolicy` per
+//! registered workload, issues or reuses its certificate, and publishes a per-node snapshot
+//! to the [`Store`]; the xDS services stream those snapshots to Envoy. A timer re-runs the
+//! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
+
+mod build;
+
+use crate::ca::{self, duration, Ca, CaSource};
+use crate::node::TokenAuth;
+use crate::ops::{self, Metrics};
+use crate::registry::Registry;
+use crate::snapshot::Store;
+use crate::source::{dir::DirSource, Inputs, Source};
+use crate::xds::{Xds, XdsState};
+use anyhow::Context;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
+use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
+use peerguard_filter::compile::MeshConfig;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Directory of Istio resources and peerguard `Workload`s (YAML/JSON, read recursively,
+    /// watched for changes).
+    #[arg(long)]
+    pub config_dir: PathBuf,
+    /// Path of the peerguard .wasm module as Envoy sees it (sent as `vm_config.code.local`).
+    #[arg(long)]
+    pub wasm: String,
+    /// Where the built-in CA root, the token secret and the per-workload tokens are kept.
+    #[arg(long, default_value = "/var/lib/peerguard")]
+    pub state_dir: PathBuf,
+    /// gRPC listen address: `HOST:PORT` or `unix:/path/to.sock`.
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub listen: String,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub http_listen: String,
+    /// `meshConfig.trustDomain`.
+    #[arg(long, default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// `meshConfig.trustDomainAliases` (repeatable).
+    #[arg(long = "trust-domain-alias")]
+    pub trust_domain_aliases: Vec<String>,
+    /// `meshConfig.rootNamespace`.
+    #[arg(long, default_value = "istio-system")]
+    pub root_namespace: String,
+    /// Lifetime of issued workload certificates (e.g. 24h, 90m).
+    #[arg(long, default_value = "24h", value_parser = duration::parse)]
+    pub workload_cert_ttl: Duration,
+    /// Upper bound for --workload-cert-ttl; a larger TTL is refused, not clamped.
+    #[arg(long, default_value = "90d", value_parser = duration::parse)]
+    pub max_workload_cert_ttl: Duration,
+    /// Signing CA certificate (e.g. an intermediate of your PKI), PEM. Needs --ca-key.
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// Private key of --ca-cert, PKCS#8 PEM.
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Root certificates Envoy trusts (SDS `ROOTCA`). Alone: distribute the bundle only.
+    #[arg(long)]
+    pub trust_bundle: Option<PathBuf>,
+    /// How often the config directory is checked for changes.
+    #[arg(long, default_value = "200ms", value_parser = duration::parse)]
+    pub poll_interval: Duration,
+    /// How long the directory must stay unchanged before it is re-read.
+    #[arg(long, default_value = "50ms", value_parser = duration::parse)]
+    pub debounce: Duration,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<u8> {
-    anyhow::bail!("`peerguard serve` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    rt.block_on(serve(args))
+}
+
+fn ca_source(args: &Args) -> CaSource {
+    match (&args.ca_cert, &args.ca_key, &args.trust_bundle) {
+        (Some(cert), Some(key), bundle) => CaSource::Provided { cert: cert.clone(), key: key.clone(), bundle: bundle.clone() },
+        (None, None, Some(bundle)) => CaSource::BundleOnly { bundle: bundle.clone() },
+        _ => CaSource::Builtin { state_dir: args.state_dir.clone() },
+    }
+}
+
+/// The server secret tokens are derived from (created on first start, mode 0600).
+pub fn token_auth(state_dir: &std::path::Path) -> anyhow::Result<TokenAuth> {
+    let path = state_dir.join("token-secret");
+    let text = ca::load_or_create_private(&path, || {
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(|e| ca::CaError::Generate(format!("reading /dev/urandom: {e}")))?;
+        Ok(crate::node::hex(&bytes))
+    })
+    .context("token secret")?;
+    Ok(TokenAuth::new(text.trim().as_bytes().to_vec()))
+}
+
+async fn serve(args: Args) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+    let ca = Ca::load(&ca_source(&args), &args.trust_domain, args.workload_cert_ttl, args.max_workload_cert_ttl)
+        .context("certificate authority")?;
+    let auth = token_auth(&args.state_dir)?;
+    let mesh = MeshConfig {
+        trust_domain: args.trust_domain.clone(),
+        trust_domain_aliases: args.trust_domain_aliases.clone(),
+        root_namespace: args.root_namespace.clone(),
+    };
+    let metrics = Arc::new(Metrics::default());
+    if let Some(t) = ca.ca_not_after() {
+        metrics.set("peerguard_ca_cert_expiry_timestamp_seconds", &[], unix(t));
+    }
+    let store = Arc::new(Store::default());
+    let (registry_tx, registry_rx) = watch::channel(Arc::new(Registry::default()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Listeners first, so a bad address fails before anything else runs.
+    let http = tokio::net::TcpListener::bind(&args.http_listen).await.with_context(|| format!("binding --http-listen {}", args.http_listen))?;
+    tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
+    tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
+
+    let source: Box<dyn Source> = Box::new(DirSource { dir: args.config_dir.clone(), poll: args.poll_interval, debounce: args.debounce });
+    tracing::info!(source = %source.describe(), "reading configuration");
+    let (inputs_tx, inputs_rx) = mpsc::channel::<Arc<Inputs>>(4);
+    let _source_task = source.run(inputs_tx);
+
+    let builder = build::Builder {
+        ca,
+        mesh,
+        wasm: args.wasm.clone(),
+        state_dir: args.state_dir.clone(),
+        auth: auth.clone(),
+        store: store.clone(),
+        registry_tx,
+        metrics: metrics.clone(),
+        certs: Default::default(),
+    };
+    tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
+
+    let xds = Xds(Arc::new(XdsState {
+        store,
+        registry: registry_rx,
+        auth,
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
+        connected: Default::default(),
+    }));
+    let server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(AggregatedDiscoveryServiceServer::new(xds.clone()))
+        .add_service(ExtensionConfigDiscoveryServiceServer::new(xds.clone()))
+        .add_service(SecretDiscoveryServiceServer::new(xds));
+    let mut sd = shutdown_rx.clone();
+    let stop = async move {
+        let _ = sd.changed().await;
+    };
+    let signals = tokio::spawn(async move {
+        ops::shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let result = if let Some(path) = args.listen.strip_prefix("unix:") {
+        let _ = std::fs::remove_file(path);
+        let uds = tokio::net::UnixListener::bind(path).with_context(|| format!("binding --listen {}", args.listen))?;
+        tracing::info!(socket = path, "xDS server listening (ADS, ECDS, SDS)");
+        server.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(uds), stop).await
+    } else {
+        let tcp = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
+        tracing::info!(addr = %args.listen, "xDS server listening (ADS, ECDS, SDS)");
+        server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(tcp), stop).await
+    };
+    signals.abort();
+    result.context("xDS server")?;
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+pub(crate) fn unix(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0)
 }

@@ -67,10 +67,15 @@ impl Parsed {
 }
 
 /// The result of reading one object (see [`parse_value`]).
+// Returned once per object and consumed at once: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ValueOutcome {
     /// A handled kind. When `errors` is not empty, `resource` is [`Resource::Invalid`].
-    Resource { resource: Resource, errors: Vec<ParseError> },
+    Resource {
+        resource: Resource,
+        errors: Vec<ParseError>,
+    },
     /// A kind peerguard does not handle: `file: kind ns/name: not handled by peerguard, skipped`.
     Skipped(String),
     /// Not an object at all (no kind/apiVersion, not a mapping, a `List`): nothing to keep.
@@ -91,8 +96,9 @@ pub fn parse_str(text: &str, file: &str) -> Parsed {
 }
 
 /// Parse a file, or every `.yaml`/`.yml`/`.json` file under a directory (recursively, in
-/// sorted path order). Unreadable files and directories are reported as errors; the other
-/// files are still read.
+/// sorted path order; hidden entries and directory symlinks are skipped, file symlinks are
+/// read). Unreadable files and directories are reported as errors; the other files are
+/// still read.
 pub fn parse_path(path: &Path) -> Parsed {
     let mut parsed = Parsed::default();
     if path.is_dir() {
@@ -118,7 +124,10 @@ fn parse_file(path: &Path) -> Parsed {
                 ..Parsed::default()
             },
         },
-        Err(e) => Parsed { errors: vec![file_error(&name, format!("cannot read: {e}"))], ..Parsed::default() },
+        Err(e) => Parsed {
+            errors: vec![file_error(&name, format!("cannot read: {e}"))],
+            ..Parsed::default()
+        },
     }
 }
 
@@ -126,32 +135,68 @@ fn collect_files(dir: &Path, files: &mut Vec<std::path::PathBuf>, errors: &mut V
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) => {
-            errors.push(file_error(&dir.display().to_string(), format!("cannot read directory: {e}")));
+            errors.push(file_error(
+                &dir.display().to_string(),
+                format!("cannot read directory: {e}"),
+            ));
             return;
         }
     };
     for entry in entries {
-        let path = match entry {
-            Ok(entry) => entry.path(),
+        let entry = match entry {
+            Ok(entry) => entry,
             Err(e) => {
-                errors.push(file_error(&dir.display().to_string(), format!("cannot read directory: {e}")));
+                errors.push(file_error(
+                    &dir.display().to_string(),
+                    format!("cannot read directory: {e}"),
+                ));
                 continue;
             }
         };
-        if path.is_dir() {
-            collect_files(&path, files, errors);
-        } else if has_config_extension(&path) {
-            files.push(path);
+        let path = entry.path();
+        // Hidden entries are skipped: a mounted ConfigMap holds each file twice, once under
+        // `..<timestamp>/` and once as a top-level symlink to it.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        match entry.file_type() {
+            // Directory symlinks are not followed, so a link loop cannot recurse forever.
+            Ok(t) if t.is_dir() => collect_files(&path, files, errors),
+            Ok(t)
+                if (t.is_file() || (t.is_symlink() && path.is_file()))
+                    && has_config_extension(&path) =>
+            {
+                files.push(path);
+            }
+            Ok(t) if t.is_symlink() && has_config_extension(&path) && !path.exists() => {
+                errors.push(file_error(
+                    &path.display().to_string(),
+                    "cannot read: dangling symlink".to_string(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => errors.push(file_error(
+                &path.display().to_string(),
+                format!("cannot read: {e}"),
+            )),
         }
     }
 }
 
 fn has_config_extension(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
 }
 
 fn file_error(file: &str, message: String) -> ParseError {
-    ParseError { file: file.to_string(), object: None, field: None, message }
+    ParseError {
+        file: file.to_string(),
+        object: None,
+        field: None,
+        message,
+    }
 }
 
 /// `List` objects (`kind: List` or `kind: <X>List` with `items`) and top-level arrays are
@@ -173,7 +218,10 @@ fn expand(value: Value, file: &str, index: &mut usize, parsed: &mut Parsed, dept
             }
         }
         value => {
-            let origin = Origin { file: file.to_string(), index: *index };
+            let origin = Origin {
+                file: file.to_string(),
+                index: *index,
+            };
             *index += 1;
             parsed.add(parse_value(value, origin));
         }
@@ -205,7 +253,9 @@ impl Kind {
                 Some(Kind::AuthorizationPolicy)
             }
             (
-                "networking.istio.io/v1" | "networking.istio.io/v1beta1" | "networking.istio.io/v1alpha3",
+                "networking.istio.io/v1"
+                | "networking.istio.io/v1beta1"
+                | "networking.istio.io/v1alpha3",
                 "DestinationRule",
             ) => Some(Kind::DestinationRule),
             ("authentication.istio.io/v1alpha1", "Policy") => Some(Kind::LegacyPolicy),
@@ -229,22 +279,35 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
         return ValueOutcome::Error(file_error(
             &file,
             format!(
-                "document {}: expected a Kubernetes object (a mapping with apiVersion and kind), found {}",
-                origin.index,
+                "object {} is not a Kubernetes object (a mapping with apiVersion and kind): found {}",
+                origin.index + 1,
                 type_name(&value)
             ),
         ));
     };
-    let kind = map.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = map.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let kind = map
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let api_version = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     if kind.is_empty() || api_version.is_empty() {
-        let missing = if kind.is_empty() { "kind" } else { "apiVersion" };
-        return ValueOutcome::Error(ParseError {
-            file,
-            object: None,
-            field: Some(missing.to_string()),
-            message: format!("document {}: missing or not a string; not a Kubernetes object", origin.index),
-        });
+        let missing = if kind.is_empty() {
+            "kind"
+        } else {
+            "apiVersion"
+        };
+        return ValueOutcome::Error(file_error(
+            &file,
+            format!(
+                "object {} has no {missing} (or it is not a string): not a Kubernetes object",
+                origin.index + 1
+            ),
+        ));
     }
     if is_list(map) {
         return ValueOutcome::Error(ParseError {
@@ -257,7 +320,9 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
 
     let Some(handled) = Kind::classify(&api_version, &kind) else {
         let label = loose_label(&kind, map.get("metadata"));
-        return ValueOutcome::Skipped(format!("{file}: {label}: not handled by peerguard, skipped"));
+        return ValueOutcome::Skipped(format!(
+            "{file}: {label}: not handled by peerguard, skipped"
+        ));
     };
 
     let mut errors: Vec<(Option<String>, String)> = Vec::new();
@@ -272,21 +337,46 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
     };
 
     let resource = match handled {
-        Kind::PeerAuthentication => decode::<PeerAuthenticationSpec>(&spec, &mut errors).map(|s| {
-            validate::peer_authentication(&s, &spec, &mut errors);
-            Resource::PeerAuthentication(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
-        }),
-        Kind::AuthorizationPolicy => decode::<AuthorizationPolicySpec>(&spec, &mut errors).map(|s| {
-            validate::authorization_policy(&s, &mut errors);
-            Resource::AuthorizationPolicy(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
-        }),
+        Kind::PeerAuthentication => port_keys(&spec, &mut errors)
+            .then(|| decode::<PeerAuthenticationSpec>(&spec, &mut errors))
+            .flatten()
+            .map(|s| {
+                validate::peer_authentication(&s, &spec, &mut errors);
+                Resource::PeerAuthentication(Object {
+                    api_version: api_version.clone(),
+                    metadata: metadata.clone(),
+                    spec: s,
+                    origin: origin.clone(),
+                })
+            }),
+        Kind::AuthorizationPolicy => {
+            decode::<AuthorizationPolicySpec>(&spec, &mut errors).map(|s| {
+                validate::authorization_policy(&s, &mut errors);
+                Resource::AuthorizationPolicy(Object {
+                    api_version: api_version.clone(),
+                    metadata: metadata.clone(),
+                    spec: s,
+                    origin: origin.clone(),
+                })
+            })
+        }
         Kind::DestinationRule => decode::<DestinationRuleSpec>(&spec, &mut errors).map(|s| {
             validate::destination_rule(&s, &mut errors);
-            Resource::DestinationRule(Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() })
+            Resource::DestinationRule(Object {
+                api_version: api_version.clone(),
+                metadata: metadata.clone(),
+                spec: s,
+                origin: origin.clone(),
+            })
         }),
         Kind::LegacyPolicy | Kind::MeshPolicy => legacy::decode(&spec, &mut errors).map(|s| {
             validate::legacy(&s, handled == Kind::MeshPolicy, &metadata.name, &mut errors);
-            let object = Object { api_version: api_version.clone(), metadata: metadata.clone(), spec: s, origin: origin.clone() };
+            let object = Object {
+                api_version: api_version.clone(),
+                metadata: metadata.clone(),
+                spec: s,
+                origin: origin.clone(),
+            };
             if handled == Kind::MeshPolicy {
                 Resource::MeshPolicy(object)
             } else {
@@ -296,11 +386,19 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
     };
 
     match resource {
-        Some(resource) if errors.is_empty() => ValueOutcome::Resource { resource, errors: Vec::new() },
+        Some(resource) if errors.is_empty() => ValueOutcome::Resource {
+            resource,
+            errors: Vec::new(),
+        },
         _ => {
             let errors: Vec<ParseError> = errors
                 .into_iter()
-                .map(|(field, message)| ParseError { file: file.clone(), object: Some(object.clone()), field, message })
+                .map(|(field, message)| ParseError {
+                    file: file.clone(),
+                    object: Some(object.clone()),
+                    field,
+                    message,
+                })
                 .collect();
             let error = errors
                 .iter()
@@ -310,7 +408,14 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
                 })
                 .collect::<Vec<_>>()
                 .join("; ");
-            let resource = Resource::Invalid(InvalidObject { kind, api_version, metadata, origin, raw: value, error });
+            let resource = Resource::Invalid(InvalidObject {
+                kind,
+                api_version,
+                metadata,
+                origin,
+                raw: value,
+                error,
+            });
             ValueOutcome::Resource { resource, errors }
         }
     }
@@ -330,17 +435,31 @@ fn type_name(value: &Value) -> &'static str {
 /// Metadata, read leniently (Kubernetes adds many fields we do not use) but with type errors
 /// reported. Namespaced kinds default to `default`, as kubectl does; cluster-scoped kinds
 /// have no namespace.
-fn decode_metadata(raw: Option<&Value>, kind: Kind, errors: &mut Vec<(Option<String>, String)>) -> ObjectMeta {
+fn decode_metadata(
+    raw: Option<&Value>,
+    kind: Kind,
+    errors: &mut Vec<(Option<String>, String)>,
+) -> ObjectMeta {
     let mut metadata = match raw {
         None | Some(Value::Null) => ObjectMeta::default(),
         Some(raw) => match serde_path_to_error::deserialize::<_, ObjectMeta>(raw) {
             Ok(metadata) => metadata,
             Err(e) => {
-                errors.push((Some(prefixed("metadata", &e.path().to_string())), e.into_inner().to_string()));
+                errors.push((
+                    Some(prefixed("metadata", &e.path().to_string())),
+                    e.into_inner().to_string(),
+                ));
                 // Keep what can still be read, for the error label and fail-closed scoping.
                 ObjectMeta {
-                    name: raw.get("name").and_then(Value::as_str).unwrap_or_default().to_string(),
-                    namespace: raw.get("namespace").and_then(Value::as_str).map(str::to_string),
+                    name: raw
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    namespace: raw
+                        .get("namespace")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
                     ..ObjectMeta::default()
                 }
             }
@@ -355,19 +474,41 @@ fn decode_metadata(raw: Option<&Value>, kind: Kind, errors: &mut Vec<(Option<Str
 }
 
 fn object_label(kind: &str, metadata: &ObjectMeta) -> String {
-    let name = if metadata.name.is_empty() { "<unnamed>".to_string() } else { metadata.name.clone() };
-    ObjectKey { kind: kind.to_string(), namespace: metadata.namespace.clone(), name }.to_string()
+    let name = if metadata.name.is_empty() {
+        "<unnamed>".to_string()
+    } else {
+        metadata.name.clone()
+    };
+    ObjectKey {
+        kind: kind.to_string(),
+        namespace: metadata.namespace.clone(),
+        name,
+    }
+    .to_string()
 }
 
 /// Label for a skipped object of unknown scope: `kind ns/name`, or `kind name` without a namespace.
 fn loose_label(kind: &str, metadata: Option<&Value>) -> String {
-    let name = metadata.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>");
-    let namespace = metadata.and_then(|m| m.get("namespace")).and_then(Value::as_str);
-    ObjectKey { kind: kind.to_string(), namespace: namespace.map(str::to_string), name: name.to_string() }.to_string()
+    let name = metadata
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>");
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
+    ObjectKey {
+        kind: kind.to_string(),
+        namespace: namespace.map(str::to_string),
+        name: name.to_string(),
+    }
+    .to_string()
 }
 
 /// Typed decoding of `spec`, recording the exact path of the first error.
-fn decode<T: DeserializeOwned>(spec: &Value, errors: &mut Vec<(Option<String>, String)>) -> Option<T> {
+fn decode<T: DeserializeOwned>(
+    spec: &Value,
+    errors: &mut Vec<(Option<String>, String)>,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(spec) {
         Ok(value) => Some(value),
         Err(e) => {
@@ -376,6 +517,24 @@ fn decode<T: DeserializeOwned>(spec: &Value, errors: &mut Vec<(Option<String>, S
             None
         }
     }
+}
+
+/// `portLevelMtls` keys are port numbers; serde's own message for a bad key has no path.
+fn port_keys(spec: &Value, errors: &mut Vec<(Option<String>, String)>) -> bool {
+    let Some(Value::Object(ports)) = spec.get("portLevelMtls") else {
+        return true;
+    };
+    let before = errors.len();
+    for key in ports.keys() {
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_digit()) || key.parse::<u32>().is_err()
+        {
+            errors.push((
+                Some(format!("spec.portLevelMtls.{key}")),
+                format!("invalid port {key:?}: keys are workload port numbers 1..65535"),
+            ));
+        }
+    }
+    errors.len() == before
 }
 
 /// `spec` + `rules[0].from` → `spec.rules[0].from`; the root path `.` → `spec`.
@@ -391,5 +550,11 @@ fn prefixed(prefix: &str, path: &str) -> String {
 
 /// serde's wording for enums talks about Rust variants; users write values.
 fn clarify(message: &str) -> String {
-    message.replace("unknown variant", "unknown value").replace("expected one of", "allowed values are")
+    match message.strip_prefix("unknown variant ") {
+        Some(rest) => format!(
+            "unknown value {}",
+            rest.replacen("expected one of", "allowed values are", 1)
+        ),
+        None => message.to_string(),
+    }
 }

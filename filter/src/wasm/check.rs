@@ -1,0 +1,160 @@
+//! One check: facts → `Request` → `Decision` → what to do, with its log line and counters.
+
+use super::facts::{self, ConnFacts};
+use super::host::{self, WasmHost};
+use super::root::{Active, Shared};
+use crate::schema::{Decision, HttpRequest, Reason, ShadowResult};
+use proxy_wasm::types::LogLevel;
+
+pub(crate) enum Verdict {
+    Allow,
+    /// An authorization denial: HTTP 403 / closed TCP connection.
+    Deny,
+    /// A transport-level refusal (mTLS mode, untrusted peer): Istio closes these before any
+    /// HTTP exchange, so HTTP resets the stream rather than answering.
+    Refuse,
+}
+
+/// `http` is only called when the engine will run (not in deny-all), so a denied request
+/// costs no header copy.
+pub(crate) fn check(
+    shared: &Shared,
+    active: &Active,
+    kind: &str,
+    http: impl FnOnce() -> Result<HttpRequest, String>,
+) -> Verdict {
+    let level = shared.log_level.get();
+    let engine = match active {
+        Active::Ready(e) => e,
+        Active::DenyAll(why) => {
+            shared.metrics.borrow().record_denied();
+            log(shared, LogLevel::Info, &format!("deny {kind}: {why}"));
+            return Verdict::Deny;
+        }
+    };
+    let conn = {
+        let mut sans = shared.sans.borrow_mut();
+        facts::read_conn(&WasmHost, &mut sans)
+    };
+    let conn: ConnFacts = match conn {
+        Ok(c) => c,
+        Err(e) => {
+            shared.metrics.borrow().record_denied();
+            log(
+                shared,
+                LogLevel::Warn,
+                &format!("deny {kind}: cannot read the connection: {e}"),
+            );
+            return Verdict::Deny;
+        }
+    };
+    if let Some(why) = &conn.cert_problem {
+        log(
+            shared,
+            LogLevel::Warn,
+            &format!("peer certificate unusable, treating the peer as having no URI SAN: {why}"),
+        );
+    }
+    let http = match http() {
+        Ok(h) => Some(h),
+        Err(why) if kind == "http" => {
+            shared.metrics.borrow().record_denied();
+            log(shared, LogLevel::Warn, &format!("deny {kind}: {why}"));
+            return Verdict::Deny;
+        }
+        Err(_) => None,
+    };
+    let request = conn.into_request(http);
+    let d = engine.decide(&request);
+    shared.metrics.borrow().record(&d);
+    if host::enabled(level, LogLevel::Debug) {
+        let peer = match &request.peer {
+            None => "plaintext".to_string(),
+            Some(p) if p.uri_sans.is_empty() => "mTLS (no URI SAN)".to_string(),
+            Some(p) => p.uri_sans.join(","),
+        };
+        let what = match &request.http {
+            Some(h) => format!("{} {} host {}", h.method, h.path, h.host),
+            None => "connection".to_string(),
+        };
+        log(
+            shared,
+            LogLevel::Debug,
+            &format!(
+                "{} {kind} {what} port {} from {} peer {peer}: {}",
+                if d.allowed { "allow" } else { "deny" },
+                request.port,
+                request
+                    .source_ip
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "?".into()),
+                describe(&d.reason),
+            ),
+        );
+        if let Some(a) = &d.audit {
+            log(
+                shared,
+                LogLevel::Debug,
+                &format!("audit: matched policy {a}"),
+            );
+        }
+    }
+    log_shadows(shared, &d);
+    if d.allowed {
+        Verdict::Allow
+    } else {
+        match d.reason {
+            Reason::PlaintextRefused | Reason::MtlsRefused | Reason::UntrustedPeer { .. } => {
+                Verdict::Refuse
+            }
+            _ => Verdict::Deny,
+        }
+    }
+}
+
+/// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").
+fn log_shadows(shared: &Shared, d: &Decision) {
+    let stages = [
+        ("DENY", d.dry_run.deny, &d.dry_run.deny_matched),
+        ("ALLOW", d.dry_run.allow, &d.dry_run.allow_matched),
+    ];
+    for (stage, result, matched) in stages {
+        let Some(result) = result else { continue };
+        let outcome = match result {
+            ShadowResult::Denied => "shadow denied",
+            ShadowResult::Allowed => "shadow allowed",
+        };
+        let msg = match matched {
+            Some(m) => format!("{outcome}, matched policy {m} (dry-run {stage})"),
+            None => format!("{outcome}, no dry-run {stage} policy matched"),
+        };
+        log(shared, LogLevel::Info, &msg);
+    }
+}
+
+fn describe(r: &Reason) -> String {
+    match r {
+        Reason::NoConfig { why } => format!("no valid configuration: {why}"),
+        Reason::PlaintextRefused => "plaintext refused (STRICT)".into(),
+        Reason::MtlsRefused => "mTLS refused (DISABLE)".into(),
+        Reason::UntrustedPeer { uri_sans } => {
+            format!("no URI SAN of an accepted trust domain in {uri_sans:?}")
+        }
+        Reason::CustomDenied { matched, provider } => {
+            format!(
+                "CUSTOM policy {matched} matched (provider {provider:?}; no external authorizer)"
+            )
+        }
+        Reason::Denied { matched } => format!("matched DENY policy {matched}"),
+        Reason::Allowed { matched } => format!("matched ALLOW policy {matched}"),
+        Reason::NoAllowMatched => "no ALLOW policy matched".into(),
+        Reason::NoAllowPolicies => "no ALLOW policies".into(),
+    }
+}
+
+fn log(shared: &Shared, level: LogLevel, msg: &str) {
+    if host::enabled(shared.log_level.get(), level) {
+        // Envoy prefixes "wasm log <root_id> <vm_id>:", which names the filter.
+        host::log(level, msg);
+    }
+}

@@ -1,0 +1,306 @@
+//! Processes of the sandbox: start, reconcile (write configs, wait until every sidecar
+//! runs them), stop.
+
+use super::config::{self, Inputs, SidecarPaths};
+use super::probe;
+use super::state::{write_atomic, Settings, State};
+use super::topology::{AppKind, Topology};
+use super::{pki, UpArgs};
+use anyhow::{bail, Context as _};
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub fn topology(s: &Settings) -> anyhow::Result<Topology> {
+    Ok(Topology::load(s.topology.as_deref())?.with_net(s.net))
+}
+
+/// Envoy: `--envoy`, `PEERGUARD_ENVOY`, `.peerguard/env` in this or a parent directory,
+/// then `envoy` on PATH.
+pub fn find_envoy(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os("PEERGUARD_ENVOY").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let mut dir = std::env::current_dir().ok();
+    while let Some(d) = dir {
+        if let Ok(text) = std::fs::read_to_string(d.join(".peerguard/env")) {
+            if let Some(p) = text.lines().find_map(|l| l.strip_prefix("PEERGUARD_ENVOY=")) {
+                return Ok(PathBuf::from(p.trim().trim_matches('"')));
+            }
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("envoy"))
+        .find(|p| p.is_file())
+        .context("no Envoy: set PEERGUARD_ENVOY or run `bash scripts/setup.sh`")
+}
+
+/// The wasm filter: `--wasm PATH`, or with `auto` `PEERGUARD_WASM`,
+/// `$CARGO_TARGET_DIR/peerguard.wasm`, then `peerguard.wasm` next to the binary's target
+/// directory. `off` runs the sidecars without it.
+pub fn find_wasm(choice: &str) -> anyhow::Result<Option<PathBuf>> {
+    match choice {
+        "off" => Ok(None),
+        "auto" => {
+            let mut cands: Vec<PathBuf> = Vec::new();
+            if let Some(p) = std::env::var_os("PEERGUARD_WASM").filter(|p| !p.is_empty()) {
+                cands.push(PathBuf::from(p));
+            }
+            if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
+                cands.push(PathBuf::from(d).join("peerguard.wasm"));
+            }
+            if let Ok(exe) = std::env::current_exe() {
+                if let Some(target) = exe.parent().and_then(Path::parent) {
+                    cands.push(target.join("peerguard.wasm"));
+                }
+            }
+            Ok(cands.into_iter().find(|p| p.is_file()))
+        }
+        path => {
+            let p = PathBuf::from(path);
+            if !p.is_file() {
+                bail!("--wasm {path}: no such file");
+            }
+            Ok(Some(p))
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Only processes whose command line names this state directory are ours (a recorded pid
+/// may have been reused by now).
+fn ours(pid: u32, state: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&state.display().to_string()))
+        .unwrap_or(false)
+}
+
+pub fn running(st: &State) -> Vec<(u32, String)> {
+    st.pids().into_iter().filter(|(pid, _)| alive(*pid) && ours(*pid, &st.dir)).collect()
+}
+
+pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !running(st).is_empty() {
+        bail!("a sandbox is already running in {} (run `peerguard sandbox down` first)", st.dir.display());
+    }
+    // A fresh state: old configs, certs and resources belong to the previous sandbox.
+    for sub in ["envoy", "certs", "resources", "apps"] {
+        let p = st.dir.join(sub);
+        if p.exists() {
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    let _ = std::fs::remove_file(st.pids_file());
+    std::fs::create_dir_all(&st.dir).with_context(|| format!("creating {}", st.dir.display()))?;
+    let settings = Settings {
+        net: args.net,
+        topology: args.topology.clone(),
+        wasm: find_wasm(&args.wasm)?,
+        envoy: find_envoy(args.envoy.as_deref())?,
+    };
+    st.save_settings(&settings)?;
+    let t = topology(&settings)?;
+    match &settings.wasm {
+        Some(w) => eprintln!("sandbox: wasm filter {}", w.display()),
+        None => eprintln!("sandbox: WITHOUT the wasm filter (--wasm {}): transport modes only", args.wasm),
+    }
+
+    // Initial resources: the given files, or stage 1 of the walkthrough.
+    if args.resources.is_empty() {
+        let stage1 = st.dir.join("stage-1-permissive.yaml");
+        std::fs::write(&stage1, super::STAGE_1).context("writing stage 1")?;
+        st.apply(&stage1)?;
+    }
+    for f in &args.resources {
+        st.apply(f)?;
+    }
+
+    let mut identities: Vec<(String, String, String)> =
+        t.pods.iter().filter(|p| p.sidecar).map(|p| (p.namespace.clone(), p.service_account.clone(), p.spiffe(&t.trust_domain))).collect();
+    identities.sort();
+    identities.dedup();
+    pki::generate(&st.dir, &identities)?;
+
+    let version = write_configs(st, &settings, &t, true)?;
+
+    let exe = std::env::current_exe().context("locating the peerguard binary")?;
+    let apps_dir = st.dir.join("apps");
+    std::fs::create_dir_all(&apps_dir).context("creating apps dir")?;
+    let mut app_addrs = Vec::new();
+    for pod in t.pods.iter().filter(|p| p.app == AppKind::Httpbin) {
+        let port = if pod.sidecar { t.ports.app_behind_sidecar } else { t.target_ports(pod).first().copied().unwrap_or(80) };
+        let listen = SocketAddr::new(IpAddr::V4(pod.ip), port);
+        let log = std::fs::File::create(apps_dir.join(format!("{}.log", pod.id()))).context("app log")?;
+        let mut cmd = Command::new(&exe);
+        cmd.args(["demo", "httpbin", "--listen", &listen.to_string(), "--name", &pod.id(), "--tag"])
+            .arg(&st.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("app log")?)
+            .stderr(log);
+        spawn(st, cmd, &format!("app {}", pod.id()), args.foreground)?;
+        app_addrs.push(listen);
+    }
+    for pod in t.pods.iter().filter(|p| p.sidecar) {
+        let paths = SidecarPaths::new(&st.dir, pod);
+        let log = std::fs::File::create(paths.log()).context("envoy log")?;
+        let mut cmd = Command::new(&settings.envoy);
+        cmd.arg("-c")
+            .arg(paths.bootstrap())
+            .args(["--disable-hot-restart", "--concurrency", "1", "--drain-time-s", "1", "--drain-strategy", "immediate"])
+            .args(["--log-level", "warn", "--service-node", &pod.id(), "--service-cluster", &pod.id()])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("envoy log")?)
+            .stderr(log);
+        spawn(st, cmd, &format!("envoy {}", pod.id()), args.foreground)?;
+    }
+
+    // Ready: every app answers, every sidecar runs this config version and its listeners
+    // accept connections.
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for a in &app_addrs {
+        wait_connect(*a, deadline).await.with_context(|| format!("app at {a} did not start (logs in {})", apps_dir.display()))?;
+    }
+    wait_version(st, &t, version, deadline).await?;
+    for pod in t.pods.iter().filter(|p| p.sidecar) {
+        let mut ports = vec![t.ports.outbound];
+        if pod.app != AppKind::None {
+            ports.extend(t.target_ports(pod));
+        }
+        for port in ports {
+            wait_connect(SocketAddr::new(IpAddr::V4(pod.ip), port), deadline)
+                .await
+                .with_context(|| format!("{} did not listen on {port}", pod.id()))?;
+        }
+    }
+    eprintln!("sandbox: up in {:.1} s ({} processes, state {})", started.elapsed().as_secs_f64(), st.pids().len(), st.dir.display());
+    Ok(())
+}
+
+fn spawn(st: &State, mut cmd: Command, name: &str, foreground: bool) -> anyhow::Result<()> {
+    if !foreground {
+        // Own process group: a Ctrl-C in the terminal that ran `up` does not reach them.
+        cmd.process_group(0);
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    st.record_pid(child.id(), name)?;
+    // The child is not waited for here: `down` (or the foreground loop) ends it.
+    std::mem::forget(child);
+    Ok(())
+}
+
+async fn wait_connect(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("nothing accepts connections on {addr}");
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}
+
+/// Regenerates every sidecar's LDS and CDS (CDS first, so new routes never point at a
+/// missing cluster) and returns the version written. The bootstrap is written only at
+/// start-up.
+pub fn write_configs(st: &State, settings: &Settings, t: &Topology, with_bootstrap: bool) -> anyhow::Result<u64> {
+    let resources = st.resources()?;
+    let version = st.next_version()?;
+    let inputs = Inputs { topology: t, resources: &resources, state: &st.dir, wasm: settings.wasm.as_deref(), version };
+    let sidecars = config::generate(&inputs)?;
+    for pod in t.pods.iter().filter(|p| p.sidecar) {
+        let Some(s) = sidecars.get(&pod.id()) else { continue };
+        let paths = SidecarPaths::new(&st.dir, pod);
+        if with_bootstrap {
+            write_atomic(&paths.bootstrap(), &serde_json::to_string_pretty(&s.bootstrap)?)?;
+        }
+        write_atomic(&paths.cds(), &serde_json::to_string_pretty(&s.cds)?)?;
+        write_atomic(&paths.lds(), &serde_json::to_string_pretty(&s.lds)?)?;
+    }
+    Ok(version)
+}
+
+/// Waits until every sidecar reports `version` for both LDS and CDS, and no listener is
+/// warming. A rejected config (NACK) is reported with Envoy's reason.
+pub async fn wait_version(st: &State, t: &Topology, version: u64, deadline: Instant) -> anyhow::Result<()> {
+    let want = format!("\"{version}\"");
+    for pod in t.pods.iter().filter(|p| p.sidecar) {
+        let ip = IpAddr::V4(pod.ip);
+        loop {
+            let r = probe::admin_get(ip, t.ports.admin, "/stats?filter=(lds|cds).(version_text|update_rejected)").await;
+            let stat = |name: &str| {
+                r.body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).map(str::to_string))
+            };
+            let lds = stat("listener_manager.lds.version_text");
+            let cds = stat("cluster_manager.cds.version_text");
+            if r.code == 200 && lds.as_deref() == Some(want.as_str()) && cds.as_deref() == Some(want.as_str()) {
+                let l = probe::admin_get(ip, t.ports.admin, "/stats?filter=listener_manager.total_listeners_warming").await;
+                if l.body.trim().ends_with(": 0") {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                let log = SidecarPaths::new(&st.dir, pod).log();
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+                bail!(
+                    "{} did not take config version {version} (lds {:?}, cds {:?}; admin: {}).\nlog {}:\n{}",
+                    pod.id(),
+                    lds,
+                    cds,
+                    r.error.as_deref().unwrap_or("ok"),
+                    log.display(),
+                    tail.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    // Listeners and clusters replaced by this update drain for `--drain-time-s 1` with the
+    // immediate strategy; new connections already use the new config.
+    Ok(())
+}
+
+/// Reconcile after `apply`/`delete`: write the new configs and wait for them.
+pub async fn reconcile(st: &State) -> anyhow::Result<u64> {
+    let settings = st.settings()?;
+    let t = topology(&settings)?;
+    if running(st).is_empty() {
+        bail!("the sandbox in {} is not running (run `peerguard sandbox up`)", st.dir.display());
+    }
+    let version = write_configs(st, &settings, &t, false)?;
+    wait_version(st, &t, version, Instant::now() + Duration::from_secs(15)).await?;
+    Ok(version)
+}
+
+pub fn down(st: &State) -> anyhow::Result<usize> {
+    let procs = running(st);
+    for (pid, _) in &procs {
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while procs.iter().any(|(p, _)| alive(*p) && ours(*p, &st.dir)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (pid, name) in &procs {
+        if alive(*pid) && ours(*pid, &st.dir) {
+            eprintln!("sandbox: {name} (pid {pid}) ignored SIGTERM, killing");
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+    }
+    let _ = std::fs::remove_file(st.pids_file());
+    Ok(procs.len())
+}

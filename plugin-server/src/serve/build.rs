@@ -1,0 +1,159 @@
+//! Inputs (+ CA) → per-node snapshots. Re-run on every configuration change and whenever a
+//! certificate is due for rotation.
+
+use crate::ca::{Ca, IssuedCert};
+use crate::node::TokenAuth;
+use crate::ops::Metrics;
+use crate::registry::{Registry, WorkloadKey};
+use crate::snapshot::{self, NodeSnapshot, Store};
+use crate::source::Inputs;
+use peerguard_filter::compile::{compile, MeshConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch};
+
+pub struct Builder {
+    pub ca: Ca,
+    pub mesh: MeshConfig,
+    pub wasm: String,
+    pub state_dir: PathBuf,
+    pub auth: TokenAuth,
+    pub store: Arc<Store>,
+    pub registry_tx: watch::Sender<Arc<Registry>>,
+    pub metrics: Arc<Metrics>,
+    pub certs: BTreeMap<WorkloadKey, IssuedCert>,
+}
+
+impl Builder {
+    pub async fn run(mut self, mut inputs_rx: mpsc::Receiver<Arc<Inputs>>, mut shutdown: watch::Receiver<bool>) {
+        // Check rotation often enough for short test TTLs, rarely for real ones.
+        let tick = (self.ca.ttl / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut timer = tokio::time::interval(tick);
+        let mut current: Option<Arc<Inputs>> = None;
+        loop {
+            tokio::select! {
+                got = inputs_rx.recv() => match got {
+                    Some(inputs) => {
+                        report(&inputs);
+                        self.rebuild(&inputs, SystemTime::now());
+                        current = Some(inputs);
+                    }
+                    None => return,
+                },
+                _ = timer.tick() => {
+                    let now = SystemTime::now();
+                    if let Some(inputs) = &current {
+                        if self.certs.values().any(|c| c.rotate_at() <= now) {
+                            tracing::info!("rotating workload certificates at 80% of their life");
+                            self.rebuild(inputs, now);
+                        }
+                    }
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn cert_for(&mut self, key: &WorkloadKey, sa: &str, now: SystemTime) -> Option<IssuedCert> {
+        if !self.ca.can_issue() {
+            return None;
+        }
+        let want = self.ca.spiffe_id(&key.namespace, sa);
+        if let Some(c) = self.certs.get(key) {
+            if c.spiffe == want && c.rotate_at() > now {
+                return Some(c.clone());
+            }
+        }
+        match self.ca.issue(&key.namespace, sa, now) {
+            Ok(c) => {
+                tracing::info!(node = %key, spiffe = %c.spiffe, not_after = ?c.not_after, "issued workload certificate");
+                self.metrics.inc("peerguard_certs_issued_total", &[]);
+                self.certs.insert(key.clone(), c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                // Keep serving the current certificate while it is valid.
+                tracing::error!(node = %key, "cannot issue a workload certificate: {e}");
+                self.metrics.inc("peerguard_cert_errors_total", &[]);
+                self.certs.get(key).filter(|c| c.not_after > now).cloned()
+            }
+        }
+    }
+
+    pub fn rebuild(&mut self, inputs: &Inputs, now: SystemTime) {
+        let mut keep = BTreeSet::new();
+        let mut diagnostics = 0usize;
+        self.metrics.clear("peerguard_workload_cert_expiry_timestamp_seconds");
+        for (key, entry) in &inputs.registry.workloads {
+            let policy = compile(&inputs.resources, &entry.to_compile(), &self.mesh);
+            diagnostics += policy.diagnostics.len();
+            for d in &policy.diagnostics {
+                tracing::debug!(node = %key, "compile: {d}");
+            }
+            let json = match serde_json::to_string(&policy) {
+                Ok(j) => j,
+                Err(e) => {
+                    // Cannot happen for plain data; if it did, the node keeps its last config.
+                    tracing::error!(node = %key, "cannot serialize the policy: {e}");
+                    continue;
+                }
+            };
+            let mut snap = NodeSnapshot::default();
+            snap.insert(snapshot::HTTP_FILTER, snapshot::http_filter(&self.wasm, &json));
+            snap.insert(snapshot::TCP_FILTER, snapshot::tcp_filter(&self.wasm, &json));
+            snap.insert(snapshot::SECRET_ROOT, snapshot::root_secret(self.ca.bundle_pem()));
+            if let Some(cert) = self.cert_for(key, &entry.spec.service_account, now) {
+                let (ns, name) = (key.namespace.as_str(), key.name.as_str());
+                self.metrics.set(
+                    "peerguard_workload_cert_expiry_timestamp_seconds",
+                    &[("namespace", ns), ("name", name)],
+                    super::unix(cert.not_after),
+                );
+                snap.insert(snapshot::SECRET_CERT, snapshot::cert_secret(&cert));
+            }
+            if self.store.publish(key, snap) {
+                tracing::info!(node = %key, "new snapshot");
+            }
+            self.write_token(key);
+            keep.insert(key.clone());
+        }
+        self.certs.retain(|k, _| keep.contains(k));
+        self.store.retain(&keep);
+        // After the store, so a stream that sees a node in the registry finds its snapshot.
+        self.registry_tx.send_replace(Arc::new(inputs.registry.clone()));
+        self.metrics.inc("peerguard_config_reloads_total", &[]);
+        self.metrics.set("peerguard_config_errors", &[], inputs.errors.len() as f64);
+        self.metrics.set("peerguard_compile_diagnostics", &[], diagnostics as f64);
+        self.metrics.set("peerguard_workloads", &[], inputs.registry.workloads.len() as f64);
+        self.metrics.set_ready();
+    }
+
+    /// `<state-dir>/tokens/<ns>/<name>.token` (mode 0600), for `peerguard bootstrap --token-file`.
+    fn write_token(&self, key: &WorkloadKey) {
+        let path = self.state_dir.join("tokens").join(&key.namespace).join(format!("{}.token", key.name));
+        if path.exists() {
+            return;
+        }
+        let token = self.auth.token(key);
+        if let Err(e) = crate::ca::load_or_create_private(&path, || Ok(token)) {
+            tracing::warn!(node = %key, "cannot write the bootstrap token: {e}");
+        }
+    }
+}
+
+fn report(inputs: &Inputs) {
+    for e in &inputs.errors {
+        tracing::warn!("config error: {e}");
+    }
+    for s in &inputs.skipped {
+        tracing::debug!("skipped: {s}");
+    }
+    tracing::info!(
+        workloads = inputs.registry.workloads.len(),
+        resources = inputs.resources.len(),
+        errors = inputs.errors.len(),
+        "configuration loaded"
+    );
+}

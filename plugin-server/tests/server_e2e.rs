@@ -1,0 +1,414 @@
+//! `peerguard serve` + `peerguard bootstrap` with a real Envoy, real certificates and real
+//! connections: the policy arrives over ECDS, the certificates over SDS, editing a YAML file
+//! flips a live decision, and a server restart changes nothing while Envoy reconnects.
+//!
+//! Needs Envoy (`PEERGUARD_ENVOY`, `.peerguard/env` from `scripts/setup.sh`, or `envoy` on
+//! PATH) and the module (`PEERGUARD_WASM` or `$CARGO_TARGET_DIR/peerguard.wasm` from
+//! `scripts/build-wasm.sh`). Missing either prints `SKIPPED: ...` and passes, unless
+//! `PEERGUARD_REQUIRE_ENVOY=1`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "server_harness.rs"]
+mod harness;
+
+use harness::*;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn find_envoy() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PEERGUARD_ENVOY") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let env = std::fs::read_to_string(repo_root().join(".peerguard/env")).unwrap_or_default();
+    if let Some(p) = env.lines().find_map(|l| l.strip_prefix("PEERGUARD_ENVOY=")) {
+        let p = PathBuf::from(p.trim().trim_matches('"'));
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("envoy")).find(|p| p.is_file()))
+}
+
+fn find_wasm() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PEERGUARD_WASM") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let mut candidates = Vec::new();
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("peerguard.wasm"));
+    }
+    // The test binary's own target dir: <target>/debug/peerguard.
+    if let Some(t) = Path::new(env!("CARGO_BIN_EXE_peerguard")).parent().and_then(|d| d.parent()) {
+        candidates.push(t.join("peerguard.wasm"));
+    }
+    candidates.push(repo_root().join("target/peerguard.wasm"));
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+/// `(envoy, wasm)`, or `None` after printing why the test is skipped.
+fn prerequisites(test: &str) -> Option<(PathBuf, PathBuf)> {
+    let envoy = find_envoy();
+    let wasm = find_wasm();
+    match (envoy, wasm) {
+        (Some(e), Some(w)) => Some((e, w.canonicalize().unwrap_or(w))),
+        (e, w) => {
+            let why = match (e, w) {
+                (None, _) => "no Envoy (set PEERGUARD_ENVOY or run scripts/setup.sh)",
+                _ => "no peerguard.wasm (run scripts/build-wasm.sh or set PEERGUARD_WASM)",
+            };
+            if std::env::var("PEERGUARD_REQUIRE_ENVOY").as_deref() == Ok("1") {
+                panic!("{test}: {why}, and PEERGUARD_REQUIRE_ENVOY=1");
+            }
+            println!("SKIPPED: {test}: {why}");
+            None
+        }
+    }
+}
+
+// ------------------------------------------------------------------ upstream apps
+
+/// A tiny HTTP app answering `200 app-ok` to everything.
+fn http_app() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let body = "app-ok";
+                        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A TCP echo app.
+fn echo_app() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+// ------------------------------------------------------------------ clients
+
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    // The test checks what Envoy verifies about the client; SPIFFE server certificates have
+    // no DNS name for the client to check anyway.
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+struct ClientCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: Vec<u8>,
+}
+
+/// A client certificate for `spiffe_uri`, signed by the server's CA in `state` (or by a
+/// throwaway CA when `rogue`).
+fn client_cert(state: &Path, spiffe_uri: &str, rogue: bool) -> ClientCert {
+    let (issuer_pem, issuer_key) = if rogue {
+        let k = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        (p.self_signed(&k).unwrap().pem(), k)
+    } else {
+        let pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
+        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca/root-key.pem")).unwrap()).unwrap();
+        (pem, key)
+    };
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&issuer_pem, issuer_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::URI(spiffe_uri.try_into().unwrap())];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    ClientCert { chain: vec![cert.der().clone()], key: key.serialize_der() }
+}
+
+/// What happened to one request: `200 app-ok`, `403 RBAC: access denied`, or `closed: ...`.
+fn request(port: u16, cert: Option<&ClientCert>, tls: bool) -> String {
+    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n";
+    let mut out = Vec::new();
+    let res = if tls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
+        let cfg = match cert {
+            Some(c) => b
+                .with_client_auth_cert(c.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone())))
+                .unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+    } else {
+        let mut s = tcp;
+        s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+    };
+    let text = String::from_utf8_lossy(&out).to_string();
+    match (text.split_whitespace().nth(1), res) {
+        (Some(code), _) => format!("{code} {}", text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("")),
+        (None, Err(e)) => format!("closed: {e}"),
+        (None, Ok(_)) => "closed: no response".into(),
+    }
+}
+
+/// Send a line through the TCP listener; `echo` when it came back.
+fn tcp_probe(port: u16, cert: &ClientCert) -> String {
+    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_client_auth_cert(cert.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())))
+        .unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("x").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    if let Err(e) = s.write_all(b"ping\n") {
+        return format!("closed: {e}");
+    }
+    let mut buf = [0u8; 5];
+    match s.read_exact(&mut buf) {
+        Ok(()) if &buf == b"ping\n" => "echo".into(),
+        Ok(()) => format!("garbage {buf:?}"),
+        Err(e) => format!("closed: {e}"),
+    }
+}
+
+// ------------------------------------------------------------------ Envoy
+
+struct Envoy {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Envoy {
+    fn start(envoy: &Path, dir: &Path, server: &Server, wasm: &Path, extra: &[&str], name: &str) -> (Envoy, u16) {
+        let inbound = free_port();
+        let admin = free_port();
+        let out = Command::new(env!("CARGO_BIN_EXE_peerguard"))
+            .args(["bootstrap", "--node", "foo/httpbin", "--server", &format!("127.0.0.1:{}", server.grpc_port)])
+            .arg("--token-file")
+            .arg(dir.join("state/tokens/foo/httpbin.token"))
+            .arg("--wasm")
+            .arg(wasm)
+            .args(["--inbound-address", "127.0.0.1", "--inbound-port", &inbound.to_string(), "--admin-port", &admin.to_string()])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+        let cfg = dir.join(format!("envoy-{name}.yaml"));
+        std::fs::write(&cfg, &out.stdout).unwrap();
+        let log = dir.join(format!("envoy-{name}.log"));
+        let child = Command::new(envoy)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (Envoy { child, log }, inbound)
+    }
+
+    fn log_tail(&self) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until `probe()` returns something starting with `want`.
+fn eventually(what: &str, timeout: Duration, envoy: &Envoy, server: &Server, mut probe: impl FnMut() -> String, want: &str) {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        last = probe();
+        if last.starts_with(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "{what}: wanted {want:?}, last saw {last:?}\n--- envoy log ---\n{}\n--- server log ---\n{}",
+        envoy.log_tail(),
+        server.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+    );
+}
+
+fn workloads(app_port: u16) -> String {
+    WORKLOADS.replace("targetPort: 80", &format!("targetPort: {app_port}"))
+}
+
+const DENY_SLEEP: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-sleep, namespace: foo}
+spec:
+  action: DENY
+  rules: [{from: [{source: {principals: [cluster.local/ns/bar/sa/sleep]}}]}]
+";
+
+const STRICT: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+";
+
+#[test]
+fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
+    let Some((envoy_bin, wasm)) = prerequisites("http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart") else { return };
+    let dir = temp_dir("e2e-http");
+    let app = http_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app));
+    let wasm_s = wasm.display().to_string();
+    let mut server = Server::start(&dir, &wasm_s, &[]);
+    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "http");
+    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let long = Duration::from_secs(30);
+
+    // No policy: PERMISSIVE, everything allowed, over mTLS (certs from SDS) and plaintext.
+    eventually("mTLS request once ECDS+SDS arrived", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    eventually("plaintext under PERMISSIVE", long, &envoy, &server, || request(port, None, false), "200 app-ok");
+    // The handshake itself: client certificate required, from the mesh CA, in the trust domain.
+    assert!(request(port, None, true).starts_with("closed"), "TLS without a client certificate must fail");
+    let rogue = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", true);
+    assert!(request(port, Some(&rogue), true).starts_with("closed"), "an untrusted CA must fail the handshake");
+    let other_td = client_cert(&dir.join("state"), "spiffe://other.td/ns/bar/sa/sleep", false);
+    assert!(request(port, Some(&other_td), true).starts_with("closed"), "another trust domain must fail the handshake");
+
+    // Editing YAML flips live decisions: allow → deny → allow.
+    write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
+    eventually("DENY policy applied", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
+    std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
+    eventually("DENY policy removed", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    write(&dir.join("cfg/strict.yaml"), STRICT);
+    eventually("STRICT refuses plaintext", long, &envoy, &server, || request(port, None, false), "closed");
+    write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
+    eventually("DENY policy re-applied", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
+    assert_eq!(server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "Envoy rejected a config:\n{}", envoy.log_tail());
+
+    // Kill the server: Envoy keeps its last accepted config and certificates.
+    let (grpc, http) = (server.grpc_port, server.http_port);
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    for _ in 0..5 {
+        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"));
+        assert!(request(port, None, false).starts_with("closed"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Restart on the same address: Envoy reconnects, decisions do not change.
+    drop(server);
+    let server = Server::start_on(&dir, &wasm_s, grpc, http, &[]);
+    wait_for("Envoy to reconnect", long, || server.metric("peerguard_xds_connected_nodes") >= 1.0);
+    for _ in 0..5 {
+        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // ...and it follows the restarted server: removing the DENY allows again.
+    std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
+    eventually("edit after restart", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    assert!(request(port, None, false).starts_with("closed"), "STRICT still in force");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn tcp_network_filter_over_ecds() {
+    let Some((envoy_bin, wasm)) = prerequisites("tcp_network_filter_over_ecds") else { return };
+    let dir = temp_dir("e2e-tcp");
+    let app = echo_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app).replace("protocol: http", "protocol: tcp"));
+    let server = Server::start(&dir, &wasm.display().to_string(), &[]);
+    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--protocol", "tcp", "--app-port", &app.to_string()], "tcp");
+    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let long = Duration::from_secs(30);
+    eventually("TCP allowed with no policy", long, &envoy, &server, || tcp_probe(port, &sleep), "echo");
+    write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
+    eventually("TCP denied by the DENY policy", long, &envoy, &server, || tcp_probe(port, &sleep), "closed");
+    std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
+    eventually("TCP allowed again", long, &envoy, &server, || tcp_probe(port, &sleep), "echo");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The README's main command: installs what is missing, builds peerguard and the wasm
+# filter, and starts the auto mTLS sandbox (Istio's "Automatic mutual TLS" walkthrough on
+# real Envoy sidecars, one loopback address per pod). Prints the stage-1 matrix when ready.
+#
+#   bash scripts/sandbox.sh                 # start in the background (state: .peerguard/sandbox)
+#   bash scripts/sandbox.sh --foreground    # stay attached; Ctrl-C stops everything
+#   (any argument is passed to `peerguard sandbox up`)
+#
+# Then:
+#   pg=$CARGO_TARGET_DIR/debug/peerguard      (printed below)
+#   $pg sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers
+#   $pg sandbox apply integration/sandbox/stages/3-strict.yaml && $pg sandbox matrix
+#   $pg sandbox down
+# Env: CARGO_TARGET_DIR (default /var/tmp/peerguard-target), PEERGUARD_SANDBOX_DIR.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/peerguard-target}
+step() { printf '\n== %s\n' "$*" >&2; }
+
+step "set-up"
+bash scripts/setup.sh
+set -a; . .peerguard/env; set +a
+
+step "build the wasm filter"
+PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
+export PEERGUARD_WASM
+
+step "build peerguard"
+cargo build -p peerguard-server >&2
+pg="$CARGO_TARGET_DIR/debug/peerguard"
+
+step "start the sandbox"
+"$pg" sandbox down >/dev/null 2>&1 || true
+case " $* " in
+  *" --foreground "*)
+    printf 'next (another terminal): %s sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' "$pg" >&2
+    exec "$pg" sandbox up --wasm "$PEERGUARD_WASM" "$@" ;;
+esac
+start=$(date +%s%N)
+"$pg" sandbox up --wasm "$PEERGUARD_WASM" "$@"
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+printf '\nsandbox started and stage-1 matrix measured in %d.%03d s\n' $((ms / 1000)) $((ms % 1000)) >&2
+printf 'next: %s sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' "$pg" >&2
+printf '      %s sandbox apply integration/sandbox/stages/3-strict.yaml; %s sandbox matrix\n' "$pg" "$pg" >&2
+printf '      %s sandbox down\n' "$pg" >&2
