@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::core::v3::{Node, TypedExtensionConfig};
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_client::ExtensionConfigDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::StringValue;
@@ -40,7 +41,18 @@ fn request(node: &str, type_url: &str, names: &[&str], version: &str, nonce: &st
     }
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Svc {
+    Ecds,
+    Sds,
+    Ads,
+}
+
 async fn open(port: u16, sds: bool, token: Option<&str>, first: DiscoveryRequest) -> Result<XdsStream, tonic::Status> {
+    open_svc(port, if sds { Svc::Sds } else { Svc::Ecds }, token, first).await
+}
+
+async fn open_svc(port: u16, svc: Svc, token: Option<&str>, first: DiscoveryRequest) -> Result<XdsStream, tonic::Status> {
     let (tx, rx) = mpsc::channel(8);
     tx.send(first).await.unwrap();
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
@@ -48,10 +60,10 @@ async fn open(port: u16, sds: bool, token: Option<&str>, first: DiscoveryRequest
         req.metadata_mut().insert("x-peerguard-token", t.parse().unwrap());
     }
     let url = format!("http://127.0.0.1:{port}");
-    let stream = if sds {
-        SecretDiscoveryServiceClient::connect(url).await.unwrap().stream_secrets(req).await?
-    } else {
-        ExtensionConfigDiscoveryServiceClient::connect(url).await.unwrap().stream_extension_configs(req).await?
+    let stream = match svc {
+        Svc::Sds => SecretDiscoveryServiceClient::connect(url).await.unwrap().stream_secrets(req).await?,
+        Svc::Ecds => ExtensionConfigDiscoveryServiceClient::connect(url).await.unwrap().stream_extension_configs(req).await?,
+        Svc::Ads => AggregatedDiscoveryServiceClient::connect(url).await.unwrap().stream_aggregated_resources(req).await?,
     };
     Ok(XdsStream { tx, rx: stream.into_inner() })
 }
@@ -241,5 +253,28 @@ fn a_ttl_above_the_maximum_is_refused() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("greater than the max allowed TTL 90d"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ads_serves_extension_configs_and_secrets_on_one_stream() {
+    let dir = temp_dir("grpc-ads");
+    write(&dir.join("cfg/workloads.yaml"), WORKLOADS);
+    let server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
+    let token = server.token("bar", "sleep");
+    let mut s = open_svc(server.grpc_port, Svc::Ads, Some(&token), request("bar/sleep", ECDS, &["peerguard-http", "peerguard-tcp"], "", "", None)).await.unwrap();
+    let r = next(&mut s, Duration::from_secs(5)).await.expect("ecds").unwrap();
+    assert_eq!(r.type_url, ECDS);
+    assert_eq!(r.resources.len(), 2);
+    s.tx.send(request("bar/sleep", SDS, &["default", "ROOTCA"], "", "", None)).await.unwrap();
+    let r = next(&mut s, Duration::from_secs(5)).await.expect("sds").unwrap();
+    assert_eq!(r.type_url, SDS);
+    let mut names: Vec<String> = r.resources.iter().map(|a| Secret::decode(a.value.as_slice()).unwrap().name).collect();
+    names.sort();
+    assert_eq!(names, vec!["ROOTCA", "default"]);
+    // A type ADS does not serve is refused.
+    s.tx.send(request("bar/sleep", "type.googleapis.com/envoy.config.listener.v3.Listener", &[], "", "", None)).await.unwrap();
+    let err = next(&mut s, Duration::from_secs(5)).await.expect("refusal").unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
     let _ = std::fs::remove_dir_all(&dir);
 }

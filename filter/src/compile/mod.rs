@@ -1,4 +1,24 @@
 //! `compile`: Istio resources + one workload → [`WorkloadPolicy`].
+//!
+//! - `peer_authn`: effective mTLS per port from PeerAuthentication (spec 2.2–2.4).
+//! - `legacy`: the v1alpha1 Policy/MeshPolicy, used only when no PeerAuthentication
+//!   applies to the workload (3.4, 3.5).
+//! - `authz`: which AuthorizationPolicies apply (4.1) and their rules (4.4–4.9, 4.12).
+//! - [`values`]: single-value conversions (string matches, ports, CIDRs, templates,
+//!   trust-domain aliases, Go booleans, timestamps).
+//!
+//! peerguard choices (fail closed, where Istio would reject the object at the webhook or
+//! skip it at run time):
+//! - an invalid PeerAuthentication counts as STRICT at the scope its readable selector gives
+//!   it; an invalid legacy Policy/MeshPolicy counts as STRICT for its readable targets;
+//! - an invalid AuthorizationPolicy keeps its readable namespace, selector and action (an
+//!   unreadable selector selects the whole namespace, an unreadable action is DENY) and has
+//!   no rules: ALLOW/AUDIT match nothing, DENY/CUSTOM match everything they select;
+//! - a value that cannot be converted here (port, CIDR, path template, `when` key) makes the
+//!   whole policy invalid in the same way, rather than dropping the rule as Istio does;
+//! - objects without `creationTimestamp` count as created at one same instant, before any
+//!   timestamped object (Go's zero time), ties broken by name then namespace;
+//! - nothing configured at all (neither API) is PERMISSIVE (spec 7.3).
 
 mod authz;
 mod legacy;

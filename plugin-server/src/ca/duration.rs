@@ -20,15 +20,13 @@ pub fn parse(s: &str) -> Result<Duration, String> {
 
 pub fn format(d: Duration) -> String {
     let s = d.as_secs();
-    if s > 0 && s % 86400 == 0 {
-        format!("{}d", s / 86400)
-    } else if s > 0 && s % 3600 == 0 {
-        format!("{}h", s / 3600)
-    } else if s > 0 && s % 60 == 0 {
-        format!("{}m", s / 60)
-    } else {
-        format!("{s}s")
+    for (unit, size) in [("d", 86400), ("h", 3600), ("m", 60)] {
+        let (q, r) = (s / size, s % size);
+        if q > 0 && r == 0 {
+            return format!("{q}{unit}");
+        }
     }
+    format!("{s}s")
 }
 
 #[cfg(test)]

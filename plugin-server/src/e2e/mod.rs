@@ -56,6 +56,8 @@ pub struct Options {
     pub parallelism: usize,
     /// Envoy worker threads.
     pub concurrency: u32,
+    /// Keep the run's directory (Envoy config and log) even when the run succeeds.
+    pub keep_dir: bool,
 }
 
 impl Default for Options {
@@ -67,16 +69,23 @@ impl Default for Options {
             request_timeout: Duration::from_secs(2),
             parallelism: 16,
             concurrency: 1,
+            keep_dir: false,
         }
     }
 }
 
 impl Options {
-    /// `PEERGUARD_ENVOY`, `PEERGUARD_WASM`, `PEERGUARD_E2E_NO_FILTER=1` (no wasm filter).
+    /// `PEERGUARD_ENVOY`, `PEERGUARD_WASM` (found at run time), `PEERGUARD_E2E_NO_FILTER=1`
+    /// (Envoy without the wasm filter), `PEERGUARD_E2E_KEEP=1` (keep config and log).
     pub fn from_env() -> Self {
-        let no_filter = std::env::var("PEERGUARD_E2E_NO_FILTER")
-            .is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-        Options { with_filter: !no_filter, ..Options::default() }
+        let flag = |name: &str| {
+            std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+        };
+        Options {
+            with_filter: !flag("PEERGUARD_E2E_NO_FILTER"),
+            keep_dir: flag("PEERGUARD_E2E_KEEP"),
+            ..Options::default()
+        }
     }
 }
 
@@ -326,6 +335,12 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
             }
         }
     };
+
+    if opts.keep_dir {
+        dir.keep();
+        eprintln!("peerguard e2e: Envoy config and log kept in {}", dir.path().display());
+    }
+    tracing::debug!(dir = %dir.path().display(), admin = %envoy_proc.admin_address(), "Envoy ready");
 
     let mut shots = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
