@@ -7,7 +7,9 @@
 //! not DISABLE. Pure: no I/O; the server mode comes from [`crate::compile::compile`].
 
 use crate::compile::{compile, MeshConfig, Workload};
-use crate::istio::{ClientTlsSettings, DestinationRuleSpec, Object, Resource, TlsMode, TrafficPolicy};
+use crate::istio::{
+    ClientTlsSettings, DestinationRuleSpec, Object, Resource, TlsMode, TrafficPolicy,
+};
 use crate::schema::MtlsMode;
 use serde::{Deserialize, Serialize};
 
@@ -104,19 +106,35 @@ pub struct Endpoint {
 impl Endpoint {
     /// An endpoint without a sidecar.
     pub fn no_sidecar() -> Self {
-        Endpoint { has_sidecar: false, server_mode: MtlsMode::Disable }
+        Endpoint {
+            has_sidecar: false,
+            server_mode: MtlsMode::Disable,
+        }
     }
 
     /// A sidecar endpoint whose mode is compiled from `resources` for `workload` on
     /// `target_port` (the workload port the Service port maps to).
-    pub fn sidecar(resources: &[Resource], workload: &Workload, mesh: &MeshConfig, target_port: u16) -> Self {
+    pub fn sidecar(
+        resources: &[Resource],
+        workload: &Workload,
+        mesh: &MeshConfig,
+        target_port: u16,
+    ) -> Self {
         let policy = compile(resources, workload, mesh);
-        Endpoint { has_sidecar: true, server_mode: policy.mtls.for_port(target_port).mode }
+        Endpoint {
+            has_sidecar: true,
+            server_mode: policy.mtls.for_port(target_port).mode,
+        }
     }
 }
 
 /// The TLS the client sidecar in `client` originates towards `endpoint` of `dest`.
-pub fn choose(resources: &[Resource], client: &ClientContext, dest: &Destination, endpoint: Endpoint) -> Choice {
+pub fn choose(
+    resources: &[Resource],
+    client: &ClientContext,
+    dest: &Destination,
+    endpoint: Endpoint,
+) -> Choice {
     let mut diagnostics = invalid_rules_for(resources, client, dest);
     if let Some((rule, settings)) = destination_rule_tls(resources, client, dest) {
         let tls = match settings.mode {
@@ -126,20 +144,39 @@ pub fn choose(resources: &[Resource], client: &ClientContext, dest: &Destination
             TlsMode::IstioMutual => ClientTls::IstioMutual,
         };
         if tls == ClientTls::IstioMutual && !endpoint.has_sidecar {
-            diagnostics.push("ISTIO_MUTUAL towards an endpoint without a sidecar: the connection will fail".into());
+            diagnostics.push(
+                "ISTIO_MUTUAL towards an endpoint without a sidecar: the connection will fail"
+                    .into(),
+            );
         }
-        let object = format!("DestinationRule {}/{}", namespace_of(rule), rule.metadata.name);
-        return Choice { tls, source: ChoiceSource::DestinationRule { object, settings }, diagnostics };
+        let object = format!(
+            "DestinationRule {}/{}",
+            namespace_of(rule),
+            rule.metadata.name
+        );
+        return Choice {
+            tls,
+            source: ChoiceSource::DestinationRule { object, settings },
+            diagnostics,
+        };
     }
     if !client.auto_mtls {
-        return Choice { tls: ClientTls::Plaintext, source: ChoiceSource::Default, diagnostics };
+        return Choice {
+            tls: ClientTls::Plaintext,
+            source: ChoiceSource::Default,
+            diagnostics,
+        };
     }
     let tls = if endpoint.has_sidecar && endpoint.server_mode != MtlsMode::Disable {
         ClientTls::IstioMutual
     } else {
         ClientTls::Plaintext
     };
-    Choice { tls, source: ChoiceSource::AutoMtls, diagnostics }
+    Choice {
+        tls,
+        source: ChoiceSource::AutoMtls,
+        diagnostics,
+    }
 }
 
 fn namespace_of<S>(o: &Object<S>) -> &str {
@@ -175,7 +212,11 @@ fn applicable_rule<'a>(
             _ => None,
         })
         .collect();
-    let order = [client.namespace.as_str(), dest.namespace.as_str(), client.root_namespace.as_str()];
+    let order = [
+        client.namespace.as_str(),
+        dest.namespace.as_str(),
+        client.root_namespace.as_str(),
+    ];
     for (i, ns) in order.iter().enumerate() {
         if order[..i].contains(ns) {
             continue;
@@ -189,10 +230,13 @@ fn applicable_rule<'a>(
             })
             // Ties at the same specificity: the first in input order, like Istio's
             // creation-time order for conflicting rules.
-            .fold(None::<(usize, &Object<DestinationRuleSpec>)>, |best, (s, r)| match best {
-                Some((bs, _)) if bs >= s => best,
-                _ => Some((s, r)),
-            });
+            .fold(
+                None::<(usize, &Object<DestinationRuleSpec>)>,
+                |best, (s, r)| match best {
+                    Some((bs, _)) if bs >= s => best,
+                    _ => Some((s, r)),
+                },
+            );
         if let Some((_, r)) = best {
             return Some(r);
         }
@@ -204,7 +248,9 @@ fn applicable_rule<'a>(
 fn visible_to(rule: &Object<DestinationRuleSpec>, client_ns: &str) -> bool {
     let export = &rule.spec.export_to;
     export.is_empty()
-        || export.iter().any(|e| e == "*" || e == client_ns || (e == "." && namespace_of(rule) == client_ns))
+        || export
+            .iter()
+            .any(|e| e == "*" || e == client_ns || (e == "." && namespace_of(rule) == client_ns))
 }
 
 /// `ResolveShortnameToFQDN`: a name without a dot is a short Service name in the rule's
@@ -244,11 +290,17 @@ fn tls_for_port(spec: &DestinationRuleSpec, dest: &Destination) -> Option<Client
     if let Some(tls) = subset_policy.and_then(|p| policy_tls(p, dest.port)) {
         return Some(tls);
     }
-    spec.traffic_policy.as_ref().and_then(|p| policy_tls(p, dest.port))
+    spec.traffic_policy
+        .as_ref()
+        .and_then(|p| policy_tls(p, dest.port))
 }
 
 fn policy_tls(policy: &TrafficPolicy, port: u16) -> Option<ClientTlsSettings> {
-    match policy.port_level_settings.iter().find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port))) {
+    match policy
+        .port_level_settings
+        .iter()
+        .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(u32::from(port)))
+    {
         Some(port_policy) => port_policy.tls.clone(),
         None => policy.tls.clone(),
     }
@@ -256,16 +308,27 @@ fn policy_tls(policy: &TrafficPolicy, port: u16) -> Option<ClientTlsSettings> {
 
 /// Invalid DestinationRules are ignored (Istio's webhook refuses them); say so when one
 /// would have named this host.
-fn invalid_rules_for(resources: &[Resource], client: &ClientContext, dest: &Destination) -> Vec<String> {
+fn invalid_rules_for(
+    resources: &[Resource],
+    client: &ClientContext,
+    dest: &Destination,
+) -> Vec<String> {
     let fqdn = dest.fqdn(&client.dns_domain);
     resources
         .iter()
         .filter_map(|r| match r {
             Resource::Invalid(inv) if inv.kind == "DestinationRule" => {
                 let ns = inv.metadata.namespace.as_deref().unwrap_or("default");
-                let host = inv.raw.pointer("/spec/host").and_then(|h| h.as_str()).unwrap_or("");
+                let host = inv
+                    .raw
+                    .pointer("/spec/host")
+                    .and_then(|h| h.as_str())
+                    .unwrap_or("");
                 host_specificity(&qualify(host, ns, &client.dns_domain), &fqdn).map(|_| {
-                    format!("{}: DestinationRule {ns}/{} is invalid and ignored: {}", inv.origin, inv.metadata.name, inv.error)
+                    format!(
+                        "{}: DestinationRule {ns}/{} is invalid and ignored: {}",
+                        inv.origin, inv.metadata.name, inv.error
+                    )
                 })
             }
             _ => None,
@@ -285,31 +348,66 @@ mod tests {
     }
 
     fn ctx(ns: &str) -> ClientContext {
-        ClientContext { namespace: ns.into(), ..ClientContext::default() }
+        ClientContext {
+            namespace: ns.into(),
+            ..ClientContext::default()
+        }
     }
 
     fn dest(svc: &str, ns: &str, port: u16) -> Destination {
-        Destination { service: svc.into(), namespace: ns.into(), port, subset: None }
+        Destination {
+            service: svc.into(),
+            namespace: ns.into(),
+            port,
+            subset: None,
+        }
     }
 
-    const SIDECAR_PERMISSIVE: Endpoint = Endpoint { has_sidecar: true, server_mode: MtlsMode::Permissive };
-    const SIDECAR_STRICT: Endpoint = Endpoint { has_sidecar: true, server_mode: MtlsMode::Strict };
-    const SIDECAR_DISABLE: Endpoint = Endpoint { has_sidecar: true, server_mode: MtlsMode::Disable };
+    const SIDECAR_PERMISSIVE: Endpoint = Endpoint {
+        has_sidecar: true,
+        server_mode: MtlsMode::Permissive,
+    };
+    const SIDECAR_STRICT: Endpoint = Endpoint {
+        has_sidecar: true,
+        server_mode: MtlsMode::Strict,
+    };
+    const SIDECAR_DISABLE: Endpoint = Endpoint {
+        has_sidecar: true,
+        server_mode: MtlsMode::Disable,
+    };
 
     #[test]
     fn auto_mtls_follows_the_endpoint() {
         let d = dest("httpbin", "partial", 8000);
         let c = ctx("full");
-        assert_eq!(choose(&[], &c, &d, SIDECAR_PERMISSIVE).tls, ClientTls::IstioMutual);
-        assert_eq!(choose(&[], &c, &d, SIDECAR_STRICT).tls, ClientTls::IstioMutual);
-        assert_eq!(choose(&[], &c, &d, SIDECAR_DISABLE).tls, ClientTls::Plaintext);
-        assert_eq!(choose(&[], &c, &d, Endpoint::no_sidecar()).tls, ClientTls::Plaintext);
-        assert_eq!(choose(&[], &c, &d, SIDECAR_PERMISSIVE).source, ChoiceSource::AutoMtls);
+        assert_eq!(
+            choose(&[], &c, &d, SIDECAR_PERMISSIVE).tls,
+            ClientTls::IstioMutual
+        );
+        assert_eq!(
+            choose(&[], &c, &d, SIDECAR_STRICT).tls,
+            ClientTls::IstioMutual
+        );
+        assert_eq!(
+            choose(&[], &c, &d, SIDECAR_DISABLE).tls,
+            ClientTls::Plaintext
+        );
+        assert_eq!(
+            choose(&[], &c, &d, Endpoint::no_sidecar()).tls,
+            ClientTls::Plaintext
+        );
+        assert_eq!(
+            choose(&[], &c, &d, SIDECAR_PERMISSIVE).source,
+            ChoiceSource::AutoMtls
+        );
     }
 
     #[test]
     fn without_auto_mtls_the_client_sends_plaintext() {
-        let c = ClientContext { auto_mtls: false, ..ctx("full") };
+        let c = ClientContext {
+            auto_mtls: false,
+            ..ctx("full")
+        };
         let choice = choose(&[], &c, &dest("httpbin", "full", 8000), SIDECAR_STRICT);
         assert_eq!(choice.tls, ClientTls::Plaintext);
         assert_eq!(choice.source, ChoiceSource::Default);
@@ -328,19 +426,49 @@ spec:
     #[test]
     fn destination_rule_wins_over_auto_mtls() {
         let r = resources(DR_ISTIO_MUTUAL_FULL);
-        let choice = choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_DISABLE);
+        let choice = choose(
+            &r,
+            &ctx("full"),
+            &dest("httpbin", "full", 8000),
+            SIDECAR_DISABLE,
+        );
         assert_eq!(choice.tls, ClientTls::IstioMutual);
-        assert!(matches!(&choice.source, ChoiceSource::DestinationRule { object, .. } if object == "DestinationRule full/httpbin-full-mtls"));
+        assert!(
+            matches!(&choice.source, ChoiceSource::DestinationRule { object, .. } if object == "DestinationRule full/httpbin-full-mtls")
+        );
         // Other hosts are untouched.
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "partial", 8000), SIDECAR_DISABLE).tls, ClientTls::Plaintext);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "partial", 8000),
+                SIDECAR_DISABLE
+            )
+            .tls,
+            ClientTls::Plaintext
+        );
         // Visible from other namespaces too (no exportTo).
-        assert_eq!(choose(&r, &ctx("legacy"), &dest("httpbin", "full", 8000), SIDECAR_DISABLE).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("legacy"),
+                &dest("httpbin", "full", 8000),
+                SIDECAR_DISABLE
+            )
+            .tls,
+            ClientTls::IstioMutual
+        );
     }
 
     #[test]
     fn istio_mutual_to_an_endpoint_without_sidecar_is_flagged() {
         let r = resources(DR_ISTIO_MUTUAL_FULL);
-        let choice = choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), Endpoint::no_sidecar());
+        let choice = choose(
+            &r,
+            &ctx("full"),
+            &dest("httpbin", "full", 8000),
+            Endpoint::no_sidecar(),
+        );
         assert_eq!(choice.tls, ClientTls::IstioMutual);
         assert_eq!(choice.diagnostics.len(), 1);
     }
@@ -355,8 +483,26 @@ metadata: {name: dr, namespace: full}
 spec: {host: httpbin, trafficPolicy: {tls: {mode: DISABLE}}}
 ",
         );
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_STRICT).tls, ClientTls::Plaintext);
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "partial", 8000), SIDECAR_STRICT).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "full", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::Plaintext
+        );
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "partial", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::IstioMutual
+        );
     }
 
     #[test]
@@ -370,7 +516,16 @@ metadata: {name: dr, namespace: full}
 spec: {host: httpbin.full, trafficPolicy: {tls: {mode: DISABLE}}}
 ",
         );
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_STRICT).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "full", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::IstioMutual
+        );
     }
 
     #[test]
@@ -394,12 +549,24 @@ spec:
 ",
         );
         let c = ctx("full");
-        assert_eq!(choose(&r, &c, &dest("httpbin", "full", 8000), SIDECAR_STRICT).tls, ClientTls::Plaintext);
-        assert_eq!(choose(&r, &c, &dest("httpbin", "full", 9000), SIDECAR_STRICT).tls, ClientTls::Simple);
-        assert_eq!(choose(&r, &c, &dest("httpbin", "full", 7000), SIDECAR_DISABLE).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(&r, &c, &dest("httpbin", "full", 8000), SIDECAR_STRICT).tls,
+            ClientTls::Plaintext
+        );
+        assert_eq!(
+            choose(&r, &c, &dest("httpbin", "full", 9000), SIDECAR_STRICT).tls,
+            ClientTls::Simple
+        );
+        assert_eq!(
+            choose(&r, &c, &dest("httpbin", "full", 7000), SIDECAR_DISABLE).tls,
+            ClientTls::IstioMutual
+        );
         // A port entry without tls does not inherit the top-level tls: auto mTLS decides.
         let choice = choose(&r, &c, &dest("httpbin", "full", 9001), SIDECAR_DISABLE);
-        assert_eq!((choice.tls, choice.source), (ClientTls::Plaintext, ChoiceSource::AutoMtls));
+        assert_eq!(
+            (choice.tls, choice.source),
+            (ClientTls::Plaintext, ChoiceSource::AutoMtls)
+        );
     }
 
     #[test]
@@ -423,11 +590,38 @@ spec: {host: httpbin.partial.svc.cluster.local, exportTo: ['.'], trafficPolicy: 
 ",
         );
         // Mesh-wide wildcard from the root namespace.
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_DISABLE).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "full", 8000),
+                SIDECAR_DISABLE
+            )
+            .tls,
+            ClientTls::IstioMutual
+        );
         // The service namespace comes before the root namespace.
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "partial", 8000), SIDECAR_STRICT).tls, ClientTls::Plaintext);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "partial", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::Plaintext
+        );
         // The client namespace comes first; exportTo '.' keeps it private to legacy.
-        assert_eq!(choose(&r, &ctx("legacy"), &dest("httpbin", "partial", 8000), SIDECAR_STRICT).tls, ClientTls::Simple);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("legacy"),
+                &dest("httpbin", "partial", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::Simple
+        );
     }
 
     #[test]
@@ -445,8 +639,26 @@ metadata: {name: b-narrow, namespace: full}
 spec: {host: '*.full.svc.cluster.local', trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}}
 ",
         );
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_STRICT).tls, ClientTls::Mutual);
-        assert_eq!(choose(&r, &ctx("full"), &dest("httpbin", "other", 8000), SIDECAR_STRICT).tls, ClientTls::Plaintext);
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "full", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::Mutual
+        );
+        assert_eq!(
+            choose(
+                &r,
+                &ctx("full"),
+                &dest("httpbin", "other", 8000),
+                SIDECAR_STRICT
+            )
+            .tls,
+            ClientTls::Plaintext
+        );
     }
 
     #[test]
@@ -469,9 +681,15 @@ spec:
         );
         let mut d = dest("httpbin", "full", 8000);
         d.subset = Some("v1".into());
-        assert_eq!(choose(&r, &ctx("full"), &d, SIDECAR_STRICT).tls, ClientTls::Plaintext);
+        assert_eq!(
+            choose(&r, &ctx("full"), &d, SIDECAR_STRICT).tls,
+            ClientTls::Plaintext
+        );
         d.subset = Some("v2".into());
-        assert_eq!(choose(&r, &ctx("full"), &d, SIDECAR_STRICT).tls, ClientTls::IstioMutual);
+        assert_eq!(
+            choose(&r, &ctx("full"), &d, SIDECAR_STRICT).tls,
+            ClientTls::IstioMutual
+        );
     }
 
     /// The walkthrough (spec 5.4) with the server mode compiled from the resources.
@@ -483,9 +701,18 @@ spec:
             namespace: ns.into(),
             name: "httpbin".into(),
             service_account: "httpbin".into(),
-            labels: [("app".to_string(), "httpbin".to_string()), ("version".to_string(), "v1".to_string())].into(),
+            labels: [
+                ("app".to_string(), "httpbin".to_string()),
+                ("version".to_string(), "v1".to_string()),
+            ]
+            .into(),
             services: vec!["httpbin".into()],
-            service_ports: vec![ServicePort { service: "httpbin".into(), name: Some("http".into()), port: 8000, target_port: 80 }],
+            service_ports: vec![ServicePort {
+                service: "httpbin".into(),
+                name: Some("http".into()),
+                port: 8000,
+                target_port: 80,
+            }],
         };
         let mesh_permissive = "apiVersion: authentication.istio.io/v1alpha1\nkind: MeshPolicy\nmetadata: {name: default}\nspec: {peers: [{mtls: {mode: PERMISSIVE}}]}\n";
         let strict = "---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: httpbin, namespace: full}\nspec: {targets: [{name: httpbin}], peers: [{mtls: {}}]}\n";
@@ -499,12 +726,24 @@ spec:
         };
         // Stage 1 and 3: mTLS to every sidecar endpoint.
         assert_eq!(to(mesh_permissive, "full"), ClientTls::IstioMutual);
-        assert_eq!(to(&format!("{mesh_permissive}{strict}"), "full"), ClientTls::IstioMutual);
+        assert_eq!(
+            to(&format!("{mesh_permissive}{strict}"), "full"),
+            ClientTls::IstioMutual
+        );
         // Stage 4: the server only serves plaintext; auto mTLS follows. partial is untouched.
-        assert_eq!(to(&format!("{mesh_permissive}{plaintext}"), "full"), ClientTls::Plaintext);
-        assert_eq!(to(&format!("{mesh_permissive}{plaintext}"), "partial"), ClientTls::IstioMutual);
+        assert_eq!(
+            to(&format!("{mesh_permissive}{plaintext}"), "full"),
+            ClientTls::Plaintext
+        );
+        assert_eq!(
+            to(&format!("{mesh_permissive}{plaintext}"), "partial"),
+            ClientTls::IstioMutual
+        );
         // Stage 5: the DestinationRule forces mTLS anyway (the 503 of the walkthrough).
-        assert_eq!(to(&format!("{mesh_permissive}{plaintext}{dr}"), "full"), ClientTls::IstioMutual);
+        assert_eq!(
+            to(&format!("{mesh_permissive}{plaintext}{dr}"), "full"),
+            ClientTls::IstioMutual
+        );
     }
 
     #[test]
@@ -517,7 +756,15 @@ metadata: {name: dr, namespace: full}
 spec: {host: httpbin, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}
 ",
         );
-        let choice = choose(&r, &ctx("full"), &dest("httpbin", "full", 8000), SIDECAR_PERMISSIVE);
-        assert_eq!((choice.tls, choice.source), (ClientTls::IstioMutual, ChoiceSource::AutoMtls));
+        let choice = choose(
+            &r,
+            &ctx("full"),
+            &dest("httpbin", "full", 8000),
+            SIDECAR_PERMISSIVE,
+        );
+        assert_eq!(
+            (choice.tls, choice.source),
+            (ClientTls::IstioMutual, ChoiceSource::AutoMtls)
+        );
     }
 }

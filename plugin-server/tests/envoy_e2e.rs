@@ -19,15 +19,20 @@ use peerguard_filter::WorkloadPolicy;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-const SPOOFED_XFCC: &str = "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/admin";
+const SPOOFED_XFCC: &str =
+    "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/admin";
 
 /// `Ok(Some(opts))` to run, `Ok(None)` after printing SKIPPED, `Err` when required.
 fn prerequisites(with_filter: bool) -> anyhow::Result<Option<Options>> {
     let required = std::env::var("PEERGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
     let mut why = Vec::new();
-    let envoy = e2e::envoy::find_envoy().map_err(|e| why.push(e.to_string())).ok();
+    let envoy = e2e::envoy::find_envoy()
+        .map_err(|e| why.push(e.to_string()))
+        .ok();
     let wasm = if with_filter {
-        e2e::envoy::find_wasm().map_err(|e| why.push(e.to_string())).ok()
+        e2e::envoy::find_wasm()
+            .map_err(|e| why.push(e.to_string()))
+            .ok()
     } else {
         None
     };
@@ -39,7 +44,12 @@ fn prerequisites(with_filter: bool) -> anyhow::Result<Option<Options>> {
         println!("SKIPPED: {why}");
         return Ok(None);
     }
-    Ok(Some(Options { envoy, wasm, with_filter, ..Options::default() }))
+    Ok(Some(Options {
+        envoy,
+        wasm,
+        with_filter,
+        ..Options::default()
+    }))
 }
 
 fn policy(mode: &str, policies: serde_json::Value) -> anyhow::Result<WorkloadPolicy> {
@@ -59,31 +69,57 @@ fn get(path: &str) -> Probe {
 }
 
 fn req(peer: Peer, port: u16, probe: Probe) -> E2eRequest {
-    E2eRequest { peer, source_ip: None, port, probe }
+    E2eRequest {
+        peer,
+        source_ip: None,
+        port,
+        probe,
+    }
 }
 
 fn peer(uri_sans: &[&str], ca: CaChoice, expired: bool) -> Peer {
-    Peer::Mtls(ClientCertSpec { uri_sans: uri_sans.iter().map(|s| s.to_string()).collect(), ca, expired })
+    Peer::Mtls(ClientCertSpec {
+        uri_sans: uri_sans.iter().map(|s| s.to_string()).collect(),
+        ca,
+        expired,
+    })
 }
 
 fn scenario(name: &str, policy: WorkloadPolicy, requests: Vec<E2eRequest>) -> E2eScenario {
-    E2eScenario { name: name.into(), trust_domains: vec!["cluster.local".into()], policy, requests }
+    E2eScenario {
+        name: name.into(),
+        trust_domains: vec!["cluster.local".into()],
+        policy,
+        requests,
+    }
 }
 
 /// Checks `expect` (allowed?) and an optional substring of the detail, per request.
 fn check(name: &str, got: &[Observed], expect: &[(bool, Option<&str>)]) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     if got.len() != expect.len() {
-        bail!("{name}: {} results for {} requests", got.len(), expect.len());
+        bail!(
+            "{name}: {} results for {} requests",
+            got.len(),
+            expect.len()
+        );
     }
     for (i, (o, (allowed, needle))) in got.iter().zip(expect).enumerate() {
         println!("{name} #{}: allowed={} {}", i + 1, o.allowed, o.detail);
         if o.allowed != *allowed {
-            errors.push(format!("#{}: expected allowed={allowed}, got {:?}", i + 1, o));
+            errors.push(format!(
+                "#{}: expected allowed={allowed}, got {:?}",
+                i + 1,
+                o
+            ));
         }
         if let Some(n) = needle {
             if !o.detail.contains(n) {
-                errors.push(format!("#{}: detail {:?} does not contain {n:?}", i + 1, o.detail));
+                errors.push(format!(
+                    "#{}: detail {:?} does not contain {n:?}",
+                    i + 1,
+                    o.detail
+                ));
             }
         }
     }
@@ -99,27 +135,119 @@ fn check(name: &str, got: &[Observed], expect: &[(bool, Option<&str>)]) -> anyho
 /// addresses and XFCC sanitizing are Envoy's and the PKI's, so they are checkable now.
 #[test]
 fn runner_without_filter_handshake_and_transport() -> anyhow::Result<()> {
-    let Some(opts) = prerequisites(false)? else { return Ok(()) };
+    let Some(opts) = prerequisites(false)? else {
+        return Ok(());
+    };
     let sleep = "cluster.local/ns/foo/sa/sleep";
     let pol = policy("PERMISSIVE", serde_json::json!([]))?;
     let src: IpAddr = "127.6.7.200".parse()?;
     let reqs = vec![
         req(Peer::Plaintext, 8080, get("/ip")),
         req(mesh_peer(sleep), 8080, get("/ip")),
-        req(peer(&["spiffe://cluster.local/ns/foo/sa/sleep"], CaChoice::Untrusted, false), 8080, get("/ip")),
-        req(peer(&["spiffe://cluster.local/ns/foo/sa/sleep"], CaChoice::Mesh, true), 8080, get("/ip")),
-        req(peer(&["https://sleep.foo.example.com/"], CaChoice::Mesh, false), 8080, get("/ip")),
-        req(peer(&["spiffe://evil.example/ns/foo/sa/sleep"], CaChoice::Mesh, false), 8080, get("/ip")),
-        req(mesh_peer(sleep), 8080, http_probe("POST", "/grpc.health.v1.Health/Check", "grpc-echo.foo:9000", &[("content-type", "application/grpc")], true)),
-        req(Peer::Plaintext, 8080, http_probe("POST", "/grpc.health.v1.Health/Check", "grpc-echo.foo:9000", &[], true)),
+        req(
+            peer(
+                &["spiffe://cluster.local/ns/foo/sa/sleep"],
+                CaChoice::Untrusted,
+                false,
+            ),
+            8080,
+            get("/ip"),
+        ),
+        req(
+            peer(
+                &["spiffe://cluster.local/ns/foo/sa/sleep"],
+                CaChoice::Mesh,
+                true,
+            ),
+            8080,
+            get("/ip"),
+        ),
+        req(
+            peer(&["https://sleep.foo.example.com/"], CaChoice::Mesh, false),
+            8080,
+            get("/ip"),
+        ),
+        req(
+            peer(
+                &["spiffe://evil.example/ns/foo/sa/sleep"],
+                CaChoice::Mesh,
+                false,
+            ),
+            8080,
+            get("/ip"),
+        ),
+        req(
+            mesh_peer(sleep),
+            8080,
+            http_probe(
+                "POST",
+                "/grpc.health.v1.Health/Check",
+                "grpc-echo.foo:9000",
+                &[("content-type", "application/grpc")],
+                true,
+            ),
+        ),
+        req(
+            Peer::Plaintext,
+            8080,
+            http_probe(
+                "POST",
+                "/grpc.health.v1.Health/Check",
+                "grpc-echo.foo:9000",
+                &[],
+                true,
+            ),
+        ),
         req(Peer::Plaintext, 9090, Probe::Tcp),
         req(mesh_peer(sleep), 9090, Probe::Tcp),
-        req(peer(&["spiffe://cluster.local/ns/foo/sa/sleep"], CaChoice::Untrusted, false), 9090, Probe::Tcp),
-        req(Peer::Plaintext, 8080, http_probe("GET", "/ip", "h", &[("x-forwarded-client-cert", SPOOFED_XFCC)], false)),
-        req(mesh_peer(sleep), 8080, http_probe("GET", "/ip", "h", &[("x-forwarded-client-cert", SPOOFED_XFCC)], false)),
-        E2eRequest { source_ip: Some(src), ..req(Peer::Plaintext, 8080, get("/ip")) },
+        req(
+            peer(
+                &["spiffe://cluster.local/ns/foo/sa/sleep"],
+                CaChoice::Untrusted,
+                false,
+            ),
+            9090,
+            Probe::Tcp,
+        ),
+        req(
+            Peer::Plaintext,
+            8080,
+            http_probe(
+                "GET",
+                "/ip",
+                "h",
+                &[("x-forwarded-client-cert", SPOOFED_XFCC)],
+                false,
+            ),
+        ),
+        req(
+            mesh_peer(sleep),
+            8080,
+            http_probe(
+                "GET",
+                "/ip",
+                "h",
+                &[("x-forwarded-client-cert", SPOOFED_XFCC)],
+                false,
+            ),
+        ),
+        E2eRequest {
+            source_ip: Some(src),
+            ..req(Peer::Plaintext, 8080, get("/ip"))
+        },
         // Multiple URI SANs, the first one a SPIFFE ID of the trust domain.
-        req(peer(&["spiffe://cluster.local/ns/foo/sa/sleep", "https://x.example/"], CaChoice::Mesh, false), 8080, get("/ip")),
+        req(
+            peer(
+                &[
+                    "spiffe://cluster.local/ns/foo/sa/sleep",
+                    "https://x.example/",
+                ],
+                CaChoice::Mesh,
+                false,
+            ),
+            8080,
+            get("/ip"),
+        ),
     ];
     let out = e2e::run_e2e(&[scenario("no-filter", pol, reqs)], &opts)?;
     check(
@@ -144,7 +272,10 @@ fn runner_without_filter_handshake_and_transport() -> anyhow::Result<()> {
         ],
     )?;
     if out[0][12].detail.contains("sa/admin") {
-        bail!("the app saw the spoofed XFCC on mTLS: {}", out[0][12].detail);
+        bail!(
+            "the app saw the spoofed XFCC on mTLS: {}",
+            out[0][12].detail
+        );
     }
     Ok(())
 }
@@ -152,12 +283,18 @@ fn runner_without_filter_handshake_and_transport() -> anyhow::Result<()> {
 /// (b) Plaintext under STRICT is denied (HTTP and TCP); mTLS is the control.
 #[test]
 fn strict_refuses_plaintext() -> anyhow::Result<()> {
-    let Some(opts) = prerequisites(true)? else { return Ok(()) };
+    let Some(opts) = prerequisites(true)? else {
+        return Ok(());
+    };
     let pol = policy("STRICT", serde_json::json!([]))?;
     let sleep = "cluster.local/ns/foo/sa/sleep";
     let reqs = vec![
         req(Peer::Plaintext, 8080, get("/ip")),
-        req(Peer::Plaintext, 8080, http_probe("GET", "/ip", "httpbin.foo:8000", &[], true)),
+        req(
+            Peer::Plaintext,
+            8080,
+            http_probe("GET", "/ip", "httpbin.foo:8000", &[], true),
+        ),
         req(Peer::Plaintext, 9090, Probe::Tcp),
         req(mesh_peer(sleep), 8080, get("/ip")),
         req(mesh_peer(sleep), 9090, Probe::Tcp),
@@ -166,7 +303,13 @@ fn strict_refuses_plaintext() -> anyhow::Result<()> {
     check(
         "strict",
         &out[0],
-        &[(false, None), (false, None), (false, None), (true, None), (true, Some("echoed"))],
+        &[
+            (false, None),
+            (false, None),
+            (false, None),
+            (true, None),
+            (true, Some("echoed")),
+        ],
     )
 }
 
@@ -174,7 +317,9 @@ fn strict_refuses_plaintext() -> anyhow::Result<()> {
 /// request, and on mTLS the app sees the verified URI, not the spoofed one.
 #[test]
 fn spoofed_xfcc_is_not_an_identity() -> anyhow::Result<()> {
-    let Some(opts) = prerequisites(true)? else { return Ok(()) };
+    let Some(opts) = prerequisites(true)? else {
+        return Ok(());
+    };
     let pol = policy(
         "PERMISSIVE",
         serde_json::json!([{
@@ -188,9 +333,21 @@ fn spoofed_xfcc_is_not_an_identity() -> anyhow::Result<()> {
     )?;
     let spoof = [("x-forwarded-client-cert", SPOOFED_XFCC)];
     let reqs = vec![
-        req(Peer::Plaintext, 8080, http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, false)),
-        req(Peer::Plaintext, 8080, http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, true)),
-        req(mesh_peer("cluster.local/ns/foo/sa/sleep"), 8080, http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, false)),
+        req(
+            Peer::Plaintext,
+            8080,
+            http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, false),
+        ),
+        req(
+            Peer::Plaintext,
+            8080,
+            http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, true),
+        ),
+        req(
+            mesh_peer("cluster.local/ns/foo/sa/sleep"),
+            8080,
+            http_probe("GET", "/ip", "httpbin.foo:8000", &spoof, false),
+        ),
         req(mesh_peer("cluster.local/ns/foo/sa/admin"), 8080, get("/ip")),
     ];
     let out = e2e::run_e2e(&[scenario("spoofed-xfcc", pol, reqs)], &opts)?;
@@ -205,7 +362,10 @@ fn spoofed_xfcc_is_not_an_identity() -> anyhow::Result<()> {
         ],
     )?;
     if out[0][2].detail.contains("sa/admin") {
-        bail!("the app saw the spoofed identity on an mTLS connection: {}", out[0][2].detail);
+        bail!(
+            "the app saw the spoofed identity on an mTLS connection: {}",
+            out[0][2].detail
+        );
     }
     Ok(())
 }
@@ -214,23 +374,38 @@ fn spoofed_xfcc_is_not_an_identity() -> anyhow::Result<()> {
 /// HTTP/1.1, HTTP/2 and TCP; the same identity with a valid certificate is allowed.
 #[test]
 fn untrusted_and_expired_certificates_are_refused() -> anyhow::Result<()> {
-    let Some(opts) = prerequisites(true)? else { return Ok(()) };
+    let Some(opts) = prerequisites(true)? else {
+        return Ok(());
+    };
     let uri = "spiffe://cluster.local/ns/foo/sa/sleep";
     let mut scenarios = Vec::new();
     for mode in ["STRICT", "PERMISSIVE"] {
         let pol = policy(mode, serde_json::json!([]))?;
         let mut reqs = Vec::new();
-        for probe in [get("/ip"), http_probe("GET", "/ip", "httpbin.foo:8000", &[], true), Probe::Tcp] {
-            let port = if matches!(probe, Probe::Tcp) { 9090 } else { 8080 };
-            reqs.push(req(peer(&[uri], CaChoice::Untrusted, false), port, probe.clone()));
+        for probe in [
+            get("/ip"),
+            http_probe("GET", "/ip", "httpbin.foo:8000", &[], true),
+            Probe::Tcp,
+        ] {
+            let port = if matches!(probe, Probe::Tcp) {
+                9090
+            } else {
+                8080
+            };
+            reqs.push(req(
+                peer(&[uri], CaChoice::Untrusted, false),
+                port,
+                probe.clone(),
+            ));
             reqs.push(req(peer(&[uri], CaChoice::Mesh, true), port, probe.clone()));
             reqs.push(req(peer(&[uri], CaChoice::Mesh, false), port, probe));
         }
         scenarios.push(scenario(&format!("certs-{mode}"), pol, reqs));
     }
     let out = e2e::run_e2e(&scenarios, &opts)?;
-    let expect: Vec<(bool, Option<&str>)> =
-        (0..3).flat_map(|_| [(false, None), (false, None), (true, None)]).collect();
+    let expect: Vec<(bool, Option<&str>)> = (0..3)
+        .flat_map(|_| [(false, None), (false, None), (true, None)])
+        .collect();
     check("certs-STRICT", &out[0], &expect)?;
     check("certs-PERMISSIVE", &out[1], &expect)
 }
@@ -243,9 +418,14 @@ fn conformance_cases_through_envoy() -> anyhow::Result<()> {
     }
     let dir = std::env::var_os("CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases")
+        });
     if !dir.is_dir() {
-        bail!("conformance cases not found at {} (set CONFORMANCE_DIR)", dir.display());
+        bail!(
+            "conformance cases not found at {} (set CONFORMANCE_DIR)",
+            dir.display()
+        );
     }
     let started = std::time::Instant::now();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerguard"))
@@ -258,7 +438,11 @@ fn conformance_cases_through_envoy() -> anyhow::Result<()> {
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}\n{stderr}\n(took {:?})", started.elapsed());
     if !out.status.success() {
-        bail!("peerguard test --envoy {} failed ({}):\n{stdout}\n{stderr}", dir.display(), out.status);
+        bail!(
+            "peerguard test --envoy {} failed ({}):\n{stdout}\n{stderr}",
+            dir.display(),
+            out.status
+        );
     }
     Ok(())
 }

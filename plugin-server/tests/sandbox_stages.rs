@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 const PG: &str = env!("CARGO_BIN_EXE_peerguard");
-/// 127.77.x.y: away from a developer's sandbox (127.0.x.y) and the e2e tests.
-const NET: &str = "77";
 const SLEEP_FULL: &str = "spiffe://cluster.local/ns/full/sa/sleep";
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn stage(name: &str) -> PathBuf {
@@ -33,7 +34,10 @@ fn find_envoy() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let env = std::fs::read_to_string(repo().join(".peerguard/env")).ok()?;
-    env.lines().find_map(|l| l.strip_prefix("PEERGUARD_ENVOY=")).map(|p| PathBuf::from(p.trim())).filter(|p| p.is_file())
+    env.lines()
+        .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
+        .map(|p| PathBuf::from(p.trim()))
+        .filter(|p| p.is_file())
 }
 
 fn find_wasm() -> Option<PathBuf> {
@@ -57,7 +61,13 @@ struct Sandbox {
 
 impl Sandbox {
     fn pg(&self, args: &[&str]) -> Output {
-        Command::new(PG).arg("sandbox").arg("--dir").arg(&self.dir).args(args).output().expect("running peerguard")
+        Command::new(PG)
+            .arg("sandbox")
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("running peerguard")
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -98,19 +108,27 @@ impl Sandbox {
 
     fn expect_matrix(&self, what: &str, want: &[(&str, &str, u64, Option<&str>)]) {
         let got = self.matrix();
-        let want: Vec<(String, String, u64, Option<String>)> =
-            want.iter().map(|(f, t, c, p)| (f.to_string(), t.to_string(), *c, p.map(str::to_string))).collect();
+        let want: Vec<(String, String, u64, Option<String>)> = want
+            .iter()
+            .map(|(f, t, c, p)| (f.to_string(), t.to_string(), *c, p.map(str::to_string)))
+            .collect();
         assert_eq!(got, want, "{what}: matrix differs");
     }
 }
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
-        let _ = Command::new(PG).arg("sandbox").arg("--dir").arg(&self.dir).arg("down").output();
+        let _ = Command::new(PG)
+            .arg("sandbox")
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("down")
+            .output();
     }
 }
 
-fn start() -> Option<Sandbox> {
+/// `net`: 127.<net>.x.y, away from a developer's sandbox (127.0.x.y) and the other test.
+fn start(chains: &str, net: &str) -> Option<Sandbox> {
     let envoy = find_envoy();
     let wasm = find_wasm();
     let (Some(envoy), Some(wasm)) = (envoy.clone(), wasm.clone()) else {
@@ -120,11 +138,25 @@ fn start() -> Option<Sandbox> {
         eprintln!("SKIPPED sandbox_stages: Envoy {envoy:?}, wasm {wasm:?} (set PEERGUARD_ENVOY / build scripts/build-wasm.sh)");
         return None;
     };
-    let dir = std::env::temp_dir().join(format!("peerguard-sandbox-test-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "peerguard-sandbox-test-{}-{chains}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sb = Sandbox { dir };
-    sb.ok(&["up", "--net", NET, "--no-matrix", "--envoy", envoy.to_str().unwrap(), "--wasm", wasm.to_str().unwrap()]);
+    sb.ok(&[
+        "up",
+        "--net",
+        net,
+        "--inbound-chains",
+        chains,
+        "--no-matrix",
+        "--envoy",
+        envoy.to_str().unwrap(),
+        "--wasm",
+        wasm.to_str().unwrap(),
+    ]);
     Some(sb)
 }
 
@@ -134,10 +166,62 @@ const HF: &str = "httpbin.full";
 const HP: &str = "httpbin.partial";
 const HL: &str = "httpbin.legacy";
 
+/// peerguard's inbound design: both chains on every port, the wasm filter enforces the mode.
 #[test]
-fn auto_mtls_walkthrough_stages() {
-    let Some(sb) = start() else { return };
+fn walkthrough_with_filter_enforcing_the_mode() {
+    if let Some(sb) = start("filter", "77") {
+        walkthrough(&sb);
+        // The refusals of stages 3 and 5 were the filter's (not a missing filter chain).
+        let stats = sb.httpbin_full_stats();
+        assert!(
+            stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2,
+            "{stats}"
+        );
+        stop(sb);
+    }
+}
 
+/// Istio's inbound chains per mode (Envoy refuses by itself), the filter still in every chain.
+#[test]
+fn walkthrough_with_istio_chains() {
+    if let Some(sb) = start("istio", "79") {
+        walkthrough(&sb);
+        stop(sb);
+    }
+}
+
+fn stat(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+impl Sandbox {
+    /// httpbin.full's sidecar stats (127.<net>.1.20 in the topology, admin port 15000).
+    fn httpbin_full_stats(&self) -> String {
+        let settings: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.dir.join("sandbox.json")).unwrap())
+                .unwrap();
+        let net = settings["net"].as_u64().unwrap();
+        let addr = format!("127.{net}.1.20:15000");
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"GET /stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+fn walkthrough(sb: &Sandbox) {
     // 1: MeshPolicy PERMISSIVE.
     sb.apply("1-permissive.yaml");
     let stage1 = [
@@ -154,15 +238,29 @@ fn auto_mtls_walkthrough_stages() {
     sb.apply("2-partial-migration.yaml");
     let mut seen = Vec::new();
     for _ in 0..6 {
-        let out = sb.ok(&["exec", "-i", F, "--", "GET", "http://httpbin.partial:8000/headers"]);
+        let out = sb.ok(&[
+            "exec",
+            "-i",
+            F,
+            "--",
+            "GET",
+            "http://httpbin.partial:8000/headers",
+        ]);
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-        let pod = out.lines().find_map(|l| l.strip_prefix("x-sandbox-pod: ")).unwrap().to_string();
+        let pod = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x-sandbox-pod: "))
+            .unwrap()
+            .to_string();
         let has_uri = out.contains(&format!("URI={SLEEP_FULL}"));
         // mTLS exactly when the endpoint has a sidecar.
         assert_eq!(has_uri, pod == "httpbin.partial", "{pod}: {out}");
         seen.push(has_uri);
     }
-    assert!(seen.windows(2).all(|w| w[0] != w[1]), "round robin alternates with/without URI: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] != w[1]),
+        "round robin alternates with/without URI: {seen:?}"
+    );
 
     // 3: STRICT for httpbin in full (legacy Policy, then the v1 PeerAuthentication).
     let stage3 = [
@@ -177,7 +275,12 @@ fn auto_mtls_walkthrough_stages() {
     sb.expect_matrix("stage 3 (legacy Policy STRICT)", &stage3);
     // curl's view of the refused plaintext connection: 000 / exit code 56.
     let out = sb.pg(&["exec", L, "--", "GET", "http://httpbin.full:8000/headers"]);
-    assert_eq!(out.status.code(), Some(56), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(56),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sb.delete("3-strict.yaml");
     sb.expect_matrix("stage 3 deleted: back to PERMISSIVE", &stage1);
     sb.apply("3-strict-v1.yaml");
@@ -189,7 +292,11 @@ fn auto_mtls_walkthrough_stages() {
     std::fs::write(&bad, "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x, namespace: full}\nspec: {mtls: {mode: STRICTER}}\n").unwrap();
     let out = sb.pg(&["apply", bad.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("PeerAuthentication full/x"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PeerAuthentication full/x"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     sb.expect_matrix("after a refused file", &stage1);
 
     // 4: plaintext only for httpbin.full; sleep.full's sidecar follows (no URI there).
@@ -220,8 +327,10 @@ fn auto_mtls_walkthrough_stages() {
             (L, HL, 200, None),
         ],
     );
+}
 
-    // `down` stops everything it started.
+/// `down` stops everything it started.
+fn stop(sb: Sandbox) {
     let pids: Vec<u32> = std::fs::read_to_string(sb.dir.join("pids"))
         .unwrap()
         .lines()
@@ -231,6 +340,9 @@ fn auto_mtls_walkthrough_stages() {
     sb.ok(&["down"]);
     for pid in pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert!(!String::from_utf8_lossy(&cmdline).contains(sb.dir.to_str().unwrap()), "pid {pid} still running");
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(sb.dir.to_str().unwrap()),
+            "pid {pid} still running"
+        );
     }
 }

@@ -412,3 +412,24 @@ fn tcp_network_filter_over_ecds() {
     eventually("TCP allowed again", long, &envoy, &server, || tcp_probe(port, &sleep), "echo");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_envoy_rejects_is_counted_and_fails_closed() {
+    let Some((envoy_bin, wasm)) = prerequisites("a_config_envoy_rejects_is_counted_and_fails_closed") else { return };
+    let dir = temp_dir("e2e-nack");
+    let app = http_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app));
+    // The server announces a module path that does not exist: Envoy must NACK it.
+    let missing = dir.join("missing.wasm").display().to_string();
+    let server = Server::start(&dir, &missing, &[]);
+    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "nack");
+    let long = Duration::from_secs(30);
+    wait_for("a NACK", long, || server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0);
+    assert!(server.log_text().contains("missing.wasm"), "the NACK's error_detail is logged");
+    // No configuration accepted: the deny-all default applies, never the app.
+    eventually("deny-all default config", long, &envoy, &server, || request(port, None, false), "403 RBAC: access denied");
+    // The rejected version is not re-sent in a loop.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -301,14 +301,14 @@ impl Converter<'_> {
     fn principal(&self, v: &str, out: &mut Vec<StrMatch>) -> Result<(), String> {
         let mut expanded = Vec::with_capacity(self.bundle.domains.len());
         self.bundle.expand_principal(v, &mut expanded);
-        out.extend(expanded.iter().map(|p| values::str_match(p)));
+        out.extend(expanded.into_iter().map(values::str_match_owned));
         Ok(())
     }
 
     fn trust_domain(&self, v: &str, out: &mut Vec<StrMatch>) -> Result<(), String> {
         let mut expanded = Vec::new();
         self.bundle.expand_trust_domain(v, &mut expanded);
-        out.extend(expanded.iter().map(|t| values::str_match(t)));
+        out.extend(expanded.into_iter().map(values::str_match_owned));
         Ok(())
     }
 

@@ -18,6 +18,21 @@ pub fn str_match(v: &str) -> StrMatch {
     }
 }
 
+/// [`str_match`] reusing the allocation of `v`.
+pub fn str_match_owned(mut v: String) -> StrMatch {
+    if v == "*" {
+        StrMatch::Presence
+    } else if v.starts_with('*') {
+        v.remove(0);
+        StrMatch::Suffix(v)
+    } else if v.ends_with('*') {
+        v.pop();
+        StrMatch::Prefix(v)
+    } else {
+        StrMatch::Exact(v)
+    }
+}
+
 /// A decimal port 0–65535 (`convertToPort`).
 pub fn port(v: &str) -> Result<u16, String> {
     v.trim()
@@ -110,7 +125,10 @@ impl Bundle {
         // Five `/` parts: `td/ns/<ns>/sa/<sa>`.
         let five_parts = principal.bytes().filter(|b| *b == b'/').count() == 4;
         let (td, rest) = principal.split_once('/').unwrap_or((principal, ""));
-        if !five_parts || td == "*" || !(td == CLUSTER_LOCAL || self.domains.iter().any(|d| td_match(td, d))) {
+        if !five_parts
+            || td == "*"
+            || !(td == CLUSTER_LOCAL || self.domains.iter().any(|d| td_match(td, d)))
+        {
             out.push(principal.to_string());
             return;
         }
@@ -241,6 +259,7 @@ mod tests {
         ];
         for (input, want) in cases {
             assert_eq!(str_match(input), want, "{input}");
+            assert_eq!(str_match_owned(input.to_string()), want, "{input}");
         }
     }
 

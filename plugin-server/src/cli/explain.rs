@@ -320,3 +320,62 @@ fn render(e: &Explanation) -> String {
     }
     out
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(extra: &[&str]) -> Result<Args, clap::Error> {
+        let mut argv = vec!["explain", "--config", "x", "--workload", "foo/httpbin"];
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv).map(|c| c.args)
+    }
+
+    #[test]
+    fn builds_workload_and_request() {
+        let a = args(&[
+            "--labels",
+            "app=httpbin,version=v1",
+            "--peer",
+            "spiffe://cluster.local/ns/a/sa/b",
+            "--header",
+            "X-Token=admin",
+            "--port",
+            "8080",
+        ])
+        .unwrap();
+        let (wl, mesh, req) = inputs(&a).unwrap();
+        assert_eq!(wl.labels.get("version").map(String::as_str), Some("v1"));
+        assert_eq!(mesh.root_namespace, "istio-system");
+        assert_eq!(
+            req.peer.unwrap().uri_sans,
+            vec!["spiffe://cluster.local/ns/a/sa/b"]
+        );
+        let http = req.http.unwrap();
+        assert_eq!(
+            http.headers,
+            vec![("x-token".to_string(), "admin".to_string())]
+        );
+        assert_eq!(http.host, "httpbin.foo");
+        let tcp = inputs(&args(&["--plaintext", "--tcp"]).unwrap()).unwrap().2;
+        assert!(tcp.peer.is_none() && tcp.http.is_none());
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(args(&[]).is_err(), "--peer or --plaintext is required");
+        assert!(args(&["--plaintext", "--tcp", "--method", "GET"]).is_err());
+        assert!(inputs(&args(&["--plaintext", "--labels", "novalue"]).unwrap()).is_err());
+        let mut a = args(&["--plaintext"]).unwrap();
+        a.workload = "no-slash".into();
+        assert!(inputs(&a).is_err());
+    }
+}

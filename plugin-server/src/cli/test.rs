@@ -175,3 +175,18 @@ fn print(report: &Report, scenarios: &[Scenario], format: Format) -> anyhow::Res
     }
     super::output::write_stdout(&out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes() {
+        let mut r = Report::default();
+        assert_eq!(r.exit_code(), 0);
+        r.failed = 1;
+        assert_eq!(r.exit_code(), 1);
+        r.invalid.push("x.yaml: bad".into());
+        assert_eq!(r.exit_code(), 2);
+    }
+}

@@ -11,7 +11,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
 
 pub async fn serve(listen: SocketAddr, name: String) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, %name, "httpbin listening");
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -39,7 +41,10 @@ struct Request {
 
 impl Request {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -62,10 +67,17 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, name: &str) -> anyh
             buf.extend_from_slice(&chunk[..n]);
         };
         let Some(req) = parse_head(&buf[..head_end]) else {
-            stream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
+            stream
+                .write_all(
+                    b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await?;
             return Ok(());
         };
-        let body_len: usize = req.header("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let body_len: usize = req
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         if body_len > MAX_BODY || req.header("transfer-encoding").is_some() {
             stream.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await?;
             return Ok(());
@@ -79,7 +91,10 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, name: &str) -> anyh
             buf.extend_from_slice(&chunk[..n]);
         }
         buf.drain(..head_end + body_len);
-        let close = req.version == "HTTP/1.0" || req.header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let close = req.version == "HTTP/1.0"
+            || req
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let (status, content_type, body) = respond(&req, peer);
         let head = format!(
             "HTTP/1.1 {status} {}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nx-sandbox-pod: {name}\r\n{}\r\n",
@@ -113,7 +128,12 @@ fn parse_head(head: &[u8]) -> Option<Request> {
         let (k, v) = line.split_once(':')?;
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    Some(Request { method, target, version, headers })
+    Some(Request {
+        method,
+        target,
+        version,
+        headers,
+    })
 }
 
 fn respond(req: &Request, peer: SocketAddr) -> (u16, &'static str, String) {
@@ -122,16 +142,29 @@ fn respond(req: &Request, peer: SocketAddr) -> (u16, &'static str, String) {
         "/headers" => {
             let mut map: BTreeMap<String, String> = BTreeMap::new();
             for (k, v) in &req.headers {
-                map.entry(title_case(k)).and_modify(|e| {
-                    e.push(',');
-                    e.push_str(v)
-                }).or_insert_with(|| v.clone());
+                map.entry(title_case(k))
+                    .and_modify(|e| {
+                        e.push(',');
+                        e.push_str(v)
+                    })
+                    .or_insert_with(|| v.clone());
             }
-            (200, "application/json", json(&serde_json::json!({ "headers": map })))
+            (
+                200,
+                "application/json",
+                json(&serde_json::json!({ "headers": map })),
+            )
         }
-        "/ip" => (200, "application/json", json(&serde_json::json!({ "origin": peer.ip().to_string() }))),
+        "/ip" => (
+            200,
+            "application/json",
+            json(&serde_json::json!({ "origin": peer.ip().to_string() })),
+        ),
         "/" => (200, "text/plain", "peerguard demo httpbin\n".into()),
-        _ => match path.strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()) {
+        _ => match path
+            .strip_prefix("/status/")
+            .and_then(|c| c.parse::<u16>().ok())
+        {
             Some(code) if (100..=599).contains(&code) => (code, "text/plain", String::new()),
             _ => (404, "text/plain", "not found\n".into()),
         },
@@ -193,7 +226,9 @@ mod tests {
         let req = parse_head(b"GET /status/418 HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(respond(&req, "127.0.0.1:1".parse().unwrap()).0, 418);
         let req = parse_head(b"GET /ip HTTP/1.1\r\n\r\n").unwrap();
-        assert!(respond(&req, "127.0.3.10:1".parse().unwrap()).2.contains("127.0.3.10"));
+        assert!(respond(&req, "127.0.3.10:1".parse().unwrap())
+            .2
+            .contains("127.0.3.10"));
         let req = parse_head(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(respond(&req, "127.0.0.1:1".parse().unwrap()).0, 404);
     }

@@ -39,7 +39,10 @@ pub struct HttpbinArgs {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     match args.app {
         App::Httpbin(a) => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("tokio runtime")?;
             rt.block_on(http::serve(a.listen, a.name))?;
             Ok(0)
         }

@@ -83,7 +83,10 @@ pub async fn shoot(shot: &Shot) -> Result<Observed, RunnerError> {
 }
 
 fn denied(detail: String) -> Observed {
-    Observed { allowed: false, detail }
+    Observed {
+        allowed: false,
+        detail,
+    }
 }
 
 async fn connect(shot: &Shot) -> Result<TcpStream, RunnerError> {
@@ -92,9 +95,14 @@ async fn connect(shot: &Shot) -> Result<TcpStream, RunnerError> {
         IpAddr::V6(_) => TcpSocket::new_v6(),
     }
     .map_err(|e| RunnerError(e.into()))?;
-    socket.bind(SocketAddr::new(shot.source_ip, 0)).map_err(|e| {
-        RunnerError(anyhow::anyhow!("binding the client to source address {}: {e}", shot.source_ip))
-    })?;
+    socket
+        .bind(SocketAddr::new(shot.source_ip, 0))
+        .map_err(|e| {
+            RunnerError(anyhow::anyhow!(
+                "binding the client to source address {}: {e}",
+                shot.source_ip
+            ))
+        })?;
     match tokio::time::timeout(shot.timeout, socket.connect(shot.target)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
@@ -138,7 +146,11 @@ where
 {
     Ok(match &shot.probe {
         Probe::Tcp => tcp_echo(io).await,
-        Probe::Http(h) if h.http2 => http2(io, h, tls).await,
+        Probe::Http(h) if h.http2 => {
+            // A request the h2 client cannot express is the runner's limit, not a denial.
+            let req = h2_request(h, tls).map_err(RunnerError)?;
+            http2(io, req).await
+        }
         Probe::Http(h) => http1(io, h).await,
     })
 }
@@ -151,8 +163,14 @@ async fn tcp_echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> Observed {
     let _ = io.flush().await;
     let mut got = vec![0u8; payload.len()];
     match io.read_exact(&mut got).await {
-        Ok(_) if got == payload => Observed { allowed: true, detail: "payload echoed".into() },
-        Ok(_) => denied(format!("unexpected reply {:?}", String::from_utf8_lossy(&got))),
+        Ok(_) if got == payload => Observed {
+            allowed: true,
+            detail: "payload echoed".into(),
+        },
+        Ok(_) => denied(format!(
+            "unexpected reply {:?}",
+            String::from_utf8_lossy(&got)
+        )),
         Err(e) => denied(io_detail(&e)),
     }
 }
@@ -163,7 +181,11 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, h: &HttpRequest) ->
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     let has = |name: &str| h.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-    if !has("content-length") && !has("transfer-encoding") && h.method != "GET" && h.method != "HEAD" {
+    if !has("content-length")
+        && !has("transfer-encoding")
+        && h.method != "GET"
+        && h.method != "HEAD"
+    {
         req.push_str("content-length: 0\r\n");
     }
     if !has("connection") {
@@ -192,7 +214,11 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, h: &HttpRequest) ->
     let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
     let mut lines = head.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
-    let status = status_line.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .unwrap_or(0);
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
@@ -214,7 +240,24 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, h: &HttpRequest) ->
     verdict(status, &headers, &body)
 }
 
-async fn http2<S>(io: S, h: &HttpRequest, tls: bool) -> Observed
+fn h2_request(h: &HttpRequest, tls: bool) -> anyhow::Result<http::Request<()>> {
+    let scheme = if tls { "https" } else { "http" };
+    let uri = format!("{scheme}://{}{}", h.host, h.path);
+    let mut req = http::Request::builder()
+        .method(h.method.as_str())
+        .uri(uri.as_str());
+    for (k, v) in &h.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    req.body(()).with_context(|| {
+        format!(
+            "the runner cannot send {} {} (host {:?}) over HTTP/2",
+            h.method, h.path, h.host
+        )
+    })
+}
+
+async fn http2<S>(io: S, req: http::Request<()>) -> Observed
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -226,17 +269,6 @@ where
         let _ = conn.await;
     });
     let result = async {
-        let scheme = if tls { "https" } else { "http" };
-        let uri = format!("{scheme}://{}{}", h.host, h.path);
-        let mut req = http::Request::builder().method(h.method.as_str()).uri(uri.as_str());
-        for (k, v) in &h.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let req = match req.body(()) {
-            Ok(r) => r,
-            // Only a request the h2 client cannot express: say so rather than guess.
-            Err(e) => return denied(format!("runner cannot send this request over HTTP/2: {e}")),
-        };
         let (resp, _) = match client.send_request(req, true) {
             Ok(x) => x,
             Err(e) => return denied(format!("HTTP/2 send failed: {}", h2_detail(&e))),
@@ -249,7 +281,12 @@ where
         let headers: Vec<(String, String)> = resp
             .headers()
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         let mut body_stream = resp.into_body();
         let mut body = Vec::new();
@@ -270,10 +307,18 @@ where
 }
 
 fn verdict(status: u16, headers: &[(String, String)], body: &[u8]) -> Observed {
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     if get(APP_MARKER) == Some(APP_MARKER_VALUE) {
         let xfcc = get(APP_SAW_XFCC).unwrap_or("-");
-        Observed { allowed: true, detail: format!("HTTP {status} from the app; app saw XFCC: {xfcc}") }
+        Observed {
+            allowed: true,
+            detail: format!("HTTP {status} from the app; app saw XFCC: {xfcc}"),
+        }
     } else {
         let body = lossy(body);
         let body = body.trim();

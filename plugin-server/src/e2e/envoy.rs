@@ -81,7 +81,10 @@ pub fn find_wasm() -> anyhow::Result<PathBuf> {
 
 /// The repository this binary was built from (the workspace root).
 fn source_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn peerguard_env_files() -> Vec<PathBuf> {
@@ -110,8 +113,7 @@ impl TempDir {
             .unwrap_or(0);
         let path =
             std::env::temp_dir().join(format!("{prefix}-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(TempDir { path, keep: false })
     }
 
@@ -153,7 +155,9 @@ impl EnvoyProcess {
         let admin_file = dir.join("admin-address");
         let log_file =
             std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let log_err = log_file.try_clone().context("duplicating the log file handle")?;
+        let log_err = log_file
+            .try_clone()
+            .context("duplicating the log file handle")?;
         let level = std::env::var("PEERGUARD_ENVOY_LOG_LEVEL").unwrap_or_else(|_| "warning".into());
         let child = Command::new(envoy)
             .arg("-c")
@@ -168,11 +172,19 @@ impl EnvoyProcess {
             .spawn()
             .with_context(|| format!("starting {}", envoy.display()))?;
         // From here on the guard owns the child: any early return kills it.
-        let mut proc = EnvoyProcess { child, admin: SocketAddr::from(([127, 0, 0, 1], 0)), log };
+        let mut proc = EnvoyProcess {
+            child,
+            admin: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
         let deadline = Instant::now() + ready_timeout;
         loop {
             if let Some(status) = proc.child.try_wait().context("waiting for Envoy")? {
-                bail!("Envoy exited during startup ({status}); log {}:\n{}", proc.log.display(), proc.log_tail(40));
+                bail!(
+                    "Envoy exited during startup ({status}); log {}:\n{}",
+                    proc.log.display(),
+                    proc.log_tail(40)
+                );
             }
             if proc.admin.port() == 0 {
                 if let Ok(text) = std::fs::read_to_string(&admin_file) {
@@ -181,7 +193,9 @@ impl EnvoyProcess {
                     }
                 }
             }
-            if proc.admin.port() != 0 && admin_get(proc.admin, "/ready").is_ok_and(|(s, _)| s == 200) {
+            if proc.admin.port() != 0
+                && admin_get(proc.admin, "/ready").is_ok_and(|(s, _)| s == 200)
+            {
                 return Ok(proc);
             }
             if Instant::now() > deadline {
@@ -232,7 +246,10 @@ impl Drop for EnvoyProcess {
 fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n"
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);
@@ -241,6 +258,9 @@ fn admin_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
         .context("admin: no status line")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }

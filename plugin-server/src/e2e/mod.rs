@@ -131,7 +131,14 @@ pub fn run(scenarios: &[(Scenario, WorkloadPolicy)]) -> anyhow::Result<Vec<Vec<O
 pub fn from_scenario(s: &Scenario, policy: &WorkloadPolicy) -> anyhow::Result<E2eScenario> {
     let mut requests = Vec::with_capacity(s.requests.len());
     for (j, r) in s.requests.iter().enumerate() {
-        let at = || format!("{}: scenario {}, request {}", s.file.display(), s.name, j + 1);
+        let at = || {
+            format!(
+                "{}: scenario {}, request {}",
+                s.file.display(),
+                s.name,
+                j + 1
+            )
+        };
         let peer = match &r.peer {
             None => Peer::Plaintext,
             Some(p) => {
@@ -152,17 +159,29 @@ pub fn from_scenario(s: &Scenario, policy: &WorkloadPolicy) -> anyhow::Result<E2
         let probe = match r.protocol {
             Protocol::Tcp => Probe::Tcp,
             Protocol::Http => {
-                let h = r.http.as_ref().with_context(|| format!("{}: protocol http without `http`", at()))?;
+                let h = r
+                    .http
+                    .as_ref()
+                    .with_context(|| format!("{}: protocol http without `http`", at()))?;
                 Probe::Http(HttpRequest {
                     method: h.method.clone(),
                     path: h.path.clone(),
                     host: h.host.clone(),
-                    headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    headers: h
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
                     http2: h.version == Some(HttpVersion::Http2),
                 })
             }
         };
-        requests.push(E2eRequest { peer, source_ip: r.source_ip, port: r.port, probe });
+        requests.push(E2eRequest {
+            peer,
+            source_ip: r.source_ip,
+            port: r.port,
+            probe,
+        });
     }
     let mut trust_domains = vec![s.trust_domain.clone()];
     for a in &s.trust_domain_aliases {
@@ -170,7 +189,12 @@ pub fn from_scenario(s: &Scenario, policy: &WorkloadPolicy) -> anyhow::Result<E2
             trust_domains.push(a.clone());
         }
     }
-    Ok(E2eScenario { name: s.name.clone(), trust_domains, policy: policy.clone(), requests })
+    Ok(E2eScenario {
+        name: s.name.clone(),
+        trust_domains,
+        policy: policy.clone(),
+        requests,
+    })
 }
 
 /// The runner proper: one Envoy for all scenarios.
@@ -212,7 +236,10 @@ fn random_base() -> usize {
 }
 
 /// Listeners: one per (scenario, port); a port carries one protocol.
-fn plan_listeners(scenarios: &[E2eScenario], base: usize) -> anyhow::Result<(Vec<ListenerSpec>, Vec<Ipv4Addr>)> {
+fn plan_listeners(
+    scenarios: &[E2eScenario],
+    base: usize,
+) -> anyhow::Result<(Vec<ListenerSpec>, Vec<Ipv4Addr>)> {
     let mut listeners = Vec::new();
     let mut addrs = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
@@ -250,7 +277,10 @@ fn plan_listeners(scenarios: &[E2eScenario], base: usize) -> anyhow::Result<(Vec
     Ok((listeners, addrs))
 }
 
-async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<Vec<Vec<Observed>>> {
+async fn run_async(
+    scenarios: &[E2eScenario],
+    opts: &Options,
+) -> anyhow::Result<Vec<Vec<Observed>>> {
     let envoy_bin = match &opts.envoy {
         Some(p) => p.clone(),
         None => envoy::find_envoy()?,
@@ -265,8 +295,12 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
     };
 
     let pki = TestPki::new()?;
-    let http_app = upstream::spawn_http_app().await.context("starting the HTTP app")?;
-    let tcp_app = upstream::spawn_tcp_echo().await.context("starting the TCP echo app")?;
+    let http_app = upstream::spawn_http_app()
+        .await
+        .context("starting the HTTP app")?;
+    let tcp_app = upstream::spawn_tcp_echo()
+        .await
+        .context("starting the TCP echo app")?;
 
     // Certificates, one per distinct peer.
     let mut certs: HashMap<ClientCertSpec, Arc<Issued>> = HashMap::new();
@@ -300,8 +334,11 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
         };
         let mut dir = envoy::TempDir::new("peerguard-e2e")?;
         let config_path = dir.path().join("envoy.json");
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&bootstrap.to_json())?)
-            .with_context(|| format!("writing {}", config_path.display()))?;
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&bootstrap.to_json())?,
+        )
+        .with_context(|| format!("writing {}", config_path.display()))?;
         let extra = vec!["--concurrency".to_string(), opts.concurrency.to_string()];
         let started = {
             let bin = envoy_bin.clone();
@@ -317,7 +354,8 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
             Ok(p) => break (dir, p, addrs),
             Err(e) => {
                 let text = format!("{e:#}");
-                let bind_failure = text.contains("cannot bind") || text.contains("ddress already in use");
+                let bind_failure =
+                    text.contains("cannot bind") || text.contains("ddress already in use");
                 if bind_failure && attempt < 3 {
                     tracing::warn!("Envoy could not bind its listeners (attempt {attempt}), retrying with other addresses");
                     continue;
@@ -338,7 +376,10 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
 
     if opts.keep_dir {
         dir.keep();
-        eprintln!("peerguard e2e: Envoy config and log kept in {}", dir.path().display());
+        eprintln!(
+            "peerguard e2e: Envoy config and log kept in {}",
+            dir.path().display()
+        );
     }
     tracing::debug!(dir = %dir.path().display(), admin = %envoy_proc.admin_address(), "Envoy ready");
 
@@ -372,8 +413,10 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
             (i, j, client::shoot(&shot).await)
         }));
     }
-    let mut out: Vec<Vec<Option<Observed>>> =
-        scenarios.iter().map(|s| vec![None; s.requests.len()]).collect();
+    let mut out: Vec<Vec<Option<Observed>>> = scenarios
+        .iter()
+        .map(|s| vec![None; s.requests.len()])
+        .collect();
     let mut failure = None;
     for t in tasks {
         let (i, j, r) = t.await.context("request task")?;
@@ -392,23 +435,39 @@ async fn run_async(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<
     }
     if !envoy_proc.is_running() {
         dir.keep();
-        bail!("Envoy died during the run; log {}:\n{}", envoy_proc.log_path().display(), envoy_proc.log_tail(40));
+        bail!(
+            "Envoy died during the run; log {}:\n{}",
+            envoy_proc.log_path().display(),
+            envoy_proc.log_tail(40)
+        );
     }
     if let Some(e) = failure {
         dir.keep();
         return Err(e.context(format!("Envoy log: {}", envoy_proc.log_path().display())));
     }
     drop(envoy_proc);
-    Ok(out.into_iter().map(|v| v.into_iter().flatten().collect()).collect())
+    Ok(out
+        .into_iter()
+        .map(|v| v.into_iter().flatten().collect())
+        .collect())
 }
 
 /// Builds a plain HTTP probe (handy for tests and tools).
-pub fn http_probe(method: &str, path: &str, host: &str, headers: &[(&str, &str)], http2: bool) -> Probe {
+pub fn http_probe(
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &[(&str, &str)],
+    http2: bool,
+) -> Probe {
     Probe::Http(HttpRequest {
         method: method.to_string(),
         path: path.to_string(),
         host: host.to_string(),
-        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         http2,
     })
 }

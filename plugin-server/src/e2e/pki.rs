@@ -7,8 +7,8 @@
 
 use anyhow::Context as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
@@ -69,13 +69,20 @@ impl TestPki {
         let untrusted = new_root("peerguard e2e untrusted root")?;
         let server = {
             let mut params = leaf_params(false)?;
-            params.distinguished_name.push(DnType::CommonName, SERVER_NAME);
-            params.subject_alt_names =
-                vec![SanType::DnsName(SERVER_NAME.try_into().context("server DNS name")?)];
+            params
+                .distinguished_name
+                .push(DnType::CommonName, SERVER_NAME);
+            params.subject_alt_names = vec![SanType::DnsName(
+                SERVER_NAME.try_into().context("server DNS name")?,
+            )];
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
             sign(params, &mesh.issuer)?
         };
-        Ok(TestPki { mesh, untrusted, server })
+        Ok(TestPki {
+            mesh,
+            untrusted,
+            server,
+        })
     }
 
     /// The mesh root (PEM), Envoy's `trusted_ca`.
@@ -110,8 +117,10 @@ impl TestPki {
                 Ok(SanType::URI(ia5))
             })
             .collect::<anyhow::Result<_>>()?;
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ClientAuth, ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
         let root = match spec.ca {
             CaChoice::Mesh => &self.mesh,
             CaChoice::Untrusted => &self.untrusted,
@@ -124,7 +133,9 @@ fn new_root(name: &str) -> anyhow::Result<Root> {
     let key = KeyPair::generate().context("generating a CA key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, name);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -141,7 +152,10 @@ fn new_root(name: &str) -> anyhow::Result<Root> {
         key_der: key.serialize_der(),
         key_pem: key.serialize_pem(),
     };
-    Ok(Root { issuer: Issuer::new(params, key), cert: issued })
+    Ok(Root {
+        issuer: Issuer::new(params, key),
+        cert: issued,
+    })
 }
 
 fn leaf_params(expired: bool) -> anyhow::Result<CertificateParams> {
@@ -149,8 +163,10 @@ fn leaf_params(expired: bool) -> anyhow::Result<CertificateParams> {
     // Istio workload certificates have an empty subject.
     params.distinguished_name = DistinguishedName::new();
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages =
-        vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     if expired {
@@ -165,11 +181,63 @@ fn leaf_params(expired: bool) -> anyhow::Result<CertificateParams> {
 
 fn sign(params: CertificateParams, issuer: &Issuer<'static, KeyPair>) -> anyhow::Result<Issued> {
     let key = KeyPair::generate().context("generating a leaf key")?;
-    let cert = params.signed_by(&key, issuer).context("signing a leaf certificate")?;
+    let cert = params
+        .signed_by(&key, issuer)
+        .context("signing a leaf certificate")?;
     Ok(Issued {
         cert_pem: cert.pem(),
         cert_der: cert.der().clone(),
         key_der: key.serialize_der(),
         key_pem: key.serialize_pem(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::GeneralName;
+
+    fn uris(der: &[u8]) -> anyhow::Result<(Vec<String>, i64, i64, String)> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)?;
+        let mut out = Vec::new();
+        if let Some(san) = cert.subject_alternative_name()? {
+            for n in &san.value.general_names {
+                if let GeneralName::URI(u) = n {
+                    out.push(u.to_string());
+                }
+            }
+        }
+        let v = cert.validity();
+        Ok((
+            out,
+            v.not_before.timestamp(),
+            v.not_after.timestamp(),
+            cert.issuer().to_string(),
+        ))
+    }
+
+    #[test]
+    fn client_certificates_carry_the_requested_sans_issuer_and_window() -> anyhow::Result<()> {
+        let pki = TestPki::new()?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let spec = ClientCertSpec {
+            uri_sans: vec!["spiffe://td/ns/a/sa/b".into(), "https://x.example/".into()],
+            ca: CaChoice::Mesh,
+            expired: false,
+        };
+        let (sans, nb, na, issuer) = uris(&pki.client(&spec)?.cert_der)?;
+        assert_eq!(sans, spec.uri_sans);
+        assert!(nb < now && now < na);
+        assert!(issuer.contains("mesh root"), "{issuer}");
+
+        let expired = ClientCertSpec {
+            expired: true,
+            ca: CaChoice::Untrusted,
+            ..spec
+        };
+        let (_, nb, na, issuer) = uris(&pki.client(&expired)?.cert_der)?;
+        assert!(nb < na && na < now);
+        assert!(issuer.contains("untrusted root"), "{issuer}");
+        Ok(())
+    }
 }

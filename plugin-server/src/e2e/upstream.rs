@@ -68,13 +68,19 @@ async fn serve_http(mut conn: TcpStream) -> anyhow::Result<()> {
         buf.drain(..head_end);
         let mut lines = head.split("\r\n");
         let request_line = lines.next().unwrap_or_default().to_string();
-        let path = request_line.split(' ').nth(1).unwrap_or_default().to_string();
+        let path = request_line
+            .split(' ')
+            .nth(1)
+            .unwrap_or_default()
+            .to_string();
         let mut xfcc: Vec<String> = Vec::new();
         let mut content_length = 0usize;
         let mut chunked = false;
         let mut close = false;
         for line in lines {
-            let Some((name, value)) = line.split_once(':') else { continue };
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
             let value = value.trim();
             match name.trim().to_ascii_lowercase().as_str() {
                 "x-forwarded-client-cert" => xfcc.push(value.to_string()),
@@ -97,7 +103,11 @@ async fn serve_http(mut conn: TcpStream) -> anyhow::Result<()> {
             }
             buf.drain(..content_length);
         }
-        let xfcc = if xfcc.is_empty() { "-".to_string() } else { xfcc.join(", ") };
+        let xfcc = if xfcc.is_empty() {
+            "-".to_string()
+        } else {
+            xfcc.join(", ")
+        };
         let body = format!("reached: {request_line}\nx-forwarded-client-cert: {xfcc}\n");
         let resp = format!(
             "HTTP/1.1 200 OK\r\n{APP_MARKER}: {APP_MARKER_VALUE}\r\n{APP_SAW_XFCC}: {}\r\n{APP_SAW_PATH}: {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n\r\n{body}",

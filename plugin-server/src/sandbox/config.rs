@@ -1,14 +1,15 @@
 //! Envoy configuration for every sidecar of the sandbox, generated from the topology and
 //! the current resources. Pure: paths in, JSON out.
 //!
-//! Inbound (server side), per target port: the compiled [`WorkloadPolicy`] gives the mode,
-//! and the filter chains are the ones Istio builds for it (spec 2.5), so that refusals look
-//! exactly like Istio's: STRICT has only the TLS chain (plaintext matches nothing and the
-//! connection is closed: curl's 000 / exit 56), PERMISSIVE has both (TLS selected by an Istio
-//! ALPN), DISABLE has only plaintext and no TLS inspector (an mTLS ClientHello hits the HTTP
-//! codec: the client sidecar answers 503). peerguard's wasm filter runs in every HTTP chain
-//! with the same compiled policy and enforces mode and authorization from the connection's
-//! certificate.
+//! Inbound (server side), per target port: the compiled [`WorkloadPolicy`] is the wasm
+//! filter's configuration in every HTTP chain. With [`InboundChains::Filter`] (peerguard's
+//! design, the default) every port has a TLS and a plaintext chain and the filter enforces
+//! the mode and authorization from the connection's certificate. With
+//! [`InboundChains::Istio`] the chains are the ones Istio builds for the mode (spec 2.5):
+//! STRICT has only the TLS chain (plaintext matches nothing and the connection is closed:
+//! curl's 000 / exit 56), PERMISSIVE has both (TLS selected by an Istio ALPN), DISABLE has
+//! only plaintext and no TLS inspector (an mTLS ClientHello hits the HTTP codec: the client
+//! sidecar answers 503). Both give the walkthrough's observable results.
 //!
 //! Outbound (client side): one listener per sidecar that routes by Host to one cluster per
 //! Service; each endpoint carries the TLS [`client::choose`] picked for it in its metadata,
@@ -18,7 +19,9 @@
 use super::pki;
 use super::topology::{Pod, Service, Topology};
 use anyhow::{bail, Context as _};
-use peerguard_filter::client::{self, ChoiceSource, ClientContext, ClientTls, Destination, Endpoint};
+use peerguard_filter::client::{
+    self, ChoiceSource, ClientContext, ClientTls, Destination, Endpoint,
+};
 use peerguard_filter::compile::compile;
 use peerguard_filter::istio::Resource;
 use peerguard_filter::schema::{MtlsMode, WorkloadPolicy};
@@ -28,7 +31,13 @@ use std::path::{Path, PathBuf};
 
 pub const HTTP_ROOT_ID: &str = "peerguard_http";
 /// Istio's ALPN values that select the mTLS chain of a PERMISSIVE HTTP port.
-const ISTIO_ALPNS: [&str; 5] = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"];
+const ISTIO_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 const TLS_MATCH_KEY: &str = "peerguard.tls";
 
 /// Where one sidecar's files live.
@@ -39,7 +48,9 @@ pub struct SidecarPaths {
 
 impl SidecarPaths {
     pub fn new(state: &Path, pod: &Pod) -> Self {
-        SidecarPaths { dir: state.join("envoy").join(pod.id()) }
+        SidecarPaths {
+            dir: state.join("envoy").join(pod.id()),
+        }
     }
     pub fn bootstrap(&self) -> PathBuf {
         self.dir.join("bootstrap.json")
@@ -57,12 +68,67 @@ impl SidecarPaths {
     }
 }
 
+/// Who turns the server's mTLS mode into accept/refuse.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundChains {
+    /// peerguard's design (spec 2.5, last point): every port has a TLS and a plaintext
+    /// chain, and the wasm filter refuses STRICT + plaintext and DISABLE + mTLS (it resets
+    /// the request: the plaintext client sees a closed connection, a client sidecar 503).
+    Filter,
+    /// Istio's chains: the mode selects which chains exist, Envoy refuses by itself.
+    Istio,
+}
+
 pub struct Inputs<'a> {
     pub topology: &'a Topology,
+    pub chains: InboundChains,
     pub resources: &'a [Resource],
     pub state: &'a Path,
     pub wasm: Option<&'a Path>,
+    /// With `--xds serve`: per sidecar pod, the pieces of its `peerguard bootstrap` that
+    /// make Envoy fetch the filter config (ECDS) and certificates (SDS) from `peerguard serve`.
+    pub xds: Option<&'a BTreeMap<String, XdsParts>>,
     pub version: u64,
+}
+
+/// What a sidecar takes from its `peerguard bootstrap` output when `peerguard serve`
+/// delivers the filter configuration and the certificates.
+#[derive(Debug, Clone)]
+pub struct XdsParts {
+    /// Static cluster `peerguard-xds`.
+    pub cluster: Value,
+    /// The HTTP filter with `config_discovery` (ECDS; deny-all RBAC as default config).
+    pub http_filter: Value,
+    /// The config source (gRPC to the server with the node's token) for SDS.
+    pub source: Value,
+}
+
+impl XdsParts {
+    /// Extracts the parts from a `peerguard bootstrap --protocol http` document.
+    pub fn from_bootstrap(b: &Value) -> anyhow::Result<XdsParts> {
+        let cluster = b
+            .pointer("/static_resources/clusters")
+            .and_then(Value::as_array)
+            .and_then(|cs| cs.iter().find(|c| c["name"] == "peerguard-xds"))
+            .cloned()
+            .context("peerguard bootstrap: no static cluster peerguard-xds")?;
+        let hcm = b
+            .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
+            .context("peerguard bootstrap: no inbound HCM")?;
+        let http_filter = hcm["http_filters"]
+            .as_array()
+            .and_then(|fs| fs.iter().find(|f| f.get("config_discovery").is_some()))
+            .cloned()
+            .context("peerguard bootstrap: no ECDS HTTP filter")?;
+        let source = http_filter
+            .pointer("/config_discovery/config_source")
+            .cloned()
+            .context("peerguard bootstrap: no config source")?;
+        Ok(XdsParts { cluster, http_filter, source })
+    }
 }
 
 /// The generated configuration of one sidecar.
@@ -109,11 +175,20 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let t = inputs.topology;
     let policies = policies(inputs);
     let mut servers = Vec::new();
-    for p in t.pods.iter().filter(|p| p.sidecar && p.app != super::topology::AppKind::None) {
+    for p in t
+        .pods
+        .iter()
+        .filter(|p| p.sidecar && p.app != super::topology::AppKind::None)
+    {
         if let Some(pol) = policies.get(&p.id()) {
             for port in t.target_ports(p) {
                 let m = pol.mtls.for_port(port);
-                servers.push(ServerPlan { pod: p.id(), port, mode: m.mode, from: m.from.clone() });
+                servers.push(ServerPlan {
+                    pod: p.id(),
+                    port,
+                    mode: m.mode,
+                    from: m.from.clone(),
+                });
             }
         }
     }
@@ -127,7 +202,13 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                     ChoiceSource::AutoMtls => "auto mTLS".into(),
                     ChoiceSource::Default => "default (auto mTLS off)".into(),
                 };
-                clients.push(ClientPlan { from: c.id(), to: s.id(), endpoint: e.id(), tls: choice.tls, by });
+                clients.push(ClientPlan {
+                    from: c.id(),
+                    to: s.id(),
+                    endpoint: e.id(),
+                    tls: choice.tls,
+                    by,
+                });
             }
         }
     }
@@ -148,12 +229,23 @@ fn choice_for(
         auto_mtls: true,
         dns_domain: t.dns_domain.clone(),
     };
-    let dest = Destination { service: svc.name.clone(), namespace: svc.namespace.clone(), port: svc.port, subset: None };
+    let dest = Destination {
+        service: svc.name.clone(),
+        namespace: svc.namespace.clone(),
+        port: svc.port,
+        subset: None,
+    };
     let ep = match (endpoint.sidecar, policies.get(&endpoint.id())) {
-        (true, Some(pol)) => Endpoint { has_sidecar: true, server_mode: pol.mtls.for_port(svc.target_port).mode },
+        (true, Some(pol)) => Endpoint {
+            has_sidecar: true,
+            server_mode: pol.mtls.for_port(svc.target_port).mode,
+        },
         // A sidecar endpoint whose policy was not compiled cannot happen (policies covers
         // every sidecar pod); treat it as STRICT, the mode that never downgrades.
-        (true, None) => Endpoint { has_sidecar: true, server_mode: MtlsMode::Strict },
+        (true, None) => Endpoint {
+            has_sidecar: true,
+            server_mode: MtlsMode::Strict,
+        },
         (false, _) => Endpoint::no_sidecar(),
     };
     client::choose(inputs.resources, &ctx, &dest, ep)
@@ -180,7 +272,8 @@ pub fn generate(inputs: &Inputs<'_>) -> anyhow::Result<BTreeMap<String, Sidecar>
                     None,
                 );
                 // The app sees connections from its own pod address, not 127.0.0.1.
-                inbound["upstream_bind_config"] = json!({"source_address": {"address": pod.ip.to_string(), "port_value": 0}});
+                inbound["upstream_bind_config"] =
+                    json!({"source_address": {"address": pod.ip.to_string(), "port_value": 0}});
                 clusters.push(inbound);
             }
         }
@@ -192,9 +285,17 @@ pub fn generate(inputs: &Inputs<'_>) -> anyhow::Result<BTreeMap<String, Sidecar>
         out.insert(
             pod.id(),
             Sidecar {
-                bootstrap: bootstrap(t, pod, &paths),
-                lds: discovery(&version, "type.googleapis.com/envoy.config.listener.v3.Listener", listeners),
-                cds: discovery(&version, "type.googleapis.com/envoy.config.cluster.v3.Cluster", clusters),
+                bootstrap: bootstrap(t, pod, &paths, xds_parts(inputs, pod)?),
+                lds: discovery(
+                    &version,
+                    "type.googleapis.com/envoy.config.listener.v3.Listener",
+                    listeners,
+                ),
+                cds: discovery(
+                    &version,
+                    "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+                    clusters,
+                ),
             },
         );
     }
@@ -214,32 +315,47 @@ fn discovery(version: &str, type_url: &str, resources: Vec<Value>) -> Value {
     json!({"version_info": version, "resources": resources})
 }
 
-fn bootstrap(t: &Topology, pod: &Pod, paths: &SidecarPaths) -> Value {
+fn bootstrap(t: &Topology, pod: &Pod, paths: &SidecarPaths, xds: Option<&XdsParts>) -> Value {
     let watched = |file: PathBuf| {
-        let dir = file.parent().map(|d| d.display().to_string()).unwrap_or_default();
+        let dir = file
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default();
         json!({
             "path_config_source": {"path": file.display().to_string(), "watched_directory": {"path": dir}},
             "resource_api_version": "V3",
         })
     };
-    json!({
+    let mut b = json!({
         "node": {
             "id": format!("sidecar~{}~{}~{}.svc.{}", pod.ip, pod.id(), pod.namespace, t.dns_domain),
             "cluster": pod.id(),
+            // How `peerguard serve` names the node (its Workload in the registry).
+            "metadata": {"NAMESPACE": pod.namespace, "WORKLOAD_NAME": pod.name},
         },
         "admin": {"address": socket(&pod.ip.to_string(), t.ports.admin)},
         "dynamic_resources": {"lds_config": watched(paths.lds()), "cds_config": watched(paths.cds())},
-    })
+    });
+    if let Some(x) = xds {
+        b["static_resources"] = json!({"clusters": [x.cluster]});
+    }
+    b
 }
 
 fn socket(ip: &str, port: u16) -> Value {
     json!({"socket_address": {"address": ip, "port_value": port}})
 }
 
-fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, policy_json: &str) -> Value {
+fn inbound_listener(
+    inputs: &Inputs<'_>,
+    pod: &Pod,
+    port: u16,
+    mode: MtlsMode,
+    policy_json: &str,
+) -> Value {
     let t = inputs.topology;
     let name = format!("inbound_{}_{port}", pod.ip);
-    let hcm = |chain: &str| inbound_hcm(inputs, &format!("{name}_{chain}"), port, policy_json);
+    let hcm = |chain: &str| inbound_hcm(inputs, pod, &format!("{name}_{chain}"), port, policy_json);
     let tls_chain = |alpn: bool| {
         let mut m = json!({"transport_protocol": "tls"});
         if alpn {
@@ -248,7 +364,7 @@ fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, p
         json!({
             "name": "mtls",
             "filter_chain_match": m,
-            "transport_socket": downstream_tls(inputs.state, t, pod),
+            "transport_socket": downstream_tls(inputs, t, pod),
             "filters": [hcm("mtls")],
         })
     };
@@ -256,16 +372,26 @@ fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, p
         "name": "envoy.filters.listener.tls_inspector",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
     }]);
-    let (listener_filters, chains) = match mode {
-        MtlsMode::Strict => (tls_inspector, vec![tls_chain(false)]),
-        MtlsMode::Permissive => (
+    let both = || {
+        vec![
+            tls_chain(false),
+            json!({"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [hcm("plaintext")]}),
+        ]
+    };
+    let (listener_filters, chains) = match (inputs.chains, mode) {
+        (InboundChains::Filter, _) => (tls_inspector, both()),
+        (InboundChains::Istio, MtlsMode::Strict) => (tls_inspector, vec![tls_chain(false)]),
+        (InboundChains::Istio, MtlsMode::Permissive) => (
             tls_inspector,
             vec![
                 tls_chain(true),
                 json!({"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [hcm("plaintext")]}),
             ],
         ),
-        MtlsMode::Disable => (json!([]), vec![json!({"name": "plaintext", "filters": [hcm("plaintext")]})]),
+        (InboundChains::Istio, MtlsMode::Disable) => (
+            json!([]),
+            vec![json!({"name": "plaintext", "filters": [hcm("plaintext")]})],
+        ),
     };
     json!({
         "name": name,
@@ -275,9 +401,11 @@ fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, p
     })
 }
 
-fn inbound_hcm(inputs: &Inputs<'_>, stat: &str, port: u16, policy_json: &str) -> Value {
+fn inbound_hcm(inputs: &Inputs<'_>, pod: &Pod, stat: &str, port: u16, policy_json: &str) -> Value {
     let mut http_filters = Vec::new();
-    if let Some(wasm) = inputs.wasm {
+    if let Some(x) = inputs.xds.and_then(|m| m.get(&pod.id())) {
+        http_filters.push(x.http_filter.clone());
+    } else if let Some(wasm) = inputs.wasm {
         http_filters.push(json!({
             "name": "peerguard",
             "typed_config": {
@@ -335,22 +463,43 @@ fn workload_cert(state: &Path, pod: &Pod) -> Value {
     }])
 }
 
-fn downstream_tls(state: &Path, t: &Topology, pod: &Pod) -> Value {
+/// Certificate and trust: files written by the sandbox, or SDS (`default`, `ROOTCA`)
+/// from `peerguard serve`. `sans`: the peer URI SAN matchers.
+fn tls_common(inputs: &Inputs<'_>, pod: &Pod, sans: Value) -> Value {
+    match inputs.xds.and_then(|m| m.get(&pod.id())) {
+        Some(x) => json!({
+            "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": x.source}],
+            "combined_validation_context": {
+                "default_validation_context": {"match_typed_subject_alt_names": sans},
+                "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": x.source},
+            },
+        }),
+        None => json!({
+            "tls_certificates": workload_cert(inputs.state, pod),
+            "validation_context": {
+                "trusted_ca": {"filename": pki::ca_path(inputs.state).display().to_string()},
+                "match_typed_subject_alt_names": sans,
+            },
+        }),
+    }
+}
+
+fn xds_parts<'a>(inputs: &Inputs<'a>, pod: &Pod) -> anyhow::Result<Option<&'a XdsParts>> {
+    match inputs.xds {
+        None => Ok(None),
+        Some(m) => m.get(&pod.id()).map(Some).with_context(|| format!("{}: no peerguard bootstrap", pod.id())),
+    }
+}
+
+fn downstream_tls(inputs: &Inputs<'_>, t: &Topology, pod: &Pod) -> Value {
+    // Only SPIFFE identities of this mesh's trust domain (spec 1.3).
+    let sans = json!([{"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", t.trust_domain)}}]);
     json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
             "require_client_certificate": true,
-            "common_tls_context": {
-                "tls_certificates": workload_cert(state, pod),
-                "validation_context": {
-                    "trusted_ca": {"filename": pki::ca_path(state).display().to_string()},
-                    // Only SPIFFE identities of this mesh's trust domain (spec 1.3).
-                    "match_typed_subject_alt_names": [
-                        {"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", t.trust_domain)}},
-                    ],
-                },
-            },
+            "common_tls_context": tls_common(inputs, pod, sans),
         },
     })
 }
@@ -445,14 +594,29 @@ fn outbound_cluster(
         if choice.tls == ClientTls::Plaintext || !seen.insert(tls_label(choice.tls)) {
             continue;
         }
-        let socket = upstream_tls(inputs, client_pod, svc, &choice)
-            .with_context(|| format!("{} -> {}: {}", client_pod.id(), svc.id(), tls_label(choice.tls)))?;
+        let socket = upstream_tls(inputs, client_pod, svc, &choice).with_context(|| {
+            format!(
+                "{} -> {}: {}",
+                client_pod.id(),
+                svc.id(),
+                tls_label(choice.tls)
+            )
+        })?;
         matches.push(json!({"name": tls_label(choice.tls), "match": {TLS_MATCH_KEY: tls_label(choice.tls)}, "transport_socket": socket}));
     }
-    Ok(static_cluster(&outbound_name(t, svc), &endpoints, Some(matches)))
+    Ok(static_cluster(
+        &outbound_name(t, svc),
+        &endpoints,
+        Some(matches),
+    ))
 }
 
-fn upstream_tls(inputs: &Inputs<'_>, client_pod: &Pod, svc: &Service, choice: &client::Choice) -> anyhow::Result<Value> {
+fn upstream_tls(
+    inputs: &Inputs<'_>,
+    client_pod: &Pod,
+    svc: &Service,
+    choice: &client::Choice,
+) -> anyhow::Result<Value> {
     let t = inputs.topology;
     let settings = match &choice.source {
         ChoiceSource::DestinationRule { settings, .. } => Some(settings),
@@ -463,24 +627,37 @@ fn upstream_tls(inputs: &Inputs<'_>, client_pod: &Pod, svc: &Service, choice: &c
     match choice.tls {
         ClientTls::IstioMutual => {
             // Verify the server against the service accounts of the Service's sidecar pods.
-            let mut sans: Vec<String> = t.endpoints(svc).filter(|p| p.sidecar).map(|p| p.spiffe(&t.trust_domain)).collect();
+            let mut sans: Vec<String> = t
+                .endpoints(svc)
+                .filter(|p| p.sidecar)
+                .map(|p| p.spiffe(&t.trust_domain))
+                .collect();
             sans.sort();
             sans.dedup();
             let matchers: Vec<Value> = if sans.is_empty() {
-                vec![json!({"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", t.trust_domain)}})]
+                vec![
+                    json!({"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", t.trust_domain)}}),
+                ]
             } else {
-                sans.iter().map(|s| json!({"san_type": "URI", "matcher": {"exact": s}})).collect()
+                sans.iter()
+                    .map(|s| json!({"san_type": "URI", "matcher": {"exact": s}}))
+                    .collect()
             };
-            ctx["tls_certificates"] = workload_cert(inputs.state, client_pod);
-            ctx["validation_context"] = json!({
-                "trusted_ca": {"filename": pki::ca_path(inputs.state).display().to_string()},
-                "match_typed_subject_alt_names": matchers,
-            });
+            ctx = tls_common(inputs, client_pod, json!(matchers));
             ctx["alpn_protocols"] = json!(["istio-http/1.1", "istio"]);
             sni = format!("outbound_.{}_._.{}", svc.port, svc.fqdn(&t.dns_domain));
         }
         ClientTls::Simple | ClientTls::Mutual => {
             let s = settings.context("SIMPLE/MUTUAL without DestinationRule settings")?;
+            // Envoy would reject the whole cluster update for a missing file; say which.
+            for f in [&s.ca_certificates, &s.client_certificate, &s.private_key]
+                .into_iter()
+                .flatten()
+            {
+                if !Path::new(f).is_file() {
+                    bail!("file {f:?} does not exist on this machine");
+                }
+            }
             if let Some(ca) = &s.ca_certificates {
                 ctx["validation_context"] = json!({"trusted_ca": {"filename": ca}});
             }
@@ -517,22 +694,45 @@ mod tests {
     fn gen(yaml: &str) -> BTreeMap<String, Sidecar> {
         let t = Topology::load(None).unwrap();
         let r = parse_str(yaml, "t.yaml").resources;
-        generate(&Inputs { topology: &t, resources: &r, state: Path::new("/s"), wasm: None, version: 3 }).unwrap()
+        generate(&Inputs {
+            topology: &t,
+            chains: InboundChains::Istio,
+            resources: &r,
+            state: Path::new("/s"),
+            wasm: None,
+            xds: None,
+            version: 3,
+        })
+        .unwrap()
     }
 
     fn cluster<'a>(s: &'a Sidecar, name: &str) -> &'a Value {
-        s.cds["resources"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+        s.cds["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap()
     }
 
     #[test]
     fn sidecars_and_files() {
         let out = gen("");
-        assert_eq!(out.keys().cloned().collect::<Vec<_>>(), vec!["httpbin.full", "httpbin.partial", "sleep.full"]);
+        assert_eq!(
+            out.keys().cloned().collect::<Vec<_>>(),
+            vec!["httpbin.full", "httpbin.partial", "sleep.full"]
+        );
         let s = &out["sleep.full"];
         assert_eq!(s.lds["version_info"], "3");
         // sleep has no app: only the outbound listener.
         assert_eq!(s.lds["resources"].as_array().unwrap().len(), 1);
-        assert_eq!(out["httpbin.full"].lds["resources"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            out["httpbin.full"].lds["resources"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -540,12 +740,24 @@ mod tests {
         let out = gen(
             "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: d, namespace: full}\nspec: {host: httpbin.full.svc.cluster.local, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n",
         );
-        let c = cluster(&out["sleep.full"], "outbound|8000||httpbin.full.svc.cluster.local");
+        let c = cluster(
+            &out["sleep.full"],
+            "outbound|8000||httpbin.full.svc.cluster.local",
+        );
         let ep = &c["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
-        assert_eq!(ep["metadata"]["filter_metadata"]["envoy.transport_socket_match"][TLS_MATCH_KEY], "ISTIO_MUTUAL");
-        assert_eq!(c["transport_socket_matches"][0]["match"][TLS_MATCH_KEY], "ISTIO_MUTUAL");
+        assert_eq!(
+            ep["metadata"]["filter_metadata"]["envoy.transport_socket_match"][TLS_MATCH_KEY],
+            "ISTIO_MUTUAL"
+        );
+        assert_eq!(
+            c["transport_socket_matches"][0]["match"][TLS_MATCH_KEY],
+            "ISTIO_MUTUAL"
+        );
         // Towards legacy (no sidecar, no DR) everything stays plaintext: no TLS matches.
-        let c = cluster(&out["sleep.full"], "outbound|8000||httpbin.legacy.svc.cluster.local");
+        let c = cluster(
+            &out["sleep.full"],
+            "outbound|8000||httpbin.legacy.svc.cluster.local",
+        );
         assert_eq!(c["transport_socket_matches"], json!([]));
     }
 }

@@ -34,13 +34,9 @@ enum Cmd {
     Down,
     /// Apply a file of Istio resources (kubectl-apply semantics); the sidecars pick the
     /// change up live.
-    Apply {
-        file: PathBuf,
-    },
+    Apply { file: PathBuf },
     /// Delete the resources named in a file.
-    Delete {
-        file: PathBuf,
-    },
+    Delete { file: PathBuf },
     /// Send one request from a pod: `sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers`.
     Exec {
         /// The client pod, `name.namespace`.
@@ -87,6 +83,15 @@ pub struct UpArgs {
     /// The Envoy binary (default: PEERGUARD_ENVOY, .peerguard/env, PATH).
     #[arg(long)]
     envoy: Option<PathBuf>,
+    /// How the server's mode is enforced: `filter` (peerguard: both chains, the wasm
+    /// filter refuses) or `istio` (Envoy's own chains per mode, as Istio builds them).
+    #[arg(long, value_enum, default_value = "filter")]
+    inbound_chains: config::InboundChains,
+    /// Filter configuration and certificates: `files` (inline, the sandbox's CA) or
+    /// `serve` (ECDS + SDS from a `peerguard serve` the sandbox runs, sidecars configured
+    /// from `peerguard bootstrap`). Listeners and clusters are files either way.
+    #[arg(long, value_enum, default_value = "files")]
+    xds: state::XdsMode,
     /// Initial resources instead of stage 1 (repeatable).
     #[arg(long = "resources")]
     resources: Vec<PathBuf>,
@@ -98,11 +103,17 @@ pub struct UpArgs {
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let dir = args
         .dir
-        .or_else(|| std::env::var_os("PEERGUARD_SANDBOX_DIR").filter(|d| !d.is_empty()).map(PathBuf::from))
+        .or_else(|| {
+            std::env::var_os("PEERGUARD_SANDBOX_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from(".peerguard/sandbox"));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // Absolute: the path is matched against process command lines by `down`.
-    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
     let st = State::new(dir);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -136,23 +147,13 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             eprintln!("sandbox: stopped {n} processes");
             Ok(0)
         }
-        Cmd::Apply { file } => {
-            for line in st.apply(&file)? {
-                println!("{line}");
-            }
-            let v = run::reconcile(st).await?;
-            eprintln!("sandbox: config version {v} running in every sidecar");
-            Ok(0)
-        }
-        Cmd::Delete { file } => {
-            for line in st.delete(&file)? {
-                println!("{line}");
-            }
-            let v = run::reconcile(st).await?;
-            eprintln!("sandbox: config version {v} running in every sidecar");
-            Ok(0)
-        }
-        Cmd::Exec { pod, request, include } => exec(st, &pod, &request, include).await,
+        Cmd::Apply { file } => change(st, |st| st.apply(&file)).await,
+        Cmd::Delete { file } => change(st, |st| st.delete(&file)).await,
+        Cmd::Exec {
+            pod,
+            request,
+            include,
+        } => exec(st, &pod, &request, include).await,
         Cmd::Matrix { output } => {
             let t = run::topology(&st.settings()?)?;
             let cells = probe::matrix(&t).await?;
@@ -166,27 +167,83 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             let settings = st.settings()?;
             let t = run::topology(&settings)?;
             let resources = st.resources()?;
-            let inputs = config::Inputs { topology: &t, resources: &resources, state: &st.dir, wasm: settings.wasm.as_deref(), version: 0 };
+            let inputs = config::Inputs {
+                topology: &t,
+                chains: settings.chains,
+                resources: &resources,
+                state: &st.dir,
+                wasm: settings.wasm.as_deref(),
+                version: 0,
+            };
             let plan = config::plan(&inputs);
             let procs = run::running(st);
             match output {
                 Output::Json => println!(
                     "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({"plan": plan, "processes": procs}))?
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"plan": plan, "processes": procs})
+                    )?
                 ),
                 Output::Text => {
                     println!("servers:");
                     for s in &plan.servers {
-                        println!("  {:<26} port {:<5} {:?} ({})", s.pod, s.port, s.mode, s.from.as_deref().unwrap_or("nothing configured"));
+                        println!(
+                            "  {:<26} port {:<5} {:?} ({})",
+                            s.pod,
+                            s.port,
+                            s.mode,
+                            s.from.as_deref().unwrap_or("nothing configured")
+                        );
                     }
                     println!("clients:");
                     for c in &plan.clients {
-                        println!("  {:<12} -> {:<16} {:<26} {:?} ({})", c.from, c.to, c.endpoint, c.tls, c.by);
+                        println!(
+                            "  {:<12} -> {:<16} {:<26} {:?} ({})",
+                            c.from, c.to, c.endpoint, c.tls, c.by
+                        );
                     }
-                    println!("processes: {}", procs.iter().map(|(p, n)| format!("{n} [{p}]")).collect::<Vec<_>>().join(", "));
+                    println!(
+                        "processes: {}",
+                        procs
+                            .iter()
+                            .map(|(p, n)| format!("{n} [{p}]"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
                 }
             }
             Ok(0)
+        }
+    }
+}
+
+/// Changes the store, then the sidecars. If the new config cannot be generated or a
+/// sidecar does not take it, the store and the sidecars go back to the previous state and
+/// the error is reported: a bad change never leaves the sandbox half-applied.
+async fn change(
+    st: &State,
+    edit: impl FnOnce(&State) -> anyhow::Result<Vec<String>>,
+) -> anyhow::Result<u8> {
+    let before = st.snapshot();
+    for line in edit(st)? {
+        println!("{line}");
+    }
+    match run::reconcile(st).await {
+        Ok(v) => {
+            eprintln!("sandbox: config version {v} running in every sidecar");
+            Ok(0)
+        }
+        Err(e) => {
+            st.restore(&before)?;
+            let back = run::reconcile(st).await;
+            eprintln!(
+                "sandbox: change rolled back ({})",
+                match &back {
+                    Ok(v) => format!("config version {v} running again"),
+                    Err(e) => format!("restoring the previous config failed too: {e:#}"),
+                }
+            );
+            Err(e)
         }
     }
 }
@@ -202,11 +259,26 @@ async fn exec(st: &State, pod: &str, request: &[String], include: bool) -> anyho
     let (host, port, path) = probe::parse_url(&url)?;
     // Clients without a sidecar rotate over the endpoints, like kube-proxy would.
     let counter = st.dir.join("rr");
-    let n: usize = std::fs::read_to_string(&counter).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    let n: usize = std::fs::read_to_string(&counter)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
     let _ = std::fs::write(&counter, (n + 1).to_string());
     let route = probe::route(&t, p, &host, port, |_| n)?;
-    let authority = if port == 80 { host.clone() } else { format!("{host}:{port}") };
-    let resp = probe::request(Some(route.bind), route.connect, &method, &authority, &path, Duration::from_secs(10)).await;
+    let authority = if port == 80 {
+        host.clone()
+    } else {
+        format!("{host}:{port}")
+    };
+    let resp = probe::request(
+        Some(route.bind),
+        route.connect,
+        &method,
+        &authority,
+        &path,
+        Duration::from_secs(10),
+    )
+    .await;
     if resp.code == 0 {
         eprintln!("000 ({})", resp.error.as_deref().unwrap_or("no response"));
         // curl's "receive failure" exit code, as in the walkthrough's `000 / exit 56`.

@@ -4,8 +4,8 @@
 
 use anyhow::Context as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -24,9 +24,15 @@ pub fn generate(state: &Path, identities: &[(String, String, String)]) -> anyhow
     let key = KeyPair::generate().context("generating the CA key")?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params.distinguished_name.push(DnType::OrganizationName, "peerguard sandbox mesh CA");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "peerguard sandbox mesh CA");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + Duration::days(30);
@@ -38,16 +44,27 @@ pub fn generate(state: &Path, identities: &[(String, String, String)]) -> anyhow
         let mut leaf = CertificateParams::default();
         leaf.distinguished_name = DistinguishedName::new();
         leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         leaf.use_authority_key_identifier_extension = true;
         leaf.not_before = now - Duration::hours(1);
         // Istio's default workload certificate lifetime (spec 1.2).
         leaf.not_after = now + Duration::hours(24);
-        let ia5 = uri.clone().try_into().with_context(|| format!("URI SAN {uri:?}"))?;
+        let ia5 = uri
+            .clone()
+            .try_into()
+            .with_context(|| format!("URI SAN {uri:?}"))?;
         leaf.subject_alt_names = vec![SanType::URI(ia5)];
         let leaf_key = KeyPair::generate().context("generating a workload key")?;
-        let cert = leaf.signed_by(&leaf_key, &issuer).context("signing a workload certificate")?;
+        let cert = leaf
+            .signed_by(&leaf_key, &issuer)
+            .context("signing a workload certificate")?;
         let dir = cert_dir(state, ns, sa);
         write(&dir.join("cert.pem"), &cert.pem())?;
         write(&dir.join("key.pem"), &leaf_key.serialize_pem())?;

@@ -27,7 +27,10 @@ pub struct Response {
 
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The client URI httpbin saw in `X-Forwarded-Client-Cert` (the last element, the one
@@ -43,29 +46,58 @@ pub fn xfcc_uri(xfcc: &str) -> Option<String> {
     let last = xfcc.rsplit(',').next()?;
     last.split(';').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
-        k.trim().eq_ignore_ascii_case("URI").then(|| v.trim().trim_matches('"').to_string())
+        k.trim()
+            .eq_ignore_ascii_case("URI")
+            .then(|| v.trim().trim_matches('"').to_string())
     })
 }
 
 /// One request. Never fails: connection problems give code 0 and `error`.
-pub async fn request(bind: Option<IpAddr>, to: SocketAddr, method: &str, host: &str, path: &str, timeout: Duration) -> Response {
+pub async fn request(
+    bind: Option<IpAddr>,
+    to: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+) -> Response {
     match tokio::time::timeout(timeout, request_inner(bind, to, method, host, path)).await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => Response { error: Some(format!("{e:#}")), ..Response::default() },
-        Err(_) => Response { error: Some(format!("timed out after {timeout:?}")), ..Response::default() },
+        Ok(Err(e)) => Response {
+            error: Some(format!("{e:#}")),
+            ..Response::default()
+        },
+        Err(_) => Response {
+            error: Some(format!("timed out after {timeout:?}")),
+            ..Response::default()
+        },
     }
 }
 
-async fn request_inner(bind: Option<IpAddr>, to: SocketAddr, method: &str, host: &str, path: &str) -> anyhow::Result<Response> {
+async fn request_inner(
+    bind: Option<IpAddr>,
+    to: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+) -> anyhow::Result<Response> {
     let socket = TcpSocket::new_v4().context("socket")?;
     if let Some(ip) = bind {
-        socket.bind(SocketAddr::new(ip, 0)).with_context(|| format!("binding {ip}"))?;
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .with_context(|| format!("binding {ip}"))?;
     }
-    let mut stream = socket.connect(to).await.with_context(|| format!("connecting to {to}"))?;
+    let mut stream = socket
+        .connect(to)
+        .await
+        .with_context(|| format!("connecting to {to}"))?;
     let req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: peerguard-sandbox\r\naccept: */*\r\nconnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await.context("sending")?;
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.context("receiving (connection reset)")?;
+    stream
+        .read_to_end(&mut buf)
+        .await
+        .context("receiving (connection reset)")?;
     parse_response(&buf)
 }
 
@@ -76,22 +108,44 @@ fn parse_response(buf: &[u8]) -> anyhow::Result<Response> {
     let head = String::from_utf8_lossy(&buf[..end]);
     let mut lines = head.split("\r\n");
     let status = lines.next().unwrap_or_default();
-    let code: u16 = status.split(' ').nth(1).and_then(|c| c.parse().ok()).with_context(|| format!("bad status line {status:?}"))?;
+    let code: u16 = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("bad status line {status:?}"))?;
     let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
         .collect();
     let mut body = buf[end + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     if chunked {
         body = dechunk(&body);
     }
-    Ok(Response { code, headers, body: String::from_utf8_lossy(&body).into_owned(), error: None })
+    Ok(Response {
+        code,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        error: None,
+    })
 }
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&b[..i]).split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..i])
+                .split(';')
+                .next()
+                .unwrap_or("0")
+                .trim(),
+            16,
+        )
+        .unwrap_or(0);
         b = &b[i + 2..];
         if size == 0 || b.len() < size {
             break;
@@ -111,18 +165,38 @@ pub struct Route {
 }
 
 /// `pick` selects among a Service's endpoints for pods without a sidecar.
-pub fn route(t: &Topology, pod: &Pod, host: &str, port: u16, pick: impl Fn(&[&Pod]) -> usize) -> anyhow::Result<Route> {
+pub fn route(
+    t: &Topology,
+    pod: &Pod,
+    host: &str,
+    port: u16,
+    pick: impl Fn(&[&Pod]) -> usize,
+) -> anyhow::Result<Route> {
     if pod.sidecar {
-        return Ok(Route { bind: IpAddr::V4(pod.ip), connect: SocketAddr::new(IpAddr::V4(pod.ip), t.ports.outbound), endpoint: None });
+        return Ok(Route {
+            bind: IpAddr::V4(pod.ip),
+            connect: SocketAddr::new(IpAddr::V4(pod.ip), t.ports.outbound),
+            endpoint: None,
+        });
     }
     let svc: &Service = t
         .resolve_host(host, Some(&pod.namespace))
-        .with_context(|| format!("{host}: unknown host (the sandbox resolver knows the Services of the topology)"))?;
+        .with_context(|| {
+            format!(
+                "{host}: unknown host (the sandbox resolver knows the Services of the topology)"
+            )
+        })?;
     if svc.port != port {
-        bail!("{}: no port {port} (Service port is {})", svc.id(), svc.port);
+        bail!(
+            "{}: no port {port} (Service port is {})",
+            svc.id(),
+            svc.port
+        );
     }
     let eps: Vec<&Pod> = t.endpoints(svc).collect();
-    let ep = eps.get(pick(&eps) % eps.len().max(1)).context("no endpoints")?;
+    let ep = eps
+        .get(pick(&eps) % eps.len().max(1))
+        .context("no endpoints")?;
     // Without a sidecar the Service port is translated to the target port, as kube-proxy does.
     Ok(Route {
         bind: IpAddr::V4(pod.ip),
@@ -133,13 +207,19 @@ pub fn route(t: &Topology, pod: &Pod, host: &str, port: u16, pick: impl Fn(&[&Po
 
 /// `http://host[:port]/path` → (host, port, path).
 pub fn parse_url(url: &str) -> anyhow::Result<(String, u16, String)> {
-    let rest = url.strip_prefix("http://").with_context(|| format!("{url}: only http:// URLs (the sidecar does the TLS)"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs (the sidecar does the TLS)"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
     let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.parse::<u16>().with_context(|| format!("{url}: bad port"))?),
+        Some((h, p)) => (
+            h.to_string(),
+            p.parse::<u16>()
+                .with_context(|| format!("{url}: bad port"))?,
+        ),
         None => (authority.to_string(), 80),
     };
     Ok((host, port, path))
@@ -168,9 +248,26 @@ pub async fn matrix_cell(t: &Topology, from: &str, to: &str) -> anyhow::Result<C
     let mut last = None;
     for _ in 0..4 {
         let r = route(t, pod, &svc.id(), svc.port, |_| preferred)?;
-        let resp = request(Some(r.bind), r.connect, "GET", &host, &t.matrix.path, Duration::from_secs(5)).await;
-        let endpoint = resp.header("x-sandbox-pod").map(str::to_string).or(r.endpoint);
-        let cell = Cell { from: from.into(), to: to.into(), code: resp.code, principal: resp.principal(), endpoint: endpoint.clone() };
+        let resp = request(
+            Some(r.bind),
+            r.connect,
+            "GET",
+            &host,
+            &t.matrix.path,
+            Duration::from_secs(5),
+        )
+        .await;
+        let endpoint = resp
+            .header("x-sandbox-pod")
+            .map(str::to_string)
+            .or(r.endpoint);
+        let cell = Cell {
+            from: from.into(),
+            to: to.into(),
+            code: resp.code,
+            principal: resp.principal(),
+            endpoint: endpoint.clone(),
+        };
         let on_preferred = endpoint.as_deref() == eps.get(preferred).map(|p| p.id()).as_deref();
         if on_preferred || eps.len() < 2 || resp.code != 200 {
             return Ok(cell);
@@ -191,7 +288,10 @@ pub async fn matrix(t: &Topology) -> anyhow::Result<Vec<Cell>> {
 }
 
 pub fn print_matrix(cells: &[Cell]) {
-    println!("{:<14} {:<17} {:>4}  {:<28} principal", "from", "to", "code", "endpoint");
+    println!(
+        "{:<14} {:<17} {:>4}  {:<28} principal",
+        "from", "to", "code", "endpoint"
+    );
     for c in cells {
         println!(
             "{:<14} {:<17} {:>4}  {:<28} {}",
@@ -206,7 +306,15 @@ pub fn print_matrix(cells: &[Cell]) {
 
 /// GET on a sidecar's admin port.
 pub async fn admin_get(ip: IpAddr, port: u16, path: &str) -> Response {
-    request(None, SocketAddr::new(ip, port), "GET", "localhost", path, Duration::from_secs(2)).await
+    request(
+        None,
+        SocketAddr::new(ip, port),
+        "GET",
+        "localhost",
+        path,
+        Duration::from_secs(2),
+    )
+    .await
 }
 
 #[cfg(test)]
@@ -220,28 +328,61 @@ mod tests {
             xfcc_uri("By=spiffe://cluster.local/ns/full/sa/httpbin;Hash=ab;URI=spiffe://cluster.local/ns/full/sa/sleep").as_deref(),
             Some("spiffe://cluster.local/ns/full/sa/sleep")
         );
-        assert_eq!(xfcc_uri("URI=spiffe://evil,Hash=1;URI=spiffe://good").as_deref(), Some("spiffe://good"));
+        assert_eq!(
+            xfcc_uri("URI=spiffe://evil,Hash=1;URI=spiffe://good").as_deref(),
+            Some("spiffe://good")
+        );
         assert_eq!(xfcc_uri("Hash=1"), None);
     }
 
     #[test]
     fn responses_and_urls() {
-        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nabc").unwrap();
+        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nabc")
+            .unwrap();
         assert_eq!((r.code, r.body.as_str()), (503, "abc"));
-        let r = parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n").unwrap();
+        let r = parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
+        )
+        .unwrap();
         assert_eq!(r.body, "abcd");
         assert!(parse_response(b"").is_err());
-        assert_eq!(parse_url("http://httpbin.partial:8000/headers").unwrap(), ("httpbin.partial".into(), 8000, "/headers".into()));
-        assert_eq!(parse_url("http://httpbin.full").unwrap(), ("httpbin.full".into(), 80, "/".into()));
+        assert_eq!(
+            parse_url("http://httpbin.partial:8000/headers").unwrap(),
+            ("httpbin.partial".into(), 8000, "/headers".into())
+        );
+        assert_eq!(
+            parse_url("http://httpbin.full").unwrap(),
+            ("httpbin.full".into(), 80, "/".into())
+        );
     }
 
     #[test]
     fn routes() {
         let t = Topology::load(None).unwrap();
-        let r = route(&t, t.pod("sleep.full").unwrap(), "httpbin.partial", 8000, |_| 0).unwrap();
+        let r = route(
+            &t,
+            t.pod("sleep.full").unwrap(),
+            "httpbin.partial",
+            8000,
+            |_| 0,
+        )
+        .unwrap();
         assert_eq!(r.connect, "127.0.1.10:15001".parse().unwrap());
-        let r = route(&t, t.pod("sleep.legacy").unwrap(), "httpbin.partial", 8000, |_| 1).unwrap();
-        assert_eq!((r.connect, r.endpoint.as_deref()), ("127.0.2.21:80".parse().unwrap(), Some("httpbin-nosidecar.partial")));
+        let r = route(
+            &t,
+            t.pod("sleep.legacy").unwrap(),
+            "httpbin.partial",
+            8000,
+            |_| 1,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.connect, r.endpoint.as_deref()),
+            (
+                "127.0.2.21:80".parse().unwrap(),
+                Some("httpbin-nosidecar.partial")
+            )
+        );
         assert!(route(&t, t.pod("sleep.legacy").unwrap(), "nope.full", 8000, |_| 0).is_err());
     }
 }

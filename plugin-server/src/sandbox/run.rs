@@ -7,6 +7,7 @@ use super::state::{write_atomic, Settings, State};
 use super::topology::{AppKind, Topology};
 use super::{pki, UpArgs};
 use anyhow::{bail, Context as _};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -31,7 +32,10 @@ pub fn find_envoy(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     let mut dir = std::env::current_dir().ok();
     while let Some(d) = dir {
         if let Ok(text) = std::fs::read_to_string(d.join(".peerguard/env")) {
-            if let Some(p) = text.lines().find_map(|l| l.strip_prefix("PEERGUARD_ENVOY=")) {
+            if let Some(p) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
+            {
                 return Ok(PathBuf::from(p.trim().trim_matches('"')));
             }
         }
@@ -88,13 +92,19 @@ fn ours(pid: u32, state: &Path) -> bool {
 }
 
 pub fn running(st: &State) -> Vec<(u32, String)> {
-    st.pids().into_iter().filter(|(pid, _)| alive(*pid) && ours(*pid, &st.dir)).collect()
+    st.pids()
+        .into_iter()
+        .filter(|(pid, _)| alive(*pid) && ours(*pid, &st.dir))
+        .collect()
 }
 
 pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if !running(st).is_empty() {
-        bail!("a sandbox is already running in {} (run `peerguard sandbox down` first)", st.dir.display());
+        bail!(
+            "a sandbox is already running in {} (run `peerguard sandbox down` first)",
+            st.dir.display()
+        );
     }
     // A fresh state: old configs, certs and resources belong to the previous sandbox.
     for sub in ["envoy", "certs", "resources", "apps"] {
@@ -110,13 +120,25 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         topology: args.topology.clone(),
         wasm: find_wasm(&args.wasm)?,
         envoy: find_envoy(args.envoy.as_deref())?,
+        chains: args.inbound_chains,
     };
+    if settings.chains == config::InboundChains::Filter && settings.wasm.is_none() {
+        bail!(
+            "no wasm filter (--wasm {}), and with --inbound-chains filter it is what refuses connections; \
+             build it (bash scripts/build-wasm.sh) or use --inbound-chains istio",
+            args.wasm
+        );
+    }
     st.save_settings(&settings)?;
     let t = topology(&settings)?;
     match &settings.wasm {
         Some(w) => eprintln!("sandbox: wasm filter {}", w.display()),
-        None => eprintln!("sandbox: WITHOUT the wasm filter (--wasm {}): transport modes only", args.wasm),
+        None => eprintln!(
+            "sandbox: WITHOUT the wasm filter (--wasm {}): transport modes only",
+            args.wasm
+        ),
     }
+    eprintln!("sandbox: inbound chains: {:?}", settings.chains);
 
     // Initial resources: the given files, or stage 1 of the walkthrough.
     if args.resources.is_empty() {
@@ -128,8 +150,18 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         st.apply(f)?;
     }
 
-    let mut identities: Vec<(String, String, String)> =
-        t.pods.iter().filter(|p| p.sidecar).map(|p| (p.namespace.clone(), p.service_account.clone(), p.spiffe(&t.trust_domain))).collect();
+    let mut identities: Vec<(String, String, String)> = t
+        .pods
+        .iter()
+        .filter(|p| p.sidecar)
+        .map(|p| {
+            (
+                p.namespace.clone(),
+                p.service_account.clone(),
+                p.spiffe(&t.trust_domain),
+            )
+        })
+        .collect();
     identities.sort();
     identities.dedup();
     pki::generate(&st.dir, &identities)?;
@@ -141,15 +173,28 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&apps_dir).context("creating apps dir")?;
     let mut app_addrs = Vec::new();
     for pod in t.pods.iter().filter(|p| p.app == AppKind::Httpbin) {
-        let port = if pod.sidecar { t.ports.app_behind_sidecar } else { t.target_ports(pod).first().copied().unwrap_or(80) };
+        let port = if pod.sidecar {
+            t.ports.app_behind_sidecar
+        } else {
+            t.target_ports(pod).first().copied().unwrap_or(80)
+        };
         let listen = SocketAddr::new(IpAddr::V4(pod.ip), port);
-        let log = std::fs::File::create(apps_dir.join(format!("{}.log", pod.id()))).context("app log")?;
+        let log =
+            std::fs::File::create(apps_dir.join(format!("{}.log", pod.id()))).context("app log")?;
         let mut cmd = Command::new(&exe);
-        cmd.args(["demo", "httpbin", "--listen", &listen.to_string(), "--name", &pod.id(), "--tag"])
-            .arg(&st.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("app log")?)
-            .stderr(log);
+        cmd.args([
+            "demo",
+            "httpbin",
+            "--listen",
+            &listen.to_string(),
+            "--name",
+            &pod.id(),
+            "--tag",
+        ])
+        .arg(&st.dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("app log")?)
+        .stderr(log);
         spawn(st, cmd, &format!("app {}", pod.id()), args.foreground)?;
         app_addrs.push(listen);
     }
@@ -159,8 +204,23 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         let mut cmd = Command::new(&settings.envoy);
         cmd.arg("-c")
             .arg(paths.bootstrap())
-            .args(["--disable-hot-restart", "--concurrency", "1", "--drain-time-s", "1", "--drain-strategy", "immediate"])
-            .args(["--log-level", "warn", "--service-node", &pod.id(), "--service-cluster", &pod.id()])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--drain-time-s",
+                "1",
+                "--drain-strategy",
+                "immediate",
+            ])
+            .args([
+                "--log-level",
+                "warn",
+                "--service-node",
+                &pod.id(),
+                "--service-cluster",
+                &pod.id(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("envoy log")?)
             .stderr(log);
@@ -171,9 +231,11 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     // accept connections.
     let deadline = Instant::now() + READY_TIMEOUT;
     for a in &app_addrs {
-        wait_connect(*a, deadline).await.with_context(|| format!("app at {a} did not start (logs in {})", apps_dir.display()))?;
+        wait_connect(*a, deadline).await.with_context(|| {
+            format!("app at {a} did not start (logs in {})", apps_dir.display())
+        })?;
     }
-    wait_version(st, &t, version, deadline).await?;
+    wait_version(st, &t, version, deadline, &BTreeMap::new()).await?;
     for pod in t.pods.iter().filter(|p| p.sidecar) {
         let mut ports = vec![t.ports.outbound];
         if pod.app != AppKind::None {
@@ -185,7 +247,12 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("{} did not listen on {port}", pod.id()))?;
         }
     }
-    eprintln!("sandbox: up in {:.1} s ({} processes, state {})", started.elapsed().as_secs_f64(), st.pids().len(), st.dir.display());
+    eprintln!(
+        "sandbox: up in {:.1} s ({} processes, state {})",
+        started.elapsed().as_secs_f64(),
+        st.pids().len(),
+        st.dir.display()
+    );
     Ok(())
 }
 
@@ -216,16 +283,33 @@ async fn wait_connect(addr: SocketAddr, deadline: Instant) -> anyhow::Result<()>
 /// Regenerates every sidecar's LDS and CDS (CDS first, so new routes never point at a
 /// missing cluster) and returns the version written. The bootstrap is written only at
 /// start-up.
-pub fn write_configs(st: &State, settings: &Settings, t: &Topology, with_bootstrap: bool) -> anyhow::Result<u64> {
+pub fn write_configs(
+    st: &State,
+    settings: &Settings,
+    t: &Topology,
+    with_bootstrap: bool,
+) -> anyhow::Result<u64> {
     let resources = st.resources()?;
     let version = st.next_version()?;
-    let inputs = Inputs { topology: t, resources: &resources, state: &st.dir, wasm: settings.wasm.as_deref(), version };
+    let inputs = Inputs {
+        topology: t,
+        chains: settings.chains,
+        resources: &resources,
+        state: &st.dir,
+        wasm: settings.wasm.as_deref(),
+        version,
+    };
     let sidecars = config::generate(&inputs)?;
     for pod in t.pods.iter().filter(|p| p.sidecar) {
-        let Some(s) = sidecars.get(&pod.id()) else { continue };
+        let Some(s) = sidecars.get(&pod.id()) else {
+            continue;
+        };
         let paths = SidecarPaths::new(&st.dir, pod);
         if with_bootstrap {
-            write_atomic(&paths.bootstrap(), &serde_json::to_string_pretty(&s.bootstrap)?)?;
+            write_atomic(
+                &paths.bootstrap(),
+                &serde_json::to_string_pretty(&s.bootstrap)?,
+            )?;
         }
         write_atomic(&paths.cds(), &serde_json::to_string_pretty(&s.cds)?)?;
         write_atomic(&paths.lds(), &serde_json::to_string_pretty(&s.lds)?)?;
@@ -235,30 +319,63 @@ pub fn write_configs(st: &State, settings: &Settings, t: &Topology, with_bootstr
 
 /// Waits until every sidecar reports `version` for both LDS and CDS, and no listener is
 /// warming. A rejected config (NACK) is reported with Envoy's reason.
-pub async fn wait_version(st: &State, t: &Topology, version: u64, deadline: Instant) -> anyhow::Result<()> {
+pub async fn wait_version(
+    st: &State,
+    t: &Topology,
+    version: u64,
+    deadline: Instant,
+    baseline: &BTreeMap<String, u64>,
+) -> anyhow::Result<()> {
     let want = format!("\"{version}\"");
     for pod in t.pods.iter().filter(|p| p.sidecar) {
         let ip = IpAddr::V4(pod.ip);
         loop {
-            let r = probe::admin_get(ip, t.ports.admin, "/stats?filter=(lds|cds).(version_text|update_rejected)").await;
+            let r = probe::admin_get(
+                ip,
+                t.ports.admin,
+                "/stats?filter=(lds|cds).(version_text|update_rejected)",
+            )
+            .await;
             let stat = |name: &str| {
-                r.body.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(": ")).map(str::to_string))
+                r.body.lines().find_map(|l| {
+                    l.strip_prefix(name)
+                        .and_then(|v| v.strip_prefix(": "))
+                        .map(str::to_string)
+                })
             };
             let lds = stat("listener_manager.lds.version_text");
             let cds = stat("cluster_manager.cds.version_text");
-            if r.code == 200 && lds.as_deref() == Some(want.as_str()) && cds.as_deref() == Some(want.as_str()) {
-                let l = probe::admin_get(ip, t.ports.admin, "/stats?filter=listener_manager.total_listeners_warming").await;
+            let rejected = rejected_count(&r.body);
+            let nacked = r.code == 200 && rejected > baseline.get(&pod.id()).copied().unwrap_or(0);
+            if r.code == 200
+                && lds.as_deref() == Some(want.as_str())
+                && cds.as_deref() == Some(want.as_str())
+            {
+                let l = probe::admin_get(
+                    ip,
+                    t.ports.admin,
+                    "/stats?filter=listener_manager.total_listeners_warming",
+                )
+                .await;
                 if l.body.trim().ends_with(": 0") {
                     break;
                 }
             }
-            if Instant::now() > deadline {
+            if nacked || Instant::now() > deadline {
                 let log = SidecarPaths::new(&st.dir, pod).log();
                 let tail = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(8).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: Vec<&str> = tail
+                    .lines()
+                    .rev()
+                    .take(8)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 bail!(
-                    "{} did not take config version {version} (lds {:?}, cds {:?}; admin: {}).\nlog {}:\n{}",
+                    "{} {} config version {version} (lds {:?}, cds {:?}; admin: {}).\nlog {}:\n{}",
                     pod.id(),
+                    if nacked { "rejected" } else { "did not take" },
                     lds,
                     cds,
                     r.error.as_deref().unwrap_or("ok"),
@@ -279,17 +396,51 @@ pub async fn reconcile(st: &State) -> anyhow::Result<u64> {
     let settings = st.settings()?;
     let t = topology(&settings)?;
     if running(st).is_empty() {
-        bail!("the sandbox in {} is not running (run `peerguard sandbox up`)", st.dir.display());
+        bail!(
+            "the sandbox in {} is not running (run `peerguard sandbox up`)",
+            st.dir.display()
+        );
+    }
+    let mut baseline = BTreeMap::new();
+    for pod in t.pods.iter().filter(|p| p.sidecar) {
+        let r = probe::admin_get(
+            IpAddr::V4(pod.ip),
+            t.ports.admin,
+            "/stats?filter=update_rejected",
+        )
+        .await;
+        baseline.insert(pod.id(), rejected_count(&r.body));
     }
     let version = write_configs(st, &settings, &t, false)?;
-    wait_version(st, &t, version, Instant::now() + Duration::from_secs(15)).await?;
+    wait_version(
+        st,
+        &t,
+        version,
+        Instant::now() + Duration::from_secs(15),
+        &baseline,
+    )
+    .await?;
     Ok(version)
+}
+
+/// LDS + CDS updates the sidecar refused (NACKs), from an admin `/stats` body.
+fn rejected_count(stats: &str) -> u64 {
+    stats
+        .lines()
+        .filter(|l| {
+            l.starts_with("listener_manager.lds.update_rejected")
+                || l.starts_with("cluster_manager.cds.update_rejected")
+        })
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
+        .sum()
 }
 
 pub fn down(st: &State) -> anyhow::Result<usize> {
     let procs = running(st);
     for (pid, _) in &procs {
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     while procs.iter().any(|(p, _)| alive(*p) && ours(*p, &st.dir)) && Instant::now() < deadline {
@@ -298,7 +449,9 @@ pub fn down(st: &State) -> anyhow::Result<usize> {
     for (pid, name) in &procs {
         if alive(*pid) && ours(*pid, &st.dir) {
             eprintln!("sandbox: {name} (pid {pid}) ignored SIGTERM, killing");
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
     let _ = std::fs::remove_file(st.pids_file());

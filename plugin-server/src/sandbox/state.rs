@@ -23,6 +23,25 @@ pub struct Settings {
     pub topology: Option<PathBuf>,
     pub wasm: Option<PathBuf>,
     pub envoy: PathBuf,
+    #[serde(default = "default_chains")]
+    pub chains: super::config::InboundChains,
+    #[serde(default)]
+    pub xds: XdsMode,
+}
+
+/// Where the filter configuration and the certificates come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdsMode {
+    /// Inline in the generated listener/cluster files (the sandbox's own CA).
+    #[default]
+    Files,
+    /// ECDS and SDS from a `peerguard serve` the sandbox starts (its built-in CA).
+    Serve,
+}
+
+fn default_chains() -> super::config::InboundChains {
+    super::config::InboundChains::Filter
 }
 
 pub struct State {
@@ -36,13 +55,20 @@ impl State {
 
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let p = self.dir.join("sandbox.json");
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("{}: no sandbox here (run `peerguard sandbox up` first)", p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{}: no sandbox here (run `peerguard sandbox up` first)",
+                p.display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("{}: unreadable", p.display()))
     }
 
     pub fn save_settings(&self, s: &Settings) -> anyhow::Result<()> {
-        write_atomic(&self.dir.join("sandbox.json"), &serde_json::to_string_pretty(s)?)
+        write_atomic(
+            &self.dir.join("sandbox.json"),
+            &serde_json::to_string_pretty(s)?,
+        )
     }
 
     pub fn resources_dir(&self) -> PathBuf {
@@ -55,7 +81,11 @@ impl State {
 
     pub fn next_version(&self) -> anyhow::Result<u64> {
         let p = self.dir.join("version");
-        let v = std::fs::read_to_string(&p).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0) + 1;
+        let v = std::fs::read_to_string(&p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
         write_atomic(&p, &v.to_string())?;
         Ok(v)
     }
@@ -96,6 +126,34 @@ impl State {
         Ok(parsed.resources)
     }
 
+    /// The stored objects as they are now, for [`State::restore`].
+    pub fn snapshot(&self) -> Vec<(PathBuf, String)> {
+        std::fs::read_dir(self.resources_dir())
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                    .filter_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Puts the store back as it was at [`State::snapshot`].
+    pub fn restore(&self, snapshot: &[(PathBuf, String)]) -> anyhow::Result<()> {
+        for (path, _) in self.snapshot() {
+            if !snapshot.iter().any(|(p, _)| p == &path) {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+        for (path, text) in snapshot {
+            write_atomic(path, text)?;
+        }
+        Ok(())
+    }
+
     /// kubectl apply: every object of `file` replaces the stored object of the same kind,
     /// namespace and name. The whole file is refused if any object in it is invalid.
     pub fn apply(&self, file: &Path) -> anyhow::Result<Vec<String>> {
@@ -115,7 +173,11 @@ impl State {
             if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
                 meta.entry("creationTimestamp").or_insert(ts);
             }
-            let verb = if path.exists() { "configured" } else { "created" };
+            let verb = if path.exists() {
+                "configured"
+            } else {
+                "created"
+            };
             write_atomic(&path, &serde_json::to_string_pretty(&value)?)?;
             done.push(format!("{key} {verb}"));
         }
@@ -128,10 +190,14 @@ impl State {
         let objects = read_objects(file, false)?;
         let mut done = Vec::new();
         for (key, _) in objects {
-            let path = self.resources_dir().join(format!("{}.json", key.file_stem()));
+            let path = self
+                .resources_dir()
+                .join(format!("{}.json", key.file_stem()));
             match std::fs::remove_file(&path) {
                 Ok(()) => done.push(format!("{key} deleted")),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => done.push(format!("{key} not found")),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    done.push(format!("{key} not found"))
+                }
                 Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
             }
         }
@@ -148,8 +214,23 @@ pub struct Key {
 
 impl Key {
     fn file_stem(&self) -> String {
-        let clean = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' }).collect::<String>();
-        format!("{}-{}-{}", clean(&self.kind), clean(self.namespace.as_deref().unwrap_or("_cluster")), clean(&self.name))
+        let clean = |s: &str| {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+        };
+        format!(
+            "{}-{}-{}",
+            clean(&self.kind),
+            clean(self.namespace.as_deref().unwrap_or("_cluster")),
+            clean(&self.name)
+        )
     }
 }
 
@@ -167,36 +248,68 @@ const CLUSTER_SCOPED: [&str; 1] = ["MeshPolicy"];
 /// Validates `file` with peerguard's parser (refusing it on any error) and returns its
 /// objects as written, keyed.
 fn read_objects(file: &Path, validate: bool) -> anyhow::Result<Vec<(Key, Value)>> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
-    let parsed: Parsed = if validate { parse_str(&text, &name) } else { Parsed::default() };
+    let parsed: Parsed = if validate {
+        parse_str(&text, &name)
+    } else {
+        Parsed::default()
+    };
     if !parsed.errors.is_empty() {
         let msgs: Vec<String> = parsed.errors.iter().map(ToString::to_string).collect();
         bail!("refusing {name}, nothing applied:\n  {}", msgs.join("\n  "));
     }
     if !parsed.skipped.is_empty() {
-        bail!("refusing {name}, nothing applied: kinds the sandbox does not handle:\n  {}", parsed.skipped.join("\n  "));
+        bail!(
+            "refusing {name}, nothing applied: kinds the sandbox does not handle:\n  {}",
+            parsed.skipped.join("\n  ")
+        );
     }
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).with_context(|| format!("{name}: YAML"))?;
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(&text).with_context(|| format!("{name}: YAML"))?;
     let mut out = Vec::new();
     for doc in docs.into_iter().filter(|d| !d.is_null()) {
         let items = match doc.get("kind").and_then(Value::as_str) {
-            Some("List") => doc.get("items").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Some("List") => doc
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             _ => vec![doc],
         };
         for mut item in items {
-            let kind = item.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-            let name_ = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+            let kind = item
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let name_ = item
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
             let namespace = if CLUSTER_SCOPED.contains(&kind.as_str()) {
                 None
             } else {
-                let ns = item.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default").to_string();
+                let ns = item
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string();
                 if let Some(meta) = item.get_mut("metadata").and_then(Value::as_object_mut) {
                     meta.insert("namespace".into(), Value::String(ns.clone()));
                 }
                 Some(ns)
             };
-            out.push((Key { kind, namespace, name: name_ }, item));
+            out.push((
+                Key {
+                    kind,
+                    namespace,
+                    name: name_,
+                },
+                item,
+            ));
         }
     }
     Ok(out)
@@ -208,7 +321,8 @@ pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{file}.tmp"));
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 fn now_rfc3339() -> String {
@@ -239,7 +353,10 @@ mod tests {
         std::fs::write(&f, "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: httpbin, namespace: full}\nspec: {targets: [{name: httpbin}], peers: [{mtls: {}}]}\n").unwrap();
         assert_eq!(st.apply(&f).unwrap(), vec!["Policy full/httpbin created"]);
         std::fs::write(&f, "apiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {name: httpbin, namespace: full}\nspec: {targets: [{name: httpbin}]}\n").unwrap();
-        assert_eq!(st.apply(&f).unwrap(), vec!["Policy full/httpbin configured"]);
+        assert_eq!(
+            st.apply(&f).unwrap(),
+            vec!["Policy full/httpbin configured"]
+        );
         let r = st.resources().unwrap();
         assert_eq!(r.len(), 1);
         match &r[0] {

@@ -80,7 +80,11 @@ impl Service {
     }
 
     pub fn selects(&self, pod: &Pod) -> bool {
-        pod.namespace == self.namespace && self.selector.iter().all(|(k, v)| pod.labels.get(k) == Some(v))
+        pod.namespace == self.namespace
+            && self
+                .selector
+                .iter()
+                .all(|(k, v)| pod.labels.get(k) == Some(v))
     }
 }
 
@@ -90,17 +94,27 @@ impl Pod {
     }
 
     pub fn spiffe(&self, trust_domain: &str) -> String {
-        format!("spiffe://{trust_domain}/ns/{}/sa/{}", self.namespace, self.service_account)
+        format!(
+            "spiffe://{trust_domain}/ns/{}/sa/{}",
+            self.namespace, self.service_account
+        )
     }
 }
 
 impl Topology {
     pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Topology> {
         let (text, name) = match path {
-            Some(p) => (std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?, p.display().to_string()),
-            None => (DEFAULT_TOPOLOGY.to_string(), "integration/sandbox/topology.yaml (built in)".to_string()),
+            Some(p) => (
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                p.display().to_string(),
+            ),
+            None => (
+                DEFAULT_TOPOLOGY.to_string(),
+                "integration/sandbox/topology.yaml (built in)".to_string(),
+            ),
         };
-        let topo: Topology = serde_saphyr::from_str(&text).with_context(|| format!("{name}: not a sandbox topology"))?;
+        let topo: Topology = serde_saphyr::from_str(&text)
+            .with_context(|| format!("{name}: not a sandbox topology"))?;
         topo.validate().with_context(|| name.clone())?;
         Ok(topo)
     }
@@ -154,7 +168,10 @@ impl Topology {
 
     pub fn pod(&self, id: &str) -> anyhow::Result<&Pod> {
         self.pods.iter().find(|p| p.id() == id).with_context(|| {
-            format!("no pod {id:?} (pods: {})", self.pods.iter().map(Pod::id).collect::<Vec<_>>().join(", "))
+            format!(
+                "no pod {id:?} (pods: {})",
+                self.pods.iter().map(Pod::id).collect::<Vec<_>>().join(", ")
+            )
         })
     }
 
@@ -172,7 +189,14 @@ impl Topology {
 
     pub fn service(&self, id: &str) -> anyhow::Result<&Service> {
         self.resolve_host(id, None).with_context(|| {
-            format!("no service {id:?} (services: {})", self.services.iter().map(Service::id).collect::<Vec<_>>().join(", "))
+            format!(
+                "no service {id:?} (services: {})",
+                self.services
+                    .iter()
+                    .map(Service::id)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         })
     }
 
@@ -189,7 +213,11 @@ impl Topology {
         let services: Vec<&Service> = self.services_of(pod).collect();
         Workload {
             namespace: pod.namespace.clone(),
-            name: pod.labels.get("app").cloned().unwrap_or_else(|| pod.name.clone()),
+            name: pod
+                .labels
+                .get("app")
+                .cloned()
+                .unwrap_or_else(|| pod.name.clone()),
             service_account: pod.service_account.clone(),
             labels: pod.labels.clone(),
             services: services.iter().map(|s| s.name.clone()).collect(),
@@ -224,14 +252,31 @@ mod tests {
         let t = Topology::load(None).unwrap();
         let partial = t.service("httpbin.partial").unwrap();
         let eps: Vec<(String, bool)> = t.endpoints(partial).map(|p| (p.id(), p.sidecar)).collect();
-        assert_eq!(eps, vec![("httpbin.partial".into(), true), ("httpbin-nosidecar.partial".into(), false)]);
+        assert_eq!(
+            eps,
+            vec![
+                ("httpbin.partial".into(), true),
+                ("httpbin-nosidecar.partial".into(), false)
+            ]
+        );
         assert!(t.pod("sleep.full").unwrap().sidecar);
         assert!(!t.pod("sleep.legacy").unwrap().sidecar);
-        assert_eq!(t.resolve_host("httpbin.full.svc.cluster.local", None).unwrap().id(), "httpbin.full");
-        assert_eq!(t.resolve_host("httpbin", Some("legacy")).unwrap().id(), "httpbin.legacy");
+        assert_eq!(
+            t.resolve_host("httpbin.full.svc.cluster.local", None)
+                .unwrap()
+                .id(),
+            "httpbin.full"
+        );
+        assert_eq!(
+            t.resolve_host("httpbin", Some("legacy")).unwrap().id(),
+            "httpbin.legacy"
+        );
         assert!(t.resolve_host("httpbin", None).is_none());
         let w = t.workload(t.pod("httpbin.full").unwrap());
-        assert_eq!((w.services.clone(), w.service_ports[0].target_port), (vec!["httpbin".to_string()], 80));
+        assert_eq!(
+            (w.services.clone(), w.service_ports[0].target_port),
+            (vec!["httpbin".to_string()], 80)
+        );
     }
 
     #[test]

@@ -169,7 +169,9 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         let _ = std::fs::remove_file(path);
         let uds = tokio::net::UnixListener::bind(path).with_context(|| format!("binding --listen {}", args.listen))?;
         tracing::info!(socket = path, "xDS server listening (ADS, ECDS, SDS)");
-        server.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(uds), stop).await
+        let r = server.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(uds), stop).await;
+        let _ = std::fs::remove_file(path);
+        r
     } else {
         let tcp = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
         tracing::info!(addr = %args.listen, "xDS server listening (ADS, ECDS, SDS)");
