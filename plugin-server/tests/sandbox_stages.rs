@@ -128,7 +128,7 @@ impl Drop for Sandbox {
 }
 
 /// `net`: 127.<net>.x.y, away from a developer's sandbox (127.0.x.y) and the other test.
-fn start(chains: &str, net: &str) -> Option<Sandbox> {
+fn start(chains: &str, xds: &str, net: &str) -> Option<Sandbox> {
     let envoy = find_envoy();
     let wasm = find_wasm();
     let (Some(envoy), Some(wasm)) = (envoy.clone(), wasm.clone()) else {
@@ -151,6 +151,8 @@ fn start(chains: &str, net: &str) -> Option<Sandbox> {
         net,
         "--inbound-chains",
         chains,
+        "--xds",
+        xds,
         "--no-matrix",
         "--envoy",
         envoy.to_str().unwrap(),
@@ -166,27 +168,35 @@ const HF: &str = "httpbin.full";
 const HP: &str = "httpbin.partial";
 const HL: &str = "httpbin.legacy";
 
-/// peerguard's inbound design: both chains on every port, the wasm filter enforces the mode.
+/// The product path: `peerguard serve` delivers the filter configuration (ECDS) and the
+/// certificates (SDS) to sidecars set up from `peerguard bootstrap`; both chains on every
+/// port, the wasm filter enforces the mode.
 #[test]
-fn walkthrough_with_filter_enforcing_the_mode() {
-    if let Some(sb) = start("filter", "77") {
+fn walkthrough_with_peerguard_serve() {
+    if let Some(sb) = start("filter", "serve", "77") {
         walkthrough(&sb);
         // The refusals of stages 3 and 5 were the filter's (not a missing filter chain).
         let stats = sb.httpbin_full_stats();
-        assert!(
-            stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2,
-            "{stats}"
-        );
-        stop(sb);
+        assert!(stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2, "{stats}");
+        stop(sb, 8);
+    }
+}
+
+/// Filter config and certificates inline in the generated files (the sandbox's own CA).
+#[test]
+fn walkthrough_with_files() {
+    if let Some(sb) = start("filter", "files", "79") {
+        walkthrough(&sb);
+        stop(sb, 7);
     }
 }
 
 /// Istio's inbound chains per mode (Envoy refuses by itself), the filter still in every chain.
 #[test]
 fn walkthrough_with_istio_chains() {
-    if let Some(sb) = start("istio", "79") {
+    if let Some(sb) = start("istio", "files", "81") {
         walkthrough(&sb);
-        stop(sb);
+        stop(sb, 7);
     }
 }
 
@@ -330,13 +340,13 @@ fn walkthrough(sb: &Sandbox) {
 }
 
 /// `down` stops everything it started.
-fn stop(sb: Sandbox) {
+fn stop(sb: Sandbox, processes: usize) {
     let pids: Vec<u32> = std::fs::read_to_string(sb.dir.join("pids"))
         .unwrap()
         .lines()
         .filter_map(|l| l.split(' ').next()?.parse().ok())
         .collect();
-    assert_eq!(pids.len(), 7);
+    assert_eq!(pids.len(), processes);
     sb.ok(&["down"]);
     for pid in pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();

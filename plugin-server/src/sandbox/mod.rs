@@ -9,6 +9,7 @@ mod probe;
 mod run;
 mod state;
 mod topology;
+mod xds;
 
 use anyhow::Context as _;
 use state::State;
@@ -90,7 +91,7 @@ pub struct UpArgs {
     /// Filter configuration and certificates: `files` (inline, the sandbox's CA) or
     /// `serve` (ECDS + SDS from a `peerguard serve` the sandbox runs, sidecars configured
     /// from `peerguard bootstrap`). Listeners and clusters are files either way.
-    #[arg(long, value_enum, default_value = "files")]
+    #[arg(long, value_enum, default_value = "serve")]
     xds: state::XdsMode,
     /// Initial resources instead of stage 1 (repeatable).
     #[arg(long = "resources")]
@@ -173,6 +174,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
                 resources: &resources,
                 state: &st.dir,
                 wasm: settings.wasm.as_deref(),
+                xds: None,
                 version: 0,
             };
             let plan = config::plan(&inputs);

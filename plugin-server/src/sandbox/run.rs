@@ -3,7 +3,8 @@
 
 use super::config::{self, Inputs, SidecarPaths};
 use super::probe;
-use super::state::{write_atomic, Settings, State};
+use super::state::{write_atomic, Settings, State, XdsMode};
+use super::xds;
 use super::topology::{AppKind, Topology};
 use super::{pki, UpArgs};
 use anyhow::{bail, Context as _};
@@ -121,7 +122,11 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         wasm: find_wasm(&args.wasm)?,
         envoy: find_envoy(args.envoy.as_deref())?,
         chains: args.inbound_chains,
+        xds: args.xds,
     };
+    if settings.xds == XdsMode::Serve && settings.wasm.is_none() {
+        bail!("--xds serve sends the wasm filter's configuration over ECDS: it needs the wasm module (--wasm)");
+    }
     if settings.chains == config::InboundChains::Filter && settings.wasm.is_none() {
         bail!(
             "no wasm filter (--wasm {}), and with --inbound-chains filter it is what refuses connections; \
@@ -165,6 +170,10 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     identities.sort();
     identities.dedup();
     pki::generate(&st.dir, &identities)?;
+    if settings.xds == XdsMode::Serve {
+        xds::write_workloads(st, &t)?;
+        xds::start(st, &settings, &t, args.foreground).await?;
+    }
 
     let version = write_configs(st, &settings, &t, true)?;
 
@@ -236,6 +245,7 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         })?;
     }
     wait_version(st, &t, version, deadline, &BTreeMap::new()).await?;
+    wait_filters(st, &settings, &t, deadline).await?;
     for pod in t.pods.iter().filter(|p| p.sidecar) {
         let mut ports = vec![t.ports.outbound];
         if pod.app != AppKind::None {
@@ -256,7 +266,7 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn(st: &State, mut cmd: Command, name: &str, foreground: bool) -> anyhow::Result<()> {
+pub(super) fn spawn(st: &State, mut cmd: Command, name: &str, foreground: bool) -> anyhow::Result<()> {
     if !foreground {
         // Own process group: a Ctrl-C in the terminal that ran `up` does not reach them.
         cmd.process_group(0);
@@ -291,9 +301,14 @@ pub fn write_configs(
 ) -> anyhow::Result<u64> {
     let resources = st.resources()?;
     let version = st.next_version()?;
+    let parts = match settings.xds {
+        XdsMode::Serve => Some(xds::parts(st, settings, t)?),
+        XdsMode::Files => None,
+    };
     let inputs = Inputs {
         topology: t,
         chains: settings.chains,
+        xds: parts.as_ref(),
         resources: &resources,
         state: &st.dir,
         wasm: settings.wasm.as_deref(),
@@ -412,15 +427,29 @@ pub async fn reconcile(st: &State) -> anyhow::Result<u64> {
         baseline.insert(pod.id(), rejected_count(&r.body));
     }
     let version = write_configs(st, &settings, &t, false)?;
-    wait_version(
-        st,
-        &t,
-        version,
-        Instant::now() + Duration::from_secs(15),
-        &baseline,
-    )
-    .await?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    wait_version(st, &t, version, deadline, &baseline).await?;
+    wait_filters(st, &settings, &t, deadline).await?;
     Ok(version)
+}
+
+/// With `--xds serve`, the filter configuration arrives over ECDS, independently of the
+/// listener files: wait until every filter runs the policy of the current resources.
+async fn wait_filters(st: &State, settings: &Settings, t: &Topology, deadline: Instant) -> anyhow::Result<()> {
+    if settings.xds != XdsMode::Serve {
+        return Ok(());
+    }
+    let resources = st.resources()?;
+    let inputs = Inputs {
+        topology: t,
+        chains: settings.chains,
+        xds: None,
+        resources: &resources,
+        state: &st.dir,
+        wasm: settings.wasm.as_deref(),
+        version: 0,
+    };
+    xds::wait_ecds(t, &config::policies(&inputs), deadline).await
 }
 
 /// LDS + CDS updates the sidecar refused (NACKs), from an admin `/stats` body.
