@@ -6,6 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
 mod bootstrap;
 mod ca;
 mod cli;
@@ -45,6 +46,9 @@ enum Command {
     /// Demo applications for the sandbox.
     #[command(hide = true)]
     Demo(demo::Args),
+    /// Benchmarks against a real Envoy (integration/bench/envoy-bench.sh runs them).
+    #[command(hide = true)]
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Bootstrap(a) => bootstrap::run(a),
         Command::Sandbox(a) => sandbox::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),

@@ -19,6 +19,8 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("peerguard_config_errors", "gauge", "Parse and registry errors in the current configuration."),
     ("peerguard_compile_diagnostics", "gauge", "Compile diagnostics (fail-closed objects etc.) over all workloads."),
     ("peerguard_workloads", "gauge", "Workloads in the registry."),
+    ("peerguard_config_unreadable_files", "gauge", "Files with errors that leave no object behind (syntax errors...): served from their last good content, or holding policy updates."),
+    ("peerguard_policy_updates_held", "gauge", "1 while policy (ECDS) updates are held because a file was never read successfully."),
     ("peerguard_certs_issued_total", "counter", "Workload certificates issued."),
     ("peerguard_cert_errors_total", "counter", "Workload certificate issuance failures."),
     ("peerguard_workload_cert_expiry_timestamp_seconds", "gauge", "not_after of each workload's current certificate (Unix time)."),
@@ -30,6 +32,8 @@ pub struct Metrics {
     /// name → rendered label set → value.
     series: Mutex<BTreeMap<&'static str, BTreeMap<String, f64>>>,
     ready: AtomicBool,
+    /// Why the configuration is degraded (unreadable files), for `/readyz`; empty when fine.
+    detail: Mutex<Vec<String>>,
 }
 
 fn labels(l: &[(&str, &str)]) -> String {
@@ -69,6 +73,16 @@ impl Metrics {
 
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_detail(&self, lines: Vec<String>) {
+        if let Ok(mut d) = self.detail.lock() {
+            *d = lines;
+        }
+    }
+
+    fn detail(&self) -> String {
+        self.detail.lock().map(|d| d.iter().map(|l| format!("{l}\n")).collect()).unwrap_or_default()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -130,8 +144,7 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, mut shutdo
             let path = path.split('?').next().unwrap_or(path);
             let (status, ctype, body) = match path {
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-                "/readyz" if metrics.is_ready() => ("200 OK", "text/plain", "ready\n".to_string()),
-                "/readyz" => ("503 Service Unavailable", "text/plain", "not ready: no configuration compiled yet\n".to_string()),
+                "/readyz" => readyz(&metrics),
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
                 _ => ("404 Not Found", "text/plain", "not found (try /healthz, /readyz, /metrics)\n".to_string()),
             };
@@ -142,6 +155,18 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, mut shutdo
             let _ = sock.write_all(resp.as_bytes()).await;
             let _ = sock.shutdown().await;
         });
+    }
+}
+
+/// 200 once a configuration has been published; the body lists unreadable files, so a
+/// degraded configuration is visible where operators look first.
+fn readyz(metrics: &Metrics) -> (&'static str, &'static str, String) {
+    let detail = metrics.detail();
+    match (metrics.is_ready(), detail.is_empty()) {
+        (true, true) => ("200 OK", "text/plain", "ready\n".to_string()),
+        (true, false) => ("200 OK", "text/plain", format!("ready, degraded:\n{detail}")),
+        (false, true) => ("503 Service Unavailable", "text/plain", "not ready: no configuration compiled yet\n".to_string()),
+        (false, false) => ("503 Service Unavailable", "text/plain", format!("not ready: no policy published:\n{detail}")),
     }
 }
 

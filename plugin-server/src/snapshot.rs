@@ -59,7 +59,6 @@ impl NodeSnapshot {
         let type_url = if any.type_url == SECRET_TYPE { SECRET_TYPE } else { ECDS_TYPE };
         self.by_type.entry(type_url.to_string()).or_default().insert(name.to_string(), Versioned::new(any));
     }
-
 }
 
 fn plugin(name: &str, root_id: &str, wasm_path: &str, policy_json: &str) -> PluginConfig {
@@ -156,6 +155,11 @@ impl Store {
         if let Ok(mut nodes) = self.nodes.lock() {
             nodes.retain(|k, _| keep.contains(k));
         }
+    }
+
+    /// What is published for `key` now.
+    pub fn current(&self, key: &WorkloadKey) -> Option<Arc<NodeSnapshot>> {
+        self.nodes.lock().ok()?.get(key).map(|tx| tx.borrow().clone())
     }
 
     pub fn subscribe(&self, key: &WorkloadKey) -> Option<watch::Receiver<Arc<NodeSnapshot>>> {

@@ -127,8 +127,8 @@ impl Drop for Sandbox {
     }
 }
 
-/// `net`: 127.<net>.x.y, away from a developer's sandbox (127.0.x.y) and the other test.
-fn start(chains: &str, xds: &str, net: &str) -> Option<Sandbox> {
+/// `slot`: 0, 1, 2 for the three tests, so that they never pick the same addresses.
+fn start(chains: &str, xds: &str, slot: usize) -> Option<Sandbox> {
     let envoy = find_envoy();
     let wasm = find_wasm();
     let (Some(envoy), Some(wasm)) = (envoy.clone(), wasm.clone()) else {
@@ -139,27 +139,42 @@ fn start(chains: &str, xds: &str, net: &str) -> Option<Sandbox> {
         return None;
     };
     let dir = std::env::temp_dir().join(format!(
-        "peerguard-sandbox-test-{}-{chains}",
+        "peerguard-sandbox-test-{}-{chains}-{xds}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let sb = Sandbox { dir };
-    sb.ok(&[
-        "up",
-        "--net",
-        net,
-        "--inbound-chains",
-        chains,
-        "--xds",
-        xds,
-        "--no-matrix",
-        "--envoy",
-        envoy.to_str().unwrap(),
-        "--wasm",
-        wasm.to_str().unwrap(),
-    ]);
-    Some(sb)
+    // Each test gets its own 127.<net>.x.y. Other runs of these tests (another checkout, CI)
+    // may share the machine: start from a net derived from the pid and the test, and move
+    // on when `up` finds the addresses in use.
+    let first = 20 + (std::process::id() as usize * 3 + slot) % 200;
+    for i in 0..12 {
+        let net = (20 + (first - 20 + i * 3) % 200).to_string();
+        let out = sb.pg(&[
+            "up",
+            "--net",
+            &net,
+            "--inbound-chains",
+            chains,
+            "--xds",
+            xds,
+            "--no-matrix",
+            "--envoy",
+            envoy.to_str().unwrap(),
+            "--wasm",
+            wasm.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return Some(sb);
+        }
+        assert!(
+            stderr.contains("is in use"),
+            "peerguard sandbox up failed:\n{stderr}"
+        );
+    }
+    panic!("no free 127.<net>.x.y for the sandbox after 12 tries");
 }
 
 const F: &str = "sleep.full";
@@ -173,11 +188,14 @@ const HL: &str = "httpbin.legacy";
 /// port, the wasm filter enforces the mode.
 #[test]
 fn walkthrough_with_peerguard_serve() {
-    if let Some(sb) = start("filter", "serve", "77") {
+    if let Some(sb) = start("filter", "serve", 0) {
         walkthrough(&sb);
         // The refusals of stages 3 and 5 were the filter's (not a missing filter chain).
         let stats = sb.httpbin_full_stats();
-        assert!(stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2, "{stats}");
+        assert!(
+            stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2,
+            "{stats}"
+        );
         stop(sb, 8);
     }
 }
@@ -185,7 +203,7 @@ fn walkthrough_with_peerguard_serve() {
 /// Filter config and certificates inline in the generated files (the sandbox's own CA).
 #[test]
 fn walkthrough_with_files() {
-    if let Some(sb) = start("filter", "files", "79") {
+    if let Some(sb) = start("filter", "files", 1) {
         walkthrough(&sb);
         stop(sb, 7);
     }
@@ -194,7 +212,7 @@ fn walkthrough_with_files() {
 /// Istio's inbound chains per mode (Envoy refuses by itself), the filter still in every chain.
 #[test]
 fn walkthrough_with_istio_chains() {
-    if let Some(sb) = start("istio", "files", "81") {
+    if let Some(sb) = start("istio", "files", 2) {
         walkthrough(&sb);
         stop(sb, 7);
     }

@@ -371,6 +371,19 @@ fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
     eventually("DENY policy re-applied", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
     assert_eq!(server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "Envoy rejected a config:\n{}", envoy.log_tail());
 
+    // The DENY file broken into invalid YAML (its kind is unreadable, nothing of it parses):
+    // its last good content stays in force, and the degradation is loud.
+    write(&dir.join("cfg/deny.yaml"), &DENY_SLEEP.replace("action: DENY", "action: [DENY"));
+    wait_for("the unreadable file to be reported", long, || server.metric("peerguard_config_unreadable_files") == 1.0);
+    let readyz = http_get(server.http_port, "/readyz").unwrap();
+    assert_eq!(readyz.0, 200);
+    assert!(readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("last successfully read"), "{readyz:?}");
+    assert!(server.log_text().contains("FAIL-CLOSED: deny.yaml"));
+    for _ in 0..5 {
+        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"), "the broken DENY must stay enforced");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // Kill the server: Envoy keeps its last accepted config and certificates.
     let (grpc, http) = (server.grpc_port, server.http_port);
     let _ = server.child.kill();
@@ -380,17 +393,25 @@ fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
         assert!(request(port, None, false).starts_with("closed"));
         std::thread::sleep(Duration::from_millis(300));
     }
-    // Restart on the same address: Envoy reconnects, decisions do not change.
+    // Restart on the same address with deny.yaml still broken: the file never parsed in this
+    // server's life, so policy updates are held (not ready, nothing pushed) and Envoy keeps
+    // deciding with its last accepted policy while it reconnects.
     drop(server);
-    let server = Server::start_on(&dir, &wasm_s, grpc, http, &[]);
+    let server = Server::spawn_on(&dir, &wasm_s, grpc, http, &[]);
     wait_for("Envoy to reconnect", long, || server.metric("peerguard_xds_connected_nodes") >= 1.0);
+    assert_eq!(server.metric("peerguard_policy_updates_held"), 1.0);
+    let readyz = http_get(server.http_port, "/readyz").unwrap();
+    assert_eq!(readyz.0, 503, "{readyz:?}");
+    assert!(readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("held"), "{readyz:?}");
     for _ in 0..5 {
         assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"));
         std::thread::sleep(Duration::from_millis(200));
     }
+    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), 0.0, "no policy while held");
     // ...and it follows the restarted server: removing the DENY allows again.
     std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
     eventually("edit after restart", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    server.wait_ready();
     assert!(request(port, None, false).starts_with("closed"), "STRICT still in force");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -431,5 +452,170 @@ fn a_config_envoy_rejects_is_counted_and_fails_closed() {
     // The rejected version is not re-sent in a loop.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), 1.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_config_the_filter_refuses_is_nacked_and_the_previous_policy_keeps_deciding() {
+    let test = "a_config_the_filter_refuses_is_nacked_and_the_previous_policy_keeps_deciding";
+    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let dir = temp_dir("e2e-refused");
+    let app = http_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app));
+    write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
+    let marker = dir.join("corrupt-next");
+    let server = Server::start(&dir, &wasm.display().to_string(), &["--debug-corrupt-config-if", marker.to_str().unwrap()]);
+    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "refused");
+    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let other = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/baz/sa/other", false);
+    let long = Duration::from_secs(30);
+    eventually("the DENY policy in force", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
+    eventually("others allowed", long, &envoy, &server, || request(port, Some(&other), true), "200 app-ok");
+    assert_eq!(server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0);
+
+    // The next configuration (the DENY removed) reaches the filter as something it refuses in
+    // on_configure: Envoy NACKs it and the previous policy keeps deciding live traffic.
+    std::fs::write(&marker, "").unwrap();
+    std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
+    wait_for("the NACK", long, || server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0);
+    assert!(server.log_text().contains("NACK"), "the NACK is logged:\n{}", server.log_text());
+    eventually("the filter's refusal in Envoy's log", long, &envoy, &server, || {
+        std::fs::read_to_string(&envoy.log).unwrap_or_default().contains("not a valid WorkloadPolicy JSON").to_string()
+    }, "true");
+    for _ in 0..10 {
+        assert_eq!(request(port, Some(&sleep), true), "403 RBAC: access denied", "the previous policy still denies");
+        assert_eq!(request(port, Some(&other), true), "200 app-ok", "the previous policy still allows");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pushes = server.metric("peerguard_xds_pushes_total{type=\"ecds\"}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), pushes, "a rejected version is not re-sent");
+
+    // A valid configuration goes through again.
+    std::fs::remove_file(&marker).unwrap();
+    write(&dir.join("cfg/other.yaml"), STRICT.replace("name: default", "name: strict-other").replace("namespace: foo", "namespace: elsewhere").as_str());
+    eventually("the new policy after the fix", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ------------------------------------------------------------------ rotation
+
+/// Verifies Envoy's certificate like a mesh peer: chain to the mesh root, within its validity
+/// period (an expired certificate fails the handshake). SPIFFE certificates carry a URI SAN,
+/// not a DNS name, so only the name check is waived.
+#[derive(Debug)]
+struct MeshServerVerifier(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for MeshServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end: &CertificateDer<'_>,
+        im: &[CertificateDer<'_>],
+        name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::CertificateError as C;
+        match self.0.verify_server_cert(end, im, name, ocsp, now) {
+            Err(rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn mesh_client_config(state: &Path, cert: &ClientCert) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let root_pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
+    let (_, pem) = x509_parser::pem::parse_x509_pem(root_pem.as_bytes()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pem.contents)).unwrap();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(MeshServerVerifier(inner)))
+        .with_client_auth_cert(cert.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())))
+        .unwrap();
+    Arc::new(cfg)
+}
+
+/// One request on a new verified mTLS connection: `Ok(serial of Envoy's certificate)` for
+/// `200 app-ok`, or what went wrong.
+fn verified_request(port: u16, cfg: &Arc<rustls::ClientConfig>) -> Result<String, String> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    let mut out = Vec::new();
+    s.write_all(b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n")
+        .and_then(|_| s.read_to_end(&mut out))
+        .map_err(|e| format!("io: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    if !(text.starts_with("HTTP/1.1 200") && text.ends_with("app-ok")) {
+        return Err(format!("response: {text:?}"));
+    }
+    let der = s.conn.peer_certificates().and_then(|c| c.first()).ok_or("no peer certificate")?;
+    let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    Ok(x.raw_serial_as_string())
+}
+
+#[test]
+fn certificate_rotation_under_continuous_mtls_traffic_fails_no_request() {
+    let test = "certificate_rotation_under_continuous_mtls_traffic_fails_no_request";
+    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let dir = temp_dir("e2e-rotation");
+    let app = http_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app));
+    // Certificates live 6 s and are replaced at 80% of that.
+    let server = Server::start(&dir, &wasm.display().to_string(), &["--workload-cert-ttl", "6s"]);
+    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "rotation");
+    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let cfg = mesh_client_config(&dir.join("state"), &sleep);
+    eventually("mTLS up", Duration::from_secs(30), &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    let issued_before = server.metric("peerguard_certs_issued_total");
+
+    // Continuous traffic, one new handshake per request, across at least two rotations.
+    let start = Instant::now();
+    let (mut ok, mut failed, mut serials) = (0usize, Vec::new(), Vec::<String>::new());
+    while start.elapsed() < Duration::from_secs(15) {
+        match verified_request(port, &cfg) {
+            Ok(serial) => {
+                ok += 1;
+                if serials.last() != Some(&serial) {
+                    serials.push(serial);
+                }
+            }
+            Err(e) => failed.push(format!("{:.1}s: {e}", start.elapsed().as_secs_f64())),
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    println!("rotation: {ok} requests, {} failed, served serials {serials:?}", failed.len());
+    assert!(failed.is_empty(), "failed requests during rotation: {failed:?}\n{}", envoy.log_tail());
+    assert!(ok >= 100, "too little traffic to mean anything: {ok}");
+    assert!(serials.len() >= 3, "Envoy's certificate must have changed at least twice: {serials:?}");
+    assert!(server.metric("peerguard_certs_issued_total") >= issued_before + 2.0);
+    assert!(server.metric("peerguard_xds_pushes_total{type=\"sds\"}") >= 3.0);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -53,6 +53,13 @@ impl Server {
     }
 
     pub fn start_on(dir: &Path, wasm: &str, grpc_port: u16, http_port: u16, extra: &[&str]) -> Server {
+        let s = Self::spawn_on(dir, wasm, grpc_port, http_port, extra);
+        s.wait_ready();
+        s
+    }
+
+    /// Starts the server without waiting for `/readyz`.
+    pub fn spawn_on(dir: &Path, wasm: &str, grpc_port: u16, http_port: u16, extra: &[&str]) -> Server {
         let log = dir.join(format!("server-{grpc_port}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
         let child = Command::new(env!("CARGO_BIN_EXE_peerguard"))
             .args(["serve", "--config-dir"])
@@ -68,8 +75,20 @@ impl Server {
             .spawn()
             .unwrap();
         let s = Server { child, dir: dir.to_path_buf(), grpc_port, http_port, log };
-        s.wait_ready();
+        s.wait_up();
         s
+    }
+
+    /// Waits until the ops endpoint answers at all.
+    pub fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http_get(self.http_port, "/healthz").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("server not up; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     pub fn wait_ready(&self) {

@@ -121,7 +121,7 @@ async fn connect(shot: &Shot) -> Result<TcpStream, RunnerError> {
     }
 }
 
-fn client_config(
+pub fn client_config(
     cert: &Issued,
     mesh_root: &CertificateDer<'static>,
     alpn: Vec<Vec<u8>>,

@@ -210,6 +210,11 @@ impl EnvoyProcess {
         }
     }
 
+    /// The Envoy process id (for `/proc/<pid>/...`: CPU time and memory in the benchmark).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn admin_address(&self) -> SocketAddr {
         self.admin
     }

@@ -127,7 +127,11 @@ impl XdsParts {
             .pointer("/config_discovery/config_source")
             .cloned()
             .context("peerguard bootstrap: no config source")?;
-        Ok(XdsParts { cluster, http_filter, source })
+        Ok(XdsParts {
+            cluster,
+            http_filter,
+            source,
+        })
     }
 }
 
@@ -487,7 +491,10 @@ fn tls_common(inputs: &Inputs<'_>, pod: &Pod, sans: Value) -> Value {
 fn xds_parts<'a>(inputs: &Inputs<'a>, pod: &Pod) -> anyhow::Result<Option<&'a XdsParts>> {
     match inputs.xds {
         None => Ok(None),
-        Some(m) => m.get(&pod.id()).map(Some).with_context(|| format!("{}: no peerguard bootstrap", pod.id())),
+        Some(m) => m
+            .get(&pod.id())
+            .map(Some)
+            .with_context(|| format!("{}: no peerguard bootstrap", pod.id())),
     }
 }
 

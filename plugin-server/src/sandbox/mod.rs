@@ -3,6 +3,15 @@
 //! peerguard wasm filter, outbound with per-endpoint auto mTLS), each pod on its own
 //! loopback address. See `integration/sandbox/README.md`.
 
+/// `println!` that ignores a closed stdout (`peerguard sandbox matrix | head` must not
+/// panic with EPIPE).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod config;
 mod pki;
 mod probe;
@@ -159,7 +168,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             let t = run::topology(&st.settings()?)?;
             let cells = probe::matrix(&t).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&cells)?),
+                Output::Json => out!("{}", serde_json::to_string_pretty(&cells)?),
                 Output::Text => probe::print_matrix(&cells),
             }
             Ok(0)
@@ -180,16 +189,16 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             let plan = config::plan(&inputs);
             let procs = run::running(st);
             match output {
-                Output::Json => println!(
+                Output::Json => out!(
                     "{}",
                     serde_json::to_string_pretty(
                         &serde_json::json!({"plan": plan, "processes": procs})
                     )?
                 ),
                 Output::Text => {
-                    println!("servers:");
+                    out!("servers:");
                     for s in &plan.servers {
-                        println!(
+                        out!(
                             "  {:<26} port {:<5} {:?} ({})",
                             s.pod,
                             s.port,
@@ -197,14 +206,18 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
                             s.from.as_deref().unwrap_or("nothing configured")
                         );
                     }
-                    println!("clients:");
+                    out!("clients:");
                     for c in &plan.clients {
-                        println!(
+                        out!(
                             "  {:<12} -> {:<16} {:<26} {:?} ({})",
-                            c.from, c.to, c.endpoint, c.tls, c.by
+                            c.from,
+                            c.to,
+                            c.endpoint,
+                            c.tls,
+                            c.by
                         );
                     }
-                    println!(
+                    out!(
                         "processes: {}",
                         procs
                             .iter()
@@ -228,7 +241,7 @@ async fn change(
 ) -> anyhow::Result<u8> {
     let before = st.snapshot();
     for line in edit(st)? {
-        println!("{line}");
+        out!("{line}");
     }
     match run::reconcile(st).await {
         Ok(v) => {
@@ -287,12 +300,15 @@ async fn exec(st: &State, pod: &str, request: &[String], include: bool) -> anyho
         return Ok(56);
     }
     if include {
-        println!("HTTP/1.1 {}", resp.code);
+        out!("HTTP/1.1 {}", resp.code);
         for (k, v) in &resp.headers {
-            println!("{k}: {v}");
+            out!("{k}: {v}");
         }
-        println!();
+        out!("");
     }
-    print!("{}", resp.body);
+    {
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), "{}", resp.body);
+    }
     Ok(0)
 }

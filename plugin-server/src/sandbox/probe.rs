@@ -288,12 +288,15 @@ pub async fn matrix(t: &Topology) -> anyhow::Result<Vec<Cell>> {
 }
 
 pub fn print_matrix(cells: &[Cell]) {
-    println!(
+    out!(
         "{:<14} {:<17} {:>4}  {:<28} principal",
-        "from", "to", "code", "endpoint"
+        "from",
+        "to",
+        "code",
+        "endpoint"
     );
     for c in cells {
-        println!(
+        out!(
             "{:<14} {:<17} {:>4}  {:<28} {}",
             c.from,
             c.to,

@@ -4,8 +4,8 @@
 use super::config::{self, Inputs, SidecarPaths};
 use super::probe;
 use super::state::{write_atomic, Settings, State, XdsMode};
-use super::xds;
 use super::topology::{AppKind, Topology};
+use super::xds;
 use super::{pki, UpArgs};
 use anyhow::{bail, Context as _};
 use std::collections::BTreeMap;
@@ -112,6 +112,18 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         let p = st.dir.join(sub);
         if p.exists() {
             std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    // Another sandbox (another state directory) on the same addresses would answer our
+    // probes and take our configs for its own.
+    let preview = Topology::load(args.topology.as_deref())?.with_net(args.net);
+    for pod in preview.pods.iter().filter(|p| p.sidecar) {
+        let admin = SocketAddr::new(IpAddr::V4(pod.ip), preview.ports.admin);
+        if tokio::net::TcpStream::connect(admin).await.is_ok() {
+            bail!(
+                "{admin} is in use: another sandbox runs on 127.{}.x.y (stop it, or choose --net)",
+                args.net
+            );
         }
     }
     let _ = std::fs::remove_file(st.pids_file());
@@ -266,7 +278,12 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn spawn(st: &State, mut cmd: Command, name: &str, foreground: bool) -> anyhow::Result<()> {
+pub(super) fn spawn(
+    st: &State,
+    mut cmd: Command,
+    name: &str,
+    foreground: bool,
+) -> anyhow::Result<()> {
     if !foreground {
         // Own process group: a Ctrl-C in the terminal that ran `up` does not reach them.
         cmd.process_group(0);
@@ -435,7 +452,12 @@ pub async fn reconcile(st: &State) -> anyhow::Result<u64> {
 
 /// With `--xds serve`, the filter configuration arrives over ECDS, independently of the
 /// listener files: wait until every filter runs the policy of the current resources.
-async fn wait_filters(st: &State, settings: &Settings, t: &Topology, deadline: Instant) -> anyhow::Result<()> {
+async fn wait_filters(
+    st: &State,
+    settings: &Settings,
+    t: &Topology,
+    deadline: Instant,
+) -> anyhow::Result<()> {
     if settings.xds != XdsMode::Serve {
         return Ok(());
     }

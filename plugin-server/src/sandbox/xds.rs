@@ -30,7 +30,10 @@ fn server_state(st: &State) -> PathBuf {
 }
 
 fn token_file(st: &State, namespace: &str, name: &str) -> PathBuf {
-    server_state(st).join("tokens").join(namespace).join(format!("{name}.token"))
+    server_state(st)
+        .join("tokens")
+        .join(namespace)
+        .join(format!("{name}.token"))
 }
 
 /// One peerguard `Workload` per sidecar pod, next to the Istio resources the server reads.
@@ -55,12 +58,23 @@ pub fn write_workloads(st: &State, t: &Topology) -> anyhow::Result<()> {
         .collect();
     // YAML (one JSON document per `---`), so the resource store's JSON snapshots never
     // include it.
-    write_atomic(&st.resources_dir().join("workloads.yaml"), &docs.join("\n---\n"))
+    write_atomic(
+        &st.resources_dir().join("workloads.yaml"),
+        &docs.join("\n---\n"),
+    )
 }
 
-pub async fn start(st: &State, settings: &Settings, t: &Topology, foreground: bool) -> anyhow::Result<()> {
+pub async fn start(
+    st: &State,
+    settings: &Settings,
+    t: &Topology,
+    foreground: bool,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the peerguard binary")?;
-    let wasm = settings.wasm.as_ref().context("--xds serve needs the wasm filter")?;
+    let wasm = settings
+        .wasm
+        .as_ref()
+        .context("--xds serve needs the wasm filter")?;
     let log = std::fs::File::create(st.dir.join("serve.log")).context("serve log")?;
     let mut cmd = Command::new(exe);
     cmd.arg("serve")
@@ -70,16 +84,38 @@ pub async fn start(st: &State, settings: &Settings, t: &Topology, foreground: bo
         .arg(wasm)
         .arg("--state-dir")
         .arg(server_state(st))
-        .args(["--listen", &grpc_addr(settings).to_string(), "--http-listen", &http_addr(settings).to_string()])
-        .args(["--trust-domain", &t.trust_domain, "--root-namespace", &t.root_namespace])
+        .args([
+            "--listen",
+            &grpc_addr(settings).to_string(),
+            "--http-listen",
+            &http_addr(settings).to_string(),
+        ])
+        .args([
+            "--trust-domain",
+            &t.trust_domain,
+            "--root-namespace",
+            &t.root_namespace,
+        ])
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("serve log")?)
         .stderr(log);
     super::run::spawn(st, cmd, "peerguard serve", foreground)?;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let r = probe::request(None, http_addr(settings), "GET", "localhost", "/readyz", Duration::from_secs(1)).await;
-        let tokens = t.pods.iter().filter(|p| p.sidecar).all(|p| token_file(st, &p.namespace, &p.name).is_file());
+        let r = probe::request(
+            None,
+            http_addr(settings),
+            "GET",
+            "localhost",
+            "/readyz",
+            Duration::from_secs(1),
+        )
+        .await;
+        let tokens = t
+            .pods
+            .iter()
+            .filter(|p| p.sidecar)
+            .all(|p| token_file(st, &p.namespace, &p.name).is_file());
         if r.code == 200 && tokens {
             return Ok(());
         }
@@ -97,24 +133,46 @@ pub async fn start(st: &State, settings: &Settings, t: &Topology, foreground: bo
 }
 
 /// Per sidecar pod, the ECDS/SDS parts of `peerguard bootstrap --node <ns>/<name>`.
-pub fn parts(st: &State, settings: &Settings, t: &Topology) -> anyhow::Result<BTreeMap<String, XdsParts>> {
+pub fn parts(
+    st: &State,
+    settings: &Settings,
+    t: &Topology,
+) -> anyhow::Result<BTreeMap<String, XdsParts>> {
     let exe = std::env::current_exe().context("locating the peerguard binary")?;
     let mut out = BTreeMap::new();
     for p in t.pods.iter().filter(|p| p.sidecar) {
         let mut cmd = Command::new(&exe);
-        cmd.args(["bootstrap", "--node", &format!("{}/{}", p.namespace, p.name)])
-            .args(["--server", &grpc_addr(settings).to_string(), "--trust-domain", &t.trust_domain, "--format", "json"])
-            .arg("--token-file")
-            .arg(token_file(st, &p.namespace, &p.name));
+        cmd.args([
+            "bootstrap",
+            "--node",
+            &format!("{}/{}", p.namespace, p.name),
+        ])
+        .args([
+            "--server",
+            &grpc_addr(settings).to_string(),
+            "--trust-domain",
+            &t.trust_domain,
+            "--format",
+            "json",
+        ])
+        .arg("--token-file")
+        .arg(token_file(st, &p.namespace, &p.name));
         if let Some(w) = &settings.wasm {
             cmd.arg("--wasm").arg(w);
         }
         let o = cmd.output().context("running peerguard bootstrap")?;
         if !o.status.success() {
-            bail!("peerguard bootstrap for {}: {}", p.id(), String::from_utf8_lossy(&o.stderr).trim());
+            bail!(
+                "peerguard bootstrap for {}: {}",
+                p.id(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
         }
         let b: Value = serde_json::from_slice(&o.stdout).context("peerguard bootstrap output")?;
-        out.insert(p.id(), XdsParts::from_bootstrap(&b).with_context(|| p.id())?);
+        out.insert(
+            p.id(),
+            XdsParts::from_bootstrap(&b).with_context(|| p.id())?,
+        );
     }
     Ok(out)
 }
@@ -122,14 +180,31 @@ pub fn parts(st: &State, settings: &Settings, t: &Topology) -> anyhow::Result<BT
 /// Waits until every inbound sidecar's filter runs the policy `compile` gives for the
 /// current resources (mode and authorization; diagnostics may differ), as delivered by
 /// the server over ECDS.
-pub async fn wait_ecds(t: &Topology, expected: &BTreeMap<String, WorkloadPolicy>, deadline: Instant) -> anyhow::Result<()> {
-    for p in t.pods.iter().filter(|p| p.sidecar && p.app != AppKind::None) {
+pub async fn wait_ecds(
+    t: &Topology,
+    expected: &BTreeMap<String, WorkloadPolicy>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    for p in t
+        .pods
+        .iter()
+        .filter(|p| p.sidecar && p.app != AppKind::None)
+    {
         let want = serde_json::to_value(expected.get(&p.id()).context("no expected policy")?)?;
         loop {
-            let r = probe::admin_get(IpAddr::V4(p.ip), t.ports.admin, "/config_dump?resource=ecds_filters").await;
-            let got = serde_json::from_str::<Value>(&r.body).ok().and_then(|v| find_policy(&v));
+            let r = probe::admin_get(
+                IpAddr::V4(p.ip),
+                t.ports.admin,
+                "/config_dump?resource=ecds_filters",
+            )
+            .await;
+            let got = serde_json::from_str::<Value>(&r.body)
+                .ok()
+                .and_then(|v| find_policy(&v));
             if let Some(got) = &got {
-                if got.get("mtls") == want.get("mtls") && got.get("policies") == want.get("policies") {
+                if got.get("mtls") == want.get("mtls")
+                    && got.get("policies") == want.get("policies")
+                {
                     break;
                 }
             }
@@ -152,7 +227,11 @@ pub async fn wait_ecds(t: &Topology, expected: &BTreeMap<String, WorkloadPolicy>
 fn find_policy(v: &Value) -> Option<Value> {
     match v {
         Value::Object(m) => {
-            if let Some(s) = m.get("configuration").and_then(|c| c.get("value")).and_then(Value::as_str) {
+            if let Some(s) = m
+                .get("configuration")
+                .and_then(|c| c.get("value"))
+                .and_then(Value::as_str)
+            {
                 if let Ok(p) = serde_json::from_str::<Value>(s) {
                     if p.get("mtls").is_some() {
                         return Some(p);

@@ -24,15 +24,23 @@ pub struct Builder {
     pub registry_tx: watch::Sender<Arc<Registry>>,
     pub metrics: Arc<Metrics>,
     pub certs: BTreeMap<WorkloadKey, IssuedCert>,
+    /// Testing only (hidden `--debug-corrupt-config-if`): while this file exists, the policy
+    /// sent over ECDS is not valid JSON, so the filter refuses it in `on_configure` (a NACK).
+    pub corrupt_if: Option<PathBuf>,
 }
 
 impl Builder {
     pub async fn run(mut self, mut inputs_rx: mpsc::Receiver<Arc<Inputs>>, mut shutdown: watch::Receiver<bool>) {
-        // Check rotation often enough for short test TTLs, rarely for real ones.
-        let tick = (self.ca.ttl / 20).clamp(Duration::from_secs(1), Duration::from_secs(60));
-        let mut timer = tokio::time::interval(tick);
         let mut current: Option<Arc<Inputs>> = None;
         loop {
+            // Wake at the next rotation time (at most a minute away, so a clock jump is
+            // noticed): a short TTL must not wait for a coarse tick and expire first.
+            let now = SystemTime::now();
+            let next = self.certs.values().map(|c| c.rotate_at()).min();
+            let wait = next
+                .map(|t| t.duration_since(now).unwrap_or_default())
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
             tokio::select! {
                 got = inputs_rx.recv() => match got {
                     Some(inputs) => {
@@ -42,7 +50,7 @@ impl Builder {
                     }
                     None => return,
                 },
-                _ = timer.tick() => {
+                _ = tokio::time::sleep(wait) => {
                     let now = SystemTime::now();
                     if let Some(inputs) = &current {
                         if self.certs.values().any(|c| c.rotate_at() <= now) {
@@ -85,6 +93,8 @@ impl Builder {
     pub fn rebuild(&mut self, inputs: &Inputs, now: SystemTime) {
         let mut keep = BTreeSet::new();
         let mut diagnostics = 0usize;
+        let hold = inputs.hold_policy();
+        let corrupt = self.corrupt_if.as_ref().is_some_and(|p| p.exists());
         self.metrics.clear("peerguard_workload_cert_expiry_timestamp_seconds");
         for (key, entry) in &inputs.registry.workloads {
             let policy = compile(&inputs.resources, &entry.to_compile(), &self.mesh);
@@ -93,6 +103,7 @@ impl Builder {
                 tracing::debug!(node = %key, "compile: {d}");
             }
             let json = match serde_json::to_string(&policy) {
+                Ok(_) if corrupt => "{\"corrupted by --debug-corrupt-config-if\"".to_string(),
                 Ok(j) => j,
                 Err(e) => {
                     // Cannot happen for plain data; if it did, the node keeps its last config.
@@ -101,8 +112,17 @@ impl Builder {
                 }
             };
             let mut snap = NodeSnapshot::default();
-            snap.insert(snapshot::HTTP_FILTER, snapshot::http_filter(&self.wasm, &json));
-            snap.insert(snapshot::TCP_FILTER, snapshot::tcp_filter(&self.wasm, &json));
+            if hold {
+                // The policy this node already has stays; a node that has none gets none (its
+                // listener keeps warming, or applies the deny-all default).
+                let previous = self.store.current(key);
+                if let Some(ecds) = previous.as_ref().and_then(|p| p.by_type.get(snapshot::ECDS_TYPE)) {
+                    snap.by_type.insert(snapshot::ECDS_TYPE.to_string(), ecds.clone());
+                }
+            } else {
+                snap.insert(snapshot::HTTP_FILTER, snapshot::http_filter(&self.wasm, &json));
+                snap.insert(snapshot::TCP_FILTER, snapshot::tcp_filter(&self.wasm, &json));
+            }
             snap.insert(snapshot::SECRET_ROOT, snapshot::root_secret(self.ca.bundle_pem()));
             if let Some(cert) = self.cert_for(key, &entry.spec.service_account, now) {
                 let (ns, name) = (key.namespace.as_str(), key.name.as_str());
@@ -127,7 +147,13 @@ impl Builder {
         self.metrics.set("peerguard_config_errors", &[], inputs.errors.len() as f64);
         self.metrics.set("peerguard_compile_diagnostics", &[], diagnostics as f64);
         self.metrics.set("peerguard_workloads", &[], inputs.registry.workloads.len() as f64);
-        self.metrics.set_ready();
+        self.metrics.set("peerguard_config_unreadable_files", &[], inputs.unreadable.len() as f64);
+        self.metrics.set("peerguard_policy_updates_held", &[], if hold { 1.0 } else { 0.0 });
+        self.metrics.set_detail(inputs.unreadable_summary());
+        // Ready means every node's policy was computed from fully read files at least once.
+        if !hold {
+            self.metrics.set_ready();
+        }
     }
 
     /// `<state-dir>/tokens/<ns>/<name>.token` (mode 0600), for `peerguard bootstrap --token-file`.
@@ -146,6 +172,9 @@ impl Builder {
 fn report(inputs: &Inputs) {
     for e in &inputs.errors {
         tracing::warn!("config error: {e}");
+    }
+    for line in inputs.unreadable_summary() {
+        tracing::error!("FAIL-CLOSED: {line}");
     }
     for s in &inputs.skipped {
         tracing::debug!("skipped: {s}");

@@ -20,6 +20,47 @@ pub struct Inputs {
     pub errors: Vec<String>,
     /// Objects of kinds nobody handles.
     pub skipped: Vec<String>,
+    /// Files that could not be read completely (a syntax error, a document without a readable
+    /// kind, an I/O error): what they hold is unknown, so they are fail-closed (see
+    /// [`Unreadable`]).
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A file whose content is (partly) unknown. Its errors have no `Resource::Invalid` to
+/// compile fail-closed: a DENY policy with a YAML syntax error would otherwise just vanish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub file: String,
+    /// The errors that made it unreadable.
+    pub errors: Vec<String>,
+    /// `true`: the file's last fully read content stands in for it. `false`: it was never
+    /// read successfully, so no policy update may be published (see [`Inputs::hold_policy`]).
+    pub last_good: bool,
+}
+
+impl Inputs {
+    /// Whether policy (ECDS) updates must be held: some file was never read successfully, so
+    /// what it holds, even which namespace, is unknown. A root-namespace DENY in it would
+    /// apply to every workload, and a policy moved into it from another file would otherwise
+    /// disappear, so no node gets a policy computed without it. Certificates keep flowing.
+    pub fn hold_policy(&self) -> bool {
+        self.unreadable.iter().any(|u| !u.last_good)
+    }
+
+    /// One line per unreadable file, for logs and `/readyz`.
+    pub fn unreadable_summary(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|u| {
+                let what = if u.last_good {
+                    "serving its last successfully read content"
+                } else {
+                    "never read successfully: policy updates are held for every workload"
+                };
+                format!("{}: unreadable ({}); {what}", u.file, u.errors.join("; "))
+            })
+            .collect()
+    }
 }
 
 /// A provider of [`Inputs`].

@@ -11,7 +11,8 @@
 //! - a new snapshot is pushed at once, even while an ACK is pending; the pending ACK then
 //!   becomes stale;
 //! - a client reconnecting with `version_info` equal to what we would send gets nothing (the
-//!   version is a content hash, so it survives a server restart).
+//!   version is a content hash, so it survives a server restart);
+//! - an empty set is never sent: the client keeps what it has.
 
 use crate::registry::WorkloadKey;
 use crate::snapshot::{NodeSnapshot, ECDS_TYPE, SECRET_TYPE};
@@ -151,6 +152,11 @@ impl Conn {
         let empty = BTreeMap::new();
         let all = snap.by_type.get(type_url).unwrap_or(&empty);
         let items: Vec<_> = all.iter().filter(|(n, _)| state.names.is_empty() || state.names.contains(*n)).collect();
+        // Nothing to offer (e.g. policy updates held before any policy was computed): say
+        // nothing, so the client keeps what it has; an empty ECDS response would be a NACK.
+        if items.is_empty() {
+            return None;
+        }
         let version = set_version(&items);
         if version == state.known_version {
             return None;

@@ -1,0 +1,378 @@
+//! Turning the measured points into figures: per (load, variant) medians over the rounds,
+//! ratios to the no-filter baseline of the same round, the goal checks, the table, and
+//! the JSON document.
+
+use super::load::Proto;
+use super::setup::{Kind, Variant};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// One load shape as the report names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadKind {
+    Fixed,
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct LoadId {
+    pub proto: Proto,
+    pub kind: LoadKind,
+}
+
+/// One measurement: one variant under one load in one round.
+#[derive(Debug, Clone, Serialize)]
+pub struct Point {
+    pub round: usize,
+    pub load: LoadId,
+    pub variant: Variant,
+    pub name: String,
+    pub completed: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub late: u64,
+    pub wall_s: f64,
+    pub rps: f64,
+    pub p50_us: Option<u32>,
+    pub p99_us: Option<u32>,
+    pub envoy_cpu_s: f64,
+    /// Envoy CPU time per completed request (HTTP) or connection round trip (TCP).
+    pub envoy_cpu_us_per_op: Option<f64>,
+    /// Envoy's CPU over the window, in cores.
+    pub envoy_cores: f64,
+    pub client_cores: f64,
+    /// CPU taken by other processes during the window, in cores.
+    pub other_cores: f64,
+}
+
+/// Medians over the rounds, and the medians of the per-round ratios to `none`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub load: LoadId,
+    pub variant: Variant,
+    pub name: String,
+    pub rounds: usize,
+    pub errors: u64,
+    pub late: u64,
+    pub rps: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub envoy_cpu_us_per_op: Option<f64>,
+    pub cpu_ratio: Option<f64>,
+    pub p50_ratio: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    pub rps_ratio: Option<f64>,
+}
+
+pub fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+pub fn summarize(points: &[Point]) -> Vec<Summary> {
+    let mut groups: BTreeMap<(LoadId, Variant), Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        groups.entry((p.load, p.variant)).or_default().push(p);
+    }
+    let baseline = |load: LoadId, round: usize| {
+        points.iter().find(|p| {
+            p.load == load && p.round == round && p.variant.kind == Kind::None
+        })
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let f = |x: Option<u32>| x.map(f64::from);
+    groups
+        .into_iter()
+        .map(|((load, variant), ps)| {
+            let med = |get: &dyn Fn(&Point) -> Option<f64>| {
+                median(ps.iter().filter_map(|p| get(p)).collect())
+            };
+            let med_ratio = |get: &dyn Fn(&Point) -> Option<f64>| {
+                median(
+                    ps.iter()
+                        .filter_map(|p| ratio(get(p), baseline(load, p.round).and_then(|b| get(b))))
+                        .collect(),
+                )
+            };
+            Summary {
+                load,
+                variant,
+                name: variant.name(),
+                rounds: ps.len(),
+                errors: ps.iter().map(|p| p.errors).sum(),
+                late: ps.iter().map(|p| p.late).sum(),
+                rps: med(&|p| Some(p.rps)),
+                p50_us: med(&|p| f(p.p50_us)),
+                p99_us: med(&|p| f(p.p99_us)),
+                envoy_cpu_us_per_op: med(&|p| p.envoy_cpu_us_per_op),
+                cpu_ratio: med_ratio(&|p| p.envoy_cpu_us_per_op),
+                p50_ratio: med_ratio(&|p| f(p.p50_us)),
+                p99_ratio: med_ratio(&|p| f(p.p99_us)),
+                rps_ratio: med_ratio(&|p| Some(p.rps)),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub text: String,
+    /// `pass`, `FAIL`, `invalid` (a point had errors) or `n/a` (not measured in this run).
+    pub result: String,
+    pub value: Option<f64>,
+    pub limit: f64,
+}
+
+pub fn load_label(load: LoadId, rate: f64, tcp_rate: f64) -> String {
+    match (load.proto, load.kind) {
+        (Proto::Http, LoadKind::Fixed) => format!("HTTP fixed {rate:.0} req/s"),
+        (Proto::Http, LoadKind::Closed) => "HTTP closed-loop".into(),
+        (Proto::Tcp, LoadKind::Fixed) => format!("TCP fixed {tcp_rate:.0} conn/s"),
+        (Proto::Tcp, LoadKind::Closed) => "TCP closed-loop".into(),
+    }
+}
+
+/// The goals of issue 3, evaluated on every load where they apply.
+pub fn goals(summaries: &[Summary], counts: &[usize], rate: f64, tcp_rate: f64) -> Vec<Goal> {
+    let get = |load: LoadId, kind: Kind, n: usize| {
+        summaries.iter().find(|s| {
+            s.load == load && s.variant.kind == kind && (!kind.enforces() || s.variant.policies == n)
+        })
+    };
+    let mut loads: Vec<LoadId> = summaries.iter().map(|s| s.load).collect();
+    loads.sort();
+    loads.dedup();
+    let mut out = Vec::new();
+    let mut check = |text: String, value: Option<f64>, limit: f64, strict: bool, errors: u64| {
+        let result = match value {
+            _ if errors > 0 => "invalid".to_string(),
+            None => "n/a".to_string(),
+            Some(v) if (strict && v < limit) || (!strict && v <= limit) => "pass".to_string(),
+            Some(_) => "FAIL".to_string(),
+        };
+        out.push(Goal { text, result, value, limit });
+    };
+    let errs = |a: Option<&Summary>, b: Option<&Summary>| {
+        a.map_or(0, |s| s.errors) + b.map_or(0, |s| s.errors)
+    };
+    for &load in &loads {
+        let label = load_label(load, rate, tcp_rate);
+        let base = get(load, Kind::None, 0);
+        for n in [10, 10_000] {
+            if !counts.contains(&n) {
+                continue;
+            }
+            let pg = get(load, Kind::Peerguard, n);
+            check(
+                format!("{label}: peerguard/{n} CPU per op <= 1.3x no filter"),
+                pg.and_then(|s| s.cpu_ratio),
+                1.3,
+                false,
+                errs(pg, base),
+            );
+        }
+        for &n in counts.iter().filter(|&&n| n >= 100) {
+            let pg = get(load, Kind::Peerguard, n);
+            let rbac = get(load, Kind::Rbac, n);
+            let v = match (pg.and_then(|s| s.envoy_cpu_us_per_op), rbac.and_then(|s| s.envoy_cpu_us_per_op)) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            check(
+                format!("{label}: peerguard/{n} CPU per op below native RBAC/{n} (ratio < 1)"),
+                v,
+                1.0,
+                true,
+                errs(pg, rbac),
+            );
+        }
+        if load.kind == LoadKind::Fixed {
+            for &n in counts {
+                let pg = get(load, Kind::Peerguard, n);
+                check(
+                    format!("{label}: peerguard/{n} p99 <= 1.2x no filter"),
+                    pg.and_then(|s| s.p99_ratio),
+                    1.2,
+                    false,
+                    errs(pg, base),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.prec$}"))
+}
+
+pub fn table(summaries: &[Summary], rate: f64, tcp_rate: f64) -> String {
+    let mut s = String::new();
+    let mut loads: Vec<LoadId> = summaries.iter().map(|s| s.load).collect();
+    loads.sort();
+    loads.dedup();
+    for load in loads {
+        let unit = if load.proto == Proto::Http { "req" } else { "conn" };
+        let _ = writeln!(s, "\n{}", load_label(load, rate, tcp_rate));
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>9} {:>8} {:>8} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5}",
+            "variant",
+            format!("{unit}/s"),
+            "p50 us",
+            "p99 us",
+            format!("CPU us/{unit}"),
+            "xCPU",
+            "xp50",
+            "xp99",
+            "xrate",
+            "errors",
+            "late"
+        );
+        let mut rows: Vec<&Summary> = summaries.iter().filter(|x| x.load == load).collect();
+        rows.sort_by_key(|x| (x.variant.kind, x.variant.policies));
+        for r in rows {
+            let _ = writeln!(
+                s,
+                "  {:<16} {:>9} {:>8} {:>8} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5}",
+                r.name,
+                opt(r.rps, 0),
+                opt(r.p50_us, 0),
+                opt(r.p99_us, 0),
+                opt(r.envoy_cpu_us_per_op, 1),
+                opt(r.cpu_ratio, 2),
+                opt(r.p50_ratio, 2),
+                opt(r.p99_ratio, 2),
+                opt(r.rps_ratio, 2),
+                r.errors,
+                r.late
+            );
+        }
+    }
+    s
+}
+
+/// Envoy memory with a variant loaded, at one and two workers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Memory {
+    pub variant: Variant,
+    pub name: String,
+    pub rss_c1: Option<u64>,
+    pub rss_c2: Option<u64>,
+    pub startup_ms_c1: Option<u64>,
+}
+
+impl Memory {
+    pub fn per_worker(&self) -> Option<i64> {
+        Some(i64::try_from(self.rss_c2?).ok()? - i64::try_from(self.rss_c1?).ok()?)
+    }
+}
+
+pub fn memory_table(mem: &[Memory]) -> String {
+    let mib = |b: Option<i64>| b.map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    let to_i = |b: Option<u64>| b.and_then(|b| i64::try_from(b).ok());
+    let base = mem.iter().find(|m| m.variant.kind == Kind::None);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  {:<16} {:>11} {:>11} {:>14} {:>14} {:>14} {:>10}",
+        "variant", "RSS c1 MiB", "RSS c2 MiB", "c2-c1 MiB", "c1 - none", "c2-c1 - none", "start ms"
+    );
+    for m in mem {
+        let d1 = match (to_i(m.rss_c1), base.and_then(|b| to_i(b.rss_c1))) {
+            (Some(a), Some(b)) => Some(a - b),
+            _ => None,
+        };
+        let dw = match (m.per_worker(), base.and_then(|b| b.per_worker())) {
+            (Some(a), Some(b)) => Some(a - b),
+            _ => None,
+        };
+        let _ = writeln!(
+            s,
+            "  {:<16} {:>11} {:>11} {:>14} {:>14} {:>14} {:>10}",
+            m.name,
+            mib(to_i(m.rss_c1)),
+            mib(to_i(m.rss_c2)),
+            mib(m.per_worker()),
+            mib(d1),
+            mib(dw),
+            m.startup_ms_c1.map_or_else(|| "-".into(), |x| x.to_string())
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(round: usize, kind: Kind, n: usize, cpu: f64, p99: u32) -> Point {
+        let variant = Variant { kind, policies: n };
+        Point {
+            round,
+            load: LoadId { proto: Proto::Http, kind: LoadKind::Fixed },
+            variant,
+            name: variant.name(),
+            completed: 1000,
+            errors: 0,
+            first_error: None,
+            late: 0,
+            wall_s: 1.0,
+            rps: 1000.0,
+            p50_us: Some(p99 / 2),
+            p99_us: Some(p99),
+            envoy_cpu_s: cpu * 1000.0 / 1e6,
+            envoy_cpu_us_per_op: Some(cpu),
+            envoy_cores: 0.1,
+            client_cores: 0.1,
+            other_cores: 0.0,
+        }
+    }
+
+    #[test]
+    fn ratios_are_against_the_baseline_of_the_same_round() {
+        // Round 1 ran on a slower machine: both doubled; the ratio stays 1.1.
+        let pts = vec![
+            point(0, Kind::None, 0, 50.0, 400),
+            point(0, Kind::Peerguard, 10, 55.0, 440),
+            point(1, Kind::None, 0, 100.0, 800),
+            point(1, Kind::Peerguard, 10, 110.0, 880),
+        ];
+        let s = summarize(&pts);
+        let pg = s.iter().find(|s| s.variant.kind == Kind::Peerguard);
+        let r = pg.and_then(|s| s.cpu_ratio).unwrap_or_default();
+        assert!((r - 1.1).abs() < 1e-9, "{r}");
+        assert_eq!(pg.and_then(|s| s.envoy_cpu_us_per_op), Some(82.5));
+    }
+
+    #[test]
+    fn goals_pass_fail_and_refuse_points_with_errors() {
+        let mut pts = vec![
+            point(0, Kind::None, 0, 50.0, 400),
+            point(0, Kind::Peerguard, 10, 60.0, 600),
+            point(0, Kind::Peerguard, 100, 60.0, 400),
+            point(0, Kind::Rbac, 100, 70.0, 400),
+        ];
+        pts[2].errors = 3;
+        let g = goals(&summarize(&pts), &[10, 100], 1000.0, 1000.0);
+        let find = |t: &str| g.iter().find(|g| g.text.contains(t)).map(|g| g.result.clone());
+        assert_eq!(find("peerguard/10 CPU").as_deref(), Some("pass"));
+        assert_eq!(find("peerguard/10 p99").as_deref(), Some("FAIL"));
+        assert_eq!(find("below native RBAC/100").as_deref(), Some("invalid"));
+        assert_eq!(median(vec![3.0, 1.0, 2.0, f64::NAN]), Some(2.0));
+    }
+}
