@@ -32,3 +32,12 @@ step "conformance, in-process: $CONFORMANCE_DIR"
 
 step "conformance, through real Envoy"
 "$pg" test --envoy "$CONFORMANCE_DIR"
+
+step "the sandbox in containers (docker-compose)"
+if docker info >/dev/null 2>&1 && command -v docker-compose >/dev/null 2>&1; then
+  bash integration/docker/compose-test.sh
+elif [ -n "${CI:-}" ]; then
+  echo "no Docker engine or docker-compose on this CI machine" >&2; exit 1
+else
+  echo "SKIPPED: no Docker engine or docker-compose"
+fi

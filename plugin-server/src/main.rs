@@ -49,6 +49,9 @@ enum Command {
     /// Benchmarks against a real Envoy (integration/bench/envoy-bench.sh runs them).
     #[command(hide = true)]
     Bench(bench::Args),
+    /// The xDS server's benchmarks (integration/bench/server-bench.sh runs them).
+    #[command(name = "bench-server", hide = true)]
+    BenchServer(serve::bench::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Sandbox(a) => sandbox::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::BenchServer(a) => serve::bench::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),

@@ -105,7 +105,8 @@ impl Outcome {
         if end >= t.window_start && end < t.window_end {
             self.completed += 1;
             let us = end.duration_since(began).as_micros();
-            self.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+            self.latencies_us
+                .push(u32::try_from(us).unwrap_or(u32::MAX));
         }
     }
 }
@@ -142,7 +143,11 @@ pub async fn run(proto: Proto, target: Arc<Target>, shape: Shape, t: Timeline) -
 }
 
 /// Waits for the next send. `None`: stop (the run is over).
-async fn pace(schedule: &mut Option<(Instant, Duration)>, t: &Timeline, out: &mut Outcome) -> Option<()> {
+async fn pace(
+    schedule: &mut Option<(Instant, Duration)>,
+    t: &Timeline,
+    out: &mut Outcome,
+) -> Option<()> {
     match schedule {
         Some((next, interval)) => {
             if *next >= t.window_end {
@@ -161,7 +166,11 @@ async fn pace(schedule: &mut Option<(Instant, Duration)>, t: &Timeline, out: &mu
     }
 }
 
-async fn http_task(target: &Target, mut schedule: Option<(Instant, Duration)>, t: Timeline) -> Outcome {
+async fn http_task(
+    target: &Target,
+    mut schedule: Option<(Instant, Duration)>,
+    t: Timeline,
+) -> Outcome {
     let mut out = Outcome::default();
     let mut conn: Option<TlsStream<TcpStream>> = None;
     let mut buf = Vec::with_capacity(4096);
@@ -193,7 +202,9 @@ async fn http_task(target: &Target, mut schedule: Option<(Instant, Duration)>, t
                 conn = None;
             }
             Err(_) => {
-                out.error(anyhow::anyhow!("HTTP request timed out after {OP_TIMEOUT:?}"));
+                out.error(anyhow::anyhow!(
+                    "HTTP request timed out after {OP_TIMEOUT:?}"
+                ));
                 conn = None;
             }
         }
@@ -201,7 +212,11 @@ async fn http_task(target: &Target, mut schedule: Option<(Instant, Duration)>, t
     out
 }
 
-async fn tcp_task(target: &Target, mut schedule: Option<(Instant, Duration)>, t: Timeline) -> Outcome {
+async fn tcp_task(
+    target: &Target,
+    mut schedule: Option<(Instant, Duration)>,
+    t: Timeline,
+) -> Outcome {
     let mut out = Outcome::default();
     if Instant::now() < t.start {
         tokio::time::sleep_until(t.start.into()).await;
@@ -211,7 +226,9 @@ async fn tcp_task(target: &Target, mut schedule: Option<(Instant, Duration)>, t:
         match tokio::time::timeout(OP_TIMEOUT, tcp_round_trip(target)).await {
             Ok(Ok(())) => out.done(&t, began),
             Ok(Err(e)) => out.error(e),
-            Err(_) => out.error(anyhow::anyhow!("TCP round trip timed out after {OP_TIMEOUT:?}")),
+            Err(_) => out.error(anyhow::anyhow!(
+                "TCP round trip timed out after {OP_TIMEOUT:?}"
+            )),
         }
     }
     out
@@ -272,7 +289,11 @@ fn content_length(head: &[u8]) -> Option<usize> {
             continue;
         };
         if line[..colon].eq_ignore_ascii_case(b"content-length") {
-            return std::str::from_utf8(&line[colon + 1..]).ok()?.trim().parse().ok();
+            return std::str::from_utf8(&line[colon + 1..])
+                .ok()?
+                .trim()
+                .parse()
+                .ok();
         }
     }
     None
@@ -280,7 +301,9 @@ fn content_length(head: &[u8]) -> Option<usize> {
 
 async fn tcp_round_trip(target: &Target) -> anyhow::Result<()> {
     let mut io = tls_connect(target).await?;
-    io.write_all(&PAYLOAD).await.context("writing the payload")?;
+    io.write_all(&PAYLOAD)
+        .await
+        .context("writing the payload")?;
     io.flush().await.context("flushing the payload")?;
     let mut got = [0u8; PAYLOAD.len()];
     io.read_exact(&mut got).await.context("reading the echo")?;

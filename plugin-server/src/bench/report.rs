@@ -42,6 +42,8 @@ pub struct Point {
     pub envoy_cpu_us_per_op: Option<f64>,
     /// Envoy's CPU over the window, in cores.
     pub envoy_cores: f64,
+    /// Measurements of this point (a window disturbed by other processes is measured again).
+    pub attempts: u32,
     pub client_cores: f64,
     /// CPU taken by other processes during the window, in cores.
     pub other_cores: f64,
@@ -86,9 +88,9 @@ pub fn summarize(points: &[Point]) -> Vec<Summary> {
         groups.entry((p.load, p.variant)).or_default().push(p);
     }
     let baseline = |load: LoadId, round: usize| {
-        points.iter().find(|p| {
-            p.load == load && p.round == round && p.variant.kind == Kind::None
-        })
+        points
+            .iter()
+            .find(|p| p.load == load && p.round == round && p.variant.kind == Kind::None)
     };
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => Some(a / b),
@@ -104,7 +106,7 @@ pub fn summarize(points: &[Point]) -> Vec<Summary> {
             let med_ratio = |get: &dyn Fn(&Point) -> Option<f64>| {
                 median(
                     ps.iter()
-                        .filter_map(|p| ratio(get(p), baseline(load, p.round).and_then(|b| get(b))))
+                        .filter_map(|p| ratio(get(p), baseline(load, p.round).and_then(get)))
                         .collect(),
                 )
             };
@@ -150,7 +152,9 @@ pub fn load_label(load: LoadId, rate: f64, tcp_rate: f64) -> String {
 pub fn goals(summaries: &[Summary], counts: &[usize], rate: f64, tcp_rate: f64) -> Vec<Goal> {
     let get = |load: LoadId, kind: Kind, n: usize| {
         summaries.iter().find(|s| {
-            s.load == load && s.variant.kind == kind && (!kind.enforces() || s.variant.policies == n)
+            s.load == load
+                && s.variant.kind == kind
+                && (!kind.enforces() || s.variant.policies == n)
         })
     };
     let mut loads: Vec<LoadId> = summaries.iter().map(|s| s.load).collect();
@@ -164,7 +168,12 @@ pub fn goals(summaries: &[Summary], counts: &[usize], rate: f64, tcp_rate: f64) 
             Some(v) if (strict && v < limit) || (!strict && v <= limit) => "pass".to_string(),
             Some(_) => "FAIL".to_string(),
         };
-        out.push(Goal { text, result, value, limit });
+        out.push(Goal {
+            text,
+            result,
+            value,
+            limit,
+        });
     };
     let errs = |a: Option<&Summary>, b: Option<&Summary>| {
         a.map_or(0, |s| s.errors) + b.map_or(0, |s| s.errors)
@@ -188,7 +197,10 @@ pub fn goals(summaries: &[Summary], counts: &[usize], rate: f64, tcp_rate: f64) 
         for &n in counts.iter().filter(|&&n| n >= 100) {
             let pg = get(load, Kind::Peerguard, n);
             let rbac = get(load, Kind::Rbac, n);
-            let v = match (pg.and_then(|s| s.envoy_cpu_us_per_op), rbac.and_then(|s| s.envoy_cpu_us_per_op)) {
+            let v = match (
+                pg.and_then(|s| s.envoy_cpu_us_per_op),
+                rbac.and_then(|s| s.envoy_cpu_us_per_op),
+            ) {
                 (Some(a), Some(b)) if b > 0.0 => Some(a / b),
                 _ => None,
             };
@@ -226,7 +238,11 @@ pub fn table(summaries: &[Summary], rate: f64, tcp_rate: f64) -> String {
     loads.sort();
     loads.dedup();
     for load in loads {
-        let unit = if load.proto == Proto::Http { "req" } else { "conn" };
+        let unit = if load.proto == Proto::Http {
+            "req"
+        } else {
+            "conn"
+        };
         let _ = writeln!(s, "\n{}", load_label(load, rate, tcp_rate));
         let _ = writeln!(
             s,
@@ -283,7 +299,8 @@ impl Memory {
 }
 
 pub fn memory_table(mem: &[Memory]) -> String {
-    let mib = |b: Option<i64>| b.map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
+    let mib =
+        |b: Option<i64>| b.map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / 1048576.0));
     let to_i = |b: Option<u64>| b.and_then(|b| i64::try_from(b).ok());
     let base = mem.iter().find(|m| m.variant.kind == Kind::None);
     let mut s = String::new();
@@ -310,8 +327,33 @@ pub fn memory_table(mem: &[Memory]) -> String {
             mib(m.per_worker()),
             mib(d1),
             mib(dw),
-            m.startup_ms_c1.map_or_else(|| "-".into(), |x| x.to_string())
+            m.startup_ms_c1
+                .map_or_else(|| "-".into(), |x| x.to_string())
         );
+    }
+    s
+}
+
+/// The per-worker statement: what one more worker costs with each filter, over no filter.
+pub fn memory_notes(mem: &[Memory]) -> String {
+    let Some(base) = mem
+        .iter()
+        .find(|m| m.variant.kind == Kind::None)
+        .and_then(Memory::per_worker)
+    else {
+        return String::new();
+    };
+    let mut s = String::new();
+    for m in mem.iter().filter(|m| m.variant.kind != Kind::None) {
+        if let Some(w) = m.per_worker() {
+            let _ = writeln!(
+                s,
+                "  one more worker with {}: {:+.1} MiB ({:+.1} MiB more than without a filter)",
+                m.name,
+                w as f64 / 1048576.0,
+                (w - base) as f64 / 1048576.0
+            );
+        }
     }
     s
 }
@@ -324,7 +366,10 @@ mod tests {
         let variant = Variant { kind, policies: n };
         Point {
             round,
-            load: LoadId { proto: Proto::Http, kind: LoadKind::Fixed },
+            load: LoadId {
+                proto: Proto::Http,
+                kind: LoadKind::Fixed,
+            },
             variant,
             name: variant.name(),
             completed: 1000,
@@ -338,6 +383,7 @@ mod tests {
             envoy_cpu_s: cpu * 1000.0 / 1e6,
             envoy_cpu_us_per_op: Some(cpu),
             envoy_cores: 0.1,
+            attempts: 1,
             client_cores: 0.1,
             other_cores: 0.0,
         }
@@ -369,7 +415,11 @@ mod tests {
         ];
         pts[2].errors = 3;
         let g = goals(&summarize(&pts), &[10, 100], 1000.0, 1000.0);
-        let find = |t: &str| g.iter().find(|g| g.text.contains(t)).map(|g| g.result.clone());
+        let find = |t: &str| {
+            g.iter()
+                .find(|g| g.text.contains(t))
+                .map(|g| g.result.clone())
+        };
         assert_eq!(find("peerguard/10 CPU").as_deref(), Some("pass"));
         assert_eq!(find("peerguard/10 p99").as_deref(), Some("FAIL"));
         assert_eq!(find("below native RBAC/100").as_deref(), Some("invalid"));

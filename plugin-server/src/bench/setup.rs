@@ -212,8 +212,20 @@ impl BootstrapInput<'_> {
                 )
             }
             Kind::Noop => (
-                Some(wasm_filter(true, self.modules.noop, "noop", "noop_http", None)),
-                Some(wasm_filter(false, self.modules.noop, "noop", "noop_tcp", None)),
+                Some(wasm_filter(
+                    true,
+                    self.modules.noop,
+                    "noop",
+                    "noop_http",
+                    None,
+                )),
+                Some(wasm_filter(
+                    false,
+                    self.modules.noop,
+                    "noop",
+                    "noop_tcp",
+                    None,
+                )),
             ),
             Kind::Peerguard => {
                 let policy = serde_json::to_string(&workload_policy(n))
@@ -451,7 +463,10 @@ mod tests {
             let d = engine.decide(&request(CLIENT_PRINCIPAL));
             assert!(d.allowed, "n={n}: {d:?}");
             assert_eq!(last, Some(format!("allow-{:05}", n - 1)));
-            assert!(!engine.decide(&request(STRANGER_PRINCIPAL)).allowed, "n={n}");
+            assert!(
+                !engine.decide(&request(STRANGER_PRINCIPAL)).allowed,
+                "n={n}"
+            );
         }
         Ok(())
     }
@@ -463,7 +478,10 @@ mod tests {
         assert_eq!(policies.len(), 100);
         let mut names: Vec<&String> = policies.keys().collect();
         names.sort();
-        let last = names.last().map(|n| policies[n.as_str()].clone()).unwrap_or_default();
+        let last = names
+            .last()
+            .map(|n| policies[n.as_str()].clone())
+            .unwrap_or_default();
         assert_eq!(
             last["principals"][0]["authenticated"]["principal_name"]["exact"],
             format!("spiffe://{CLIENT_PRINCIPAL}")

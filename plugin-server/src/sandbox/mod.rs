@@ -12,6 +12,7 @@ macro_rules! out {
     }};
 }
 
+mod compose;
 mod config;
 mod pki;
 mod probe;
@@ -62,7 +63,15 @@ enum Cmd {
     Matrix {
         #[arg(long, default_value = "text")]
         output: Output,
+        /// Only these client pods (repeatable). In containers each client pod measures
+        /// its own row: `docker-compose exec sleep-full peerguard sandbox --dir /state
+        /// matrix --from sleep.full`.
+        #[arg(long)]
+        from: Vec<String>,
     },
+    /// Print the docker-compose file that runs the topology in containers (the committed
+    /// docker-compose.yaml is this output; see integration/docker/).
+    Compose(compose::ComposeArgs),
     /// Server modes and client TLS choices of the current resources, and the processes.
     Status {
         #[arg(long, default_value = "text")]
@@ -108,9 +117,18 @@ pub struct UpArgs {
     /// Do not print the matrix when ready.
     #[arg(long)]
     no_matrix: bool,
+    /// The pods run in containers (docker-compose.yaml, from `sandbox compose`) at
+    /// A.B.x.y: configure and wait for them, start no app or sidecar here. Implies
+    /// --no-matrix (each client container measures its own row).
+    #[arg(long, value_name = "A.B", value_parser = compose::parse_prefix)]
+    containers: Option<[u8; 2]>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
+    // Rendering needs no state directory.
+    if let Cmd::Compose(a) = &args.command {
+        return compose::run(a);
+    }
     let dir = args
         .dir
         .or_else(|| {
@@ -140,7 +158,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
                 run::down(st)?;
                 return Err(e);
             }
-            if !a.no_matrix {
+            if !a.no_matrix && a.containers.is_none() {
                 let t = run::topology(&st.settings()?)?;
                 probe::print_matrix(&probe::matrix(&t).await?);
             }
@@ -157,6 +175,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             eprintln!("sandbox: stopped {n} processes");
             Ok(0)
         }
+        Cmd::Compose(a) => compose::run(&a),
         Cmd::Apply { file } => change(st, |st| st.apply(&file)).await,
         Cmd::Delete { file } => change(st, |st| st.delete(&file)).await,
         Cmd::Exec {
@@ -164,8 +183,14 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             request,
             include,
         } => exec(st, &pod, &request, include).await,
-        Cmd::Matrix { output } => {
-            let t = run::topology(&st.settings()?)?;
+        Cmd::Matrix { output, from } => {
+            let mut t = run::topology(&st.settings()?)?;
+            if !from.is_empty() {
+                for f in &from {
+                    t.pod(f)?;
+                }
+                t.matrix.from = from;
+            }
             let cells = probe::matrix(&t).await?;
             match output {
                 Output::Json => out!("{}", serde_json::to_string_pretty(&cells)?),

@@ -18,7 +18,40 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn topology(s: &Settings) -> anyhow::Result<Topology> {
-    Ok(Topology::load(s.topology.as_deref())?.with_net(s.net))
+    let [a, b] = s.prefix();
+    Ok(Topology::load(s.topology.as_deref())?.with_prefix(a, b))
+}
+
+/// Where a pod's demo app listens: behind the sidecar, or on the Service's target port.
+pub fn app_listen(t: &Topology, pod: &super::topology::Pod) -> SocketAddr {
+    let port = if pod.sidecar {
+        t.ports.app_behind_sidecar
+    } else {
+        t.target_ports(pod).first().copied().unwrap_or(80)
+    };
+    SocketAddr::new(IpAddr::V4(pod.ip), port)
+}
+
+/// A sidecar's Envoy arguments after `-c <bootstrap>` (processes and `sandbox compose`).
+pub fn envoy_args(pod: &super::topology::Pod) -> Vec<String> {
+    let id = pod.id();
+    [
+        "--disable-hot-restart",
+        "--concurrency",
+        "1",
+        "--drain-time-s",
+        "1",
+        "--drain-strategy",
+        "immediate",
+        "--log-level",
+        "warn",
+        "--service-node",
+        &id,
+        "--service-cluster",
+        &id,
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// Envoy: `--envoy`, `PEERGUARD_ENVOY`, `.peerguard/env` in this or a parent directory,
@@ -116,8 +149,13 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     }
     // Another sandbox (another state directory) on the same addresses would answer our
     // probes and take our configs for its own.
+    // (In containers the addresses belong to the compose project's own network.)
     let preview = Topology::load(args.topology.as_deref())?.with_net(args.net);
-    for pod in preview.pods.iter().filter(|p| p.sidecar) {
+    for pod in preview
+        .pods
+        .iter()
+        .filter(|p| p.sidecar && args.containers.is_none())
+    {
         let admin = SocketAddr::new(IpAddr::V4(pod.ip), preview.ports.admin);
         if tokio::net::TcpStream::connect(admin).await.is_ok() {
             bail!(
@@ -132,9 +170,14 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         net: args.net,
         topology: args.topology.clone(),
         wasm: find_wasm(&args.wasm)?,
-        envoy: find_envoy(args.envoy.as_deref())?,
+        envoy: match args.containers {
+            // The sidecar containers run Envoy; this process never does.
+            Some(_) => PathBuf::from("envoy"),
+            None => find_envoy(args.envoy.as_deref())?,
+        },
         chains: args.inbound_chains,
         xds: args.xds,
+        containers: args.containers,
     };
     if settings.xds == XdsMode::Serve && settings.wasm.is_none() {
         bail!("--xds serve sends the wasm filter's configuration over ECDS: it needs the wasm module (--wasm)");
@@ -194,12 +237,11 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&apps_dir).context("creating apps dir")?;
     let mut app_addrs = Vec::new();
     for pod in t.pods.iter().filter(|p| p.app == AppKind::Httpbin) {
-        let port = if pod.sidecar {
-            t.ports.app_behind_sidecar
-        } else {
-            t.target_ports(pod).first().copied().unwrap_or(80)
-        };
-        let listen = SocketAddr::new(IpAddr::V4(pod.ip), port);
+        let listen = app_listen(&t, pod);
+        if settings.containers.is_some() {
+            app_addrs.push(listen);
+            continue;
+        }
         let log =
             std::fs::File::create(apps_dir.join(format!("{}.log", pod.id()))).context("app log")?;
         let mut cmd = Command::new(&exe);
@@ -219,29 +261,17 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         spawn(st, cmd, &format!("app {}", pod.id()), args.foreground)?;
         app_addrs.push(listen);
     }
-    for pod in t.pods.iter().filter(|p| p.sidecar) {
+    for pod in t
+        .pods
+        .iter()
+        .filter(|p| p.sidecar && settings.containers.is_none())
+    {
         let paths = SidecarPaths::new(&st.dir, pod);
         let log = std::fs::File::create(paths.log()).context("envoy log")?;
         let mut cmd = Command::new(&settings.envoy);
         cmd.arg("-c")
             .arg(paths.bootstrap())
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--drain-time-s",
-                "1",
-                "--drain-strategy",
-                "immediate",
-            ])
-            .args([
-                "--log-level",
-                "warn",
-                "--service-node",
-                &pod.id(),
-                "--service-cluster",
-                &pod.id(),
-            ])
+            .args(envoy_args(pod))
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("envoy log")?)
             .stderr(log);
@@ -250,7 +280,12 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
 
     // Ready: every app answers, every sidecar runs this config version and its listeners
     // accept connections.
-    let deadline = Instant::now() + READY_TIMEOUT;
+    // Containers start at their own pace (each sidecar waits for its bootstrap file).
+    let deadline = Instant::now()
+        + match settings.containers {
+            Some(_) => READY_TIMEOUT * 4,
+            None => READY_TIMEOUT,
+        };
     for a in &app_addrs {
         wait_connect(*a, deadline).await.with_context(|| {
             format!("app at {a} did not start (logs in {})", apps_dir.display())

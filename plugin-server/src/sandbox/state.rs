@@ -27,6 +27,17 @@ pub struct Settings {
     pub chains: super::config::InboundChains,
     #[serde(default)]
     pub xds: XdsMode,
+    /// The pods run in containers (`sandbox compose`) at `a.b.x.y`: the sandbox starts no
+    /// app or sidecar itself, it configures and probes them over the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<[u8; 2]>,
+}
+
+impl Settings {
+    /// The first two octets of every sandbox address (pods, `peerguard serve`).
+    pub fn prefix(&self) -> [u8; 2] {
+        self.containers.unwrap_or([127, self.net])
+    }
 }
 
 /// Where the filter configuration and the certificates come from.

@@ -158,6 +158,16 @@ impl Topology {
         self
     }
 
+    /// Moves every pod to `a.b.x.y` (the containers' network of `sandbox compose`, where
+    /// each pod has its own network namespace and address).
+    pub fn with_prefix(mut self, a: u8, b: u8) -> Topology {
+        for p in &mut self.pods {
+            let o = p.ip.octets();
+            p.ip = Ipv4Addr::new(a, b, o[2], o[3]);
+        }
+        self
+    }
+
     pub fn mesh(&self) -> MeshConfig {
         MeshConfig {
             trust_domain: self.trust_domain.clone(),

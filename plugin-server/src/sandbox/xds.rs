@@ -18,11 +18,13 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub fn grpc_addr(settings: &Settings) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, settings.net, 0, 2)), 15010)
+    let [a, b] = settings.prefix();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, 0, 2)), 15010)
 }
 
 fn http_addr(settings: &Settings) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, settings.net, 0, 2)), 15014)
+    let [a, b] = settings.prefix();
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, 0, 2)), 15014)
 }
 
 fn server_state(st: &State) -> PathBuf {

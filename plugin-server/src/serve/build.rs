@@ -8,6 +8,7 @@ use crate::registry::{Registry, WorkloadKey};
 use crate::snapshot::{self, NodeSnapshot, Store};
 use crate::source::Inputs;
 use peerguard_filter::compile::{compile, MeshConfig};
+use peerguard_filter::istio::Resource;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,8 +38,10 @@ impl Builder {
             // noticed): a short TTL must not wait for a coarse tick and expire first.
             let now = SystemTime::now();
             let next = self.certs.values().map(|c| c.rotate_at()).min();
+            // A rotation time already past means issuing failed: retry after a second, not in
+            // a busy loop.
             let wait = next
-                .map(|t| t.duration_since(now).unwrap_or_default())
+                .map(|t| t.duration_since(now).unwrap_or(Duration::from_secs(1)))
                 .unwrap_or(Duration::from_secs(60))
                 .min(Duration::from_secs(60));
             tokio::select! {
@@ -96,8 +99,14 @@ impl Builder {
         let hold = inputs.hold_policy();
         let corrupt = self.corrupt_if.as_ref().is_some_and(|p| p.exists());
         self.metrics.clear("peerguard_workload_cert_expiry_timestamp_seconds");
+        // Each namespace's view is computed once: compiling every workload against the whole
+        // mesh made a reload of 10,000 policies cost seconds.
+        let mut views: BTreeMap<&str, Vec<Resource>> = BTreeMap::new();
         for (key, entry) in &inputs.registry.workloads {
-            let policy = compile(&inputs.resources, &entry.to_compile(), &self.mesh);
+            let view = views
+                .entry(key.namespace.as_str())
+                .or_insert_with(|| scoped(&inputs.resources, &key.namespace, &self.mesh.root_namespace));
+            let policy = compile(view, &entry.to_compile(), &self.mesh);
             diagnostics += policy.diagnostics.len();
             for d in &policy.diagnostics {
                 tracing::debug!(node = %key, "compile: {d}");
@@ -169,6 +178,30 @@ impl Builder {
     }
 }
 
+/// The resources that can apply to a workload in `namespace`: AuthorizationPolicies,
+/// PeerAuthentications and legacy Policies (valid or not) of that namespace and of the root
+/// namespace, and everything else (DestinationRules, MeshPolicies, objects without a
+/// namespace). A superset of what `compile` considers, so decisions are the same; only
+/// diagnostics about other namespaces' objects are left out of this workload's policy.
+pub(crate) fn scoped(resources: &[Resource], namespace: &str, root: &str) -> Vec<Resource> {
+    resources
+        .iter()
+        .filter(|r| {
+            let ns = match r {
+                Resource::AuthorizationPolicy(o) => &o.metadata.namespace,
+                Resource::PeerAuthentication(o) => &o.metadata.namespace,
+                Resource::LegacyPolicy(o) => &o.metadata.namespace,
+                Resource::Invalid(o) if matches!(o.kind.as_str(), "AuthorizationPolicy" | "PeerAuthentication" | "Policy") => {
+                    &o.metadata.namespace
+                }
+                _ => return true,
+            };
+            ns.as_deref().is_none_or(|ns| ns == namespace || ns == root)
+        })
+        .cloned()
+        .collect()
+}
+
 fn report(inputs: &Inputs) {
     for e in &inputs.errors {
         tracing::warn!("config error: {e}");
@@ -185,4 +218,40 @@ fn report(inputs: &Inputs) {
         errors = inputs.errors.len(),
         "configuration loaded"
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use peerguard_filter::compile::Workload;
+    use peerguard_filter::istio::parse::parse_str;
+
+    #[test]
+    fn a_namespace_view_compiles_to_the_same_decisions_as_the_whole_mesh() {
+        let mut yaml = String::new();
+        for ns in ["foo", "bar", "istio-system"] {
+            for (i, action) in ["ALLOW", "DENY", "AUDIT"].iter().enumerate() {
+                yaml.push_str(&format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p{i}, namespace: {ns}}}\nspec:\n  action: {action}\n  rules: [{{from: [{{source: {{principals: [cluster.local/ns/{ns}/sa/x{i}]}}}}]}}]\n"));
+            }
+            yaml.push_str(&format!("---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: {ns}}}\nspec: {{mtls: {{mode: STRICT}}, portLevelMtls: {{\"8080\": {{mode: DISABLE}}}}}}\n"));
+            // Invalid: kept and compiled fail-closed, in its namespace only.
+            yaml.push_str(&format!("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: bad, namespace: {ns}}}\nspec: {{action: DENY, bogus: 1}}\n"));
+            yaml.push_str(&format!("---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {{name: default, namespace: {ns}}}\nspec: {{peers: [{{mtls: {{}}}}]}}\n"));
+        }
+        yaml.push_str("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nons}\nspec: {action: DENY, rules: [{}]}\n");
+        let parsed = parse_str(&yaml, "mesh.yaml");
+        assert!(parsed.resources.len() > 12);
+        let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into() };
+        for ns in ["foo", "bar", "default", "other"] {
+            let w = Workload { namespace: ns.into(), name: "w".into(), service_account: "w".into(), ..Default::default() };
+            let all = compile(&parsed.resources, &w, &mesh);
+            let view = scoped(&parsed.resources, ns, "istio-system");
+            assert!(view.len() < parsed.resources.len());
+            let some = compile(&view, &w, &mesh);
+            assert_eq!(serde_json::to_value(&all.mtls).unwrap(), serde_json::to_value(&some.mtls).unwrap(), "{ns}");
+            assert_eq!(serde_json::to_value(&all.policies).unwrap(), serde_json::to_value(&some.policies).unwrap(), "{ns}");
+            assert!(!some.policies.is_empty());
+        }
+    }
 }

@@ -5,6 +5,7 @@
 //! to the [`Store`]; the xDS services stream those snapshots to Envoy. A timer re-runs the
 //! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
 
+pub mod bench;
 mod build;
 
 use crate::ca::{self, duration, Ca, CaSource};

@@ -18,6 +18,7 @@ use super::{Inputs, Source, Unreadable};
 use crate::registry::{self, Registry, WorkloadEntry};
 use peerguard_filter::istio::parse::parse_str;
 use peerguard_filter::istio::{InvalidObject, ObjectKey, Resource};
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,6 +154,9 @@ struct FileContent {
 #[derive(Debug, Default)]
 pub struct Loader {
     last_good: BTreeMap<String, FileContent>,
+    /// The last result per file with a hash of the text it came from: an edit re-parses only
+    /// the files that changed (parsing dominates a reload of a large mesh).
+    cache: BTreeMap<String, ([u8; 32], Result<FileContent, Vec<String>>)>,
 }
 
 impl Loader {
@@ -171,7 +175,17 @@ impl Loader {
             let name = path.strip_prefix(dir).unwrap_or(&path).display().to_string();
             seen.insert(name.clone());
             let content = match std::fs::read_to_string(&path) {
-                Ok(text) => read_file(&text, &name),
+                Ok(text) => {
+                    let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                    match self.cache.get(&name) {
+                        Some((h, r)) if *h == hash => r.clone(),
+                        _ => {
+                            let r = read_file(&text, &name);
+                            self.cache.insert(name.clone(), (hash, r.clone()));
+                            r
+                        }
+                    }
+                }
                 Err(e) => Err(vec![format!("{name}: cannot read: {e}")]),
             };
             let content = match content {
@@ -195,6 +209,7 @@ impl Loader {
         }
         // A deleted file is a deliberate removal: forget it.
         self.last_good.retain(|k, _| seen.contains(k));
+        self.cache.retain(|k, _| seen.contains(k));
         let (registry, reg_errors) = Registry::build(entries);
         errors.extend(reg_errors.iter().map(|e| e.to_string()));
         let skipped = skipped.into_iter().filter(|s| !s.contains(&format!(": {} ", registry::KIND))).collect();
@@ -270,6 +285,9 @@ fn documents(text: &str) -> Vec<serde_json::Value> {
     }
     chunks
         .iter()
+        // Only documents that can be a Workload are parsed a second time: the Istio parser has
+        // read them all already, and YAML parsing dominates loading a large mesh.
+        .filter(|c| c.contains(registry::KIND))
         .flat_map(|c| serde_saphyr::from_multiple::<serde_json::Value>(c).unwrap_or_default())
         .flat_map(|v| match v {
             // `kind: List` as kubectl writes it.
