@@ -156,8 +156,11 @@ pub struct Loader {
     last_good: BTreeMap<String, FileContent>,
     /// The last result per file with a hash of the text it came from: an edit re-parses only
     /// the files that changed (parsing dominates a reload of a large mesh).
-    cache: BTreeMap<String, ([u8; 32], Result<FileContent, Vec<String>>)>,
+    cache: BTreeMap<String, ([u8; 32], FileResult)>,
 }
+
+/// A file's content, or the errors that make it unreadable.
+type FileResult = Result<FileContent, Vec<String>>;
 
 impl Loader {
     /// Reads the whole directory now.
@@ -225,7 +228,7 @@ pub fn load(dir: &Path) -> Inputs {
 
 /// One file's content, or the errors that make it unreadable: errors with no object left to
 /// fail closed on (a YAML syntax error, a document whose kind cannot be read).
-fn read_file(text: &str, name: &str) -> Result<FileContent, Vec<String>> {
+fn read_file(text: &str, name: &str) -> FileResult {
     let parsed = parse_str(text, name);
     // Objects the parser kept as `Invalid` carry their errors; any other error means part of
     // the file is unknown.
