@@ -40,7 +40,7 @@ finish() {
   fi
   step "down"
   compose down -v --remove-orphans >/dev/null 2>&1 || true
-  printf '\n%d passed, %d failed (%d s)\n' "$passed" "$failed" $(( $(date +%s) - t0 ))
+  printf '\ncompose test took %d s\n%d passed, %d failed\n' $(( $(date +%s) - t0 )) "$passed" "$failed"
   if [ "$rc" -eq 0 ] && [ "$failed" -gt 0 ]; then rc=1; fi
   if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then echo "aborted (exit $rc)"; fi
   exit "$rc"
