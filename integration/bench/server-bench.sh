@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The xDS server benchmark in one command: builds peerguard.wasm and the peerguard binary
-# (release), then runs `peerguard bench-server`:
+# (release), then runs `peerguard bench server`:
 #   [a] file write -> decision enforced by a real Envoy (p50/p99 over DENY on/off flips,
 #       polled with new mTLS connections every 5 ms);
 #   [b] a changed policy pushed to 1,000 simulated xDS clients (tonic ECDS streams over real
@@ -12,7 +12,7 @@
 #   bash integration/bench/server-bench.sh --flips 40 --clients 2000
 #   bash integration/bench/server-bench.sh --skip-envoy      # [b] and [c] only
 #
-# Other arguments go to `peerguard bench-server` (`--help` lists them).
+# Other arguments go to `peerguard bench server` (`--help` lists them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 log() { echo "[server-bench] $*" >&2; }
@@ -32,5 +32,5 @@ log "cargo build --release -p peerguard-server"
 cargo build --release -p peerguard-server >&2
 bin="$CARGO_TARGET_DIR/release/peerguard"
 [ -x "$bin" ] || { log "expected $bin, not found"; exit 1; }
-log "$bin bench-server $*"
-exec "$bin" bench-server "$@"
+log "$bin bench server $*"
+exec "$bin" bench server "$@"

@@ -6,20 +6,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-mod bench;
-mod bootstrap;
-mod ca;
-mod cli;
-mod demo;
-mod e2e;
-mod node;
-mod ops;
-mod registry;
-mod sandbox;
-mod serve;
-mod snapshot;
-mod source;
-mod xds;
+use peerguard_server::{bench, bootstrap, cli, demo, sandbox, serve};
 
 #[derive(Parser, Debug)]
 #[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
@@ -46,12 +33,9 @@ enum Command {
     /// Demo applications for the sandbox.
     #[command(hide = true)]
     Demo(demo::Args),
-    /// Benchmarks against a real Envoy (integration/bench/envoy-bench.sh runs them).
+    /// Benchmarks with real Envoy and the real server (integration/bench/*.sh run them).
     #[command(hide = true)]
     Bench(bench::Args),
-    /// The xDS server's benchmarks (integration/bench/server-bench.sh runs them).
-    #[command(name = "bench-server", hide = true)]
-    BenchServer(serve::bench::ServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,7 +53,6 @@ fn main() -> ExitCode {
         Command::Sandbox(a) => sandbox::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::BenchServer(a) => serve::bench::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),

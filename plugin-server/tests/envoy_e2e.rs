@@ -5,11 +5,9 @@
 //! from scripts/build-wasm.sh). Without them a test prints `SKIPPED: <why>` and passes,
 //! unless PEERGUARD_REQUIRE_ENVOY=1, then it fails.
 //!
-//! The runner module is compiled into this test directly (the binary crate has no library).
-#![allow(dead_code)]
+//! The runner is the library's `e2e` module, the same code as `peerguard test --envoy`.
 
-#[path = "../src/e2e/mod.rs"]
-mod e2e;
+use peerguard_server::e2e;
 
 use anyhow::{anyhow, bail, Context as _};
 use e2e::client::Probe;

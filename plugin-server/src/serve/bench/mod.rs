@@ -1,4 +1,4 @@
-//! `peerguard bench-server` (hidden; `integration/bench/server-bench.sh` runs it): the server's timing goals, measured on real parts and
+//! `peerguard bench server` (hidden; `integration/bench/server-bench.sh` runs it): the server's timing goals, measured on real parts and
 //! printed with goal checks. Nothing here asserts: timing lives in benchmarks, not tests.
 //!
 //! - [`flip`]: file write → decision enforced by a real Envoy (DENY on/off, polled with real
@@ -72,7 +72,7 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let exe = std::env::current_exe().context("locating the peerguard binary")?;
-    println!("peerguard bench-server ({} build, work dir {})", if cfg!(debug_assertions) { "DEBUG" } else { "release" }, work.display());
+    println!("peerguard bench server ({} build, work dir {})", if cfg!(debug_assertions) { "DEBUG" } else { "release" }, work.display());
     let mut checks = Vec::new();
 
     // (a) enforcement latency through Envoy.
