@@ -6,7 +6,8 @@
 //! the compile diagnostics for this workload.
 //!
 //! Exit code: 0 when a decision was computed, whatever it is (use `--fail-on-deny` to get 1
-//! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`).
+//! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`, or
+//! resources with errors — the decision, fail-closed for them, is still printed).
 
 use anyhow::{bail, Context};
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
@@ -205,7 +206,11 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         super::test::Format::Text => render(&explanation),
     };
     super::output::write_stdout(&text)?;
-    Ok(if args.fail_on_deny && !explanation.decision.allowed {
+    // Invalid input is exit 2 even though the decision (fail-closed for the invalid objects)
+    // is still printed: a script must not take a broken configuration for a clean answer.
+    Ok(if !explanation.config_errors.is_empty() {
+        2
+    } else if args.fail_on_deny && !explanation.decision.allowed {
         1
     } else {
         0
