@@ -24,6 +24,8 @@ enum Command {
     Test(cli::test::Args),
     /// Explain the decision for one request to one workload.
     Explain(cli::explain::Args),
+    /// Print the filter configuration (WorkloadPolicy JSON) compiled for one workload.
+    Compile(cli::compile::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
     Serve(serve::Args),
     /// Print an Envoy bootstrap for a sidecar that uses `peerguard serve`.
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Test(a) => cli::test::run(a),
         Command::Explain(a) => cli::explain::run(a),
+        Command::Compile(a) => cli::compile::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),
         Command::Sandbox(a) => sandbox::run(a),

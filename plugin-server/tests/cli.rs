@@ -109,3 +109,24 @@ fn test_command_exit_codes() {
     let o = peerguard(&["test", &d]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn compile_prints_the_filter_configuration_or_refuses() {
+    let dir = tempdir("compile");
+    write(&dir, "p.yaml", POLICIES);
+    let d = dir.to_string_lossy().into_owned();
+    let args = ["compile", "--config", &d, "--workload", "foo/httpbin", "--labels", "app=httpbin"];
+    let o = peerguard(&args);
+    assert_eq!(o.status.code(), Some(0));
+    let policy: peerguard_filter::WorkloadPolicy =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not a WorkloadPolicy: {e}"));
+    assert_eq!(policy.mtls.default.mode, peerguard_filter::schema::MtlsMode::Strict);
+    assert_eq!(policy.policies.len(), 1);
+    assert_eq!(policy.policies[0].policy.to_string(), "foo/allow-sleep");
+
+    write(&dir, "bad.yaml", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x, namespace: foo}\nspec: {mtls: {mode: STRCT}}\n");
+    let o = peerguard(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(o.stdout.is_empty(), "nothing printed for a broken configuration");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.yaml: PeerAuthentication foo/x: spec.mtls.mode"));
+}

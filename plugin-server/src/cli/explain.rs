@@ -9,34 +9,18 @@
 //! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`, or
 //! resources with errors — the decision, fail-closed for them, is still printed).
 
-use anyhow::{bail, Context};
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
-use peerguard_filter::istio::parse::parse_path;
 use peerguard_filter::scenario::describe_reason;
 use peerguard_filter::schema::{HttpRequest, Peer, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 #[command(group(clap::ArgGroup::new("client").required(true).args(["peer", "plaintext"])))]
 pub struct Args {
-    /// File or directory of Istio resources (YAML/JSON).
-    #[arg(long)]
-    pub config: PathBuf,
-    /// The server workload, `namespace/name`.
-    #[arg(long)]
-    pub workload: String,
-    /// Workload labels, `k=v,k2=v2`.
-    #[arg(long, value_delimiter = ',')]
-    pub labels: Vec<String>,
-    #[arg(long, default_value = "default")]
-    pub service_account: String,
-    /// Services (in the workload namespace) that select the workload, for legacy Policy targets.
-    #[arg(long, value_delimiter = ',')]
-    pub services: Vec<String>,
+    #[command(flatten)]
+    pub target: super::workload::WorkloadArgs,
     /// Workload (target) port the connection arrives on.
     #[arg(long, default_value_t = 80)]
     pub port: u16,
@@ -61,13 +45,6 @@ pub struct Args {
     pub header: Vec<String>,
     #[arg(long)]
     pub source_ip: Option<IpAddr>,
-    #[arg(long, default_value = "cluster.local")]
-    pub trust_domain: String,
-    /// `meshConfig.trustDomainAliases` (repeatable or comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub trust_domain_alias: Vec<String>,
-    #[arg(long, default_value = "istio-system")]
-    pub root_namespace: String,
     #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
     pub output: super::test::Format,
     /// Exit 1 when the decision is DENY.
@@ -102,57 +79,15 @@ struct PolicySummary {
     invalid: Option<String>,
 }
 
-fn pair(v: &str, what: &str) -> anyhow::Result<(String, String)> {
-    match v.split_once('=') {
-        Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
-        _ => bail!("--{what} {v:?}: expected key=value"),
-    }
-}
-
 fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
-    let Some((namespace, name)) = args
-        .workload
-        .split_once('/')
-        .filter(|(n, w)| !n.is_empty() && !w.is_empty())
-    else {
-        bail!("--workload {:?}: expected namespace/name", args.workload);
-    };
-    let labels = args
-        .labels
-        .iter()
-        .filter(|l| !l.is_empty())
-        .map(|l| pair(l, "labels"))
-        .collect::<Result<BTreeMap<_, _>, _>>()?;
-    let workload = Workload {
-        namespace: namespace.into(),
-        name: name.into(),
-        service_account: args.service_account.clone(),
-        labels,
-        services: args
-            .services
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect(),
-        service_ports: Vec::new(),
-    };
-    let mesh = MeshConfig {
-        trust_domain: args.trust_domain.clone(),
-        trust_domain_aliases: args
-            .trust_domain_alias
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect(),
-        root_namespace: args.root_namespace.clone(),
-    };
+    let (workload, mesh) = args.target.resolve()?;
     let http = if args.tcp {
         None
     } else {
         let headers = args
             .header
             .iter()
-            .map(|h| pair(h, "header").map(|(k, v)| (k.to_ascii_lowercase(), v)))
+            .map(|h| super::workload::pair(h, "header").map(|(k, v)| (k.to_ascii_lowercase(), v)))
             .collect::<Result<Vec<_>, _>>()?;
         Some(HttpRequest {
             method: args.method.clone(),
@@ -160,7 +95,7 @@ fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
             host: args
                 .host
                 .clone()
-                .unwrap_or_else(|| format!("{name}.{namespace}")),
+                .unwrap_or_else(|| format!("{}.{}", workload.name, workload.namespace)),
             headers,
         })
     };
@@ -186,13 +121,13 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             return Ok(2);
         }
     };
-    if let Err(e) = std::fs::metadata(&args.config)
-        .with_context(|| format!("--config {}", args.config.display()))
-    {
-        eprintln!("error: {e:#}");
-        return Ok(2);
-    }
-    let parsed = parse_path(&args.config);
+    let parsed = match args.target.read_config() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
     let policy = compile(&parsed.resources, &workload, &mesh);
     let decision = decide::decide(&policy, &request);
     let explanation = explain(

@@ -1,4 +1,6 @@
 //! Human-facing subcommands.
+pub mod compile;
 pub mod explain;
 pub mod output;
 pub mod test;
+pub mod workload;
