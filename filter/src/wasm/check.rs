@@ -1,6 +1,6 @@
 //! One check: facts → `Request` → `Decision` → what to do, with its log line and counters.
 
-use super::facts::{self, ConnFacts};
+use super::facts::{self, ConnFacts, FactsError, Needs};
 use super::host::{self, WasmHost};
 use super::root::{Active, Shared};
 use crate::schema::{Decision, HttpRequest, Reason, ShadowResult};
@@ -16,26 +16,23 @@ pub(crate) enum Verdict {
 }
 
 /// `http` is only called when the engine will run (not in deny-all), so a denied request
-/// costs no header copy.
+/// costs no header copy; it reads what its argument says the configuration can use.
 pub(crate) fn check(
     shared: &Shared,
     active: &Active,
     kind: &str,
-    http: impl FnOnce() -> Result<HttpRequest, String>,
+    http: impl FnOnce(Needs) -> Result<HttpRequest, String>,
 ) -> Verdict {
     let level = shared.log_level.get();
-    let engine = match active {
-        Active::Ready(e) => e,
+    let (engine, needs) = match active {
+        Active::Ready(e, n) => (e, n),
         Active::DenyAll(why) => {
             shared.metrics.borrow().record_denied();
             log(shared, LogLevel::Info, &format!("deny {kind}: {why}"));
             return Verdict::Deny;
         }
     };
-    let conn = {
-        let mut sans = shared.sans.borrow_mut();
-        facts::read_conn(&WasmHost, &mut sans)
-    };
+    let conn = conn_facts(shared, kind == "http", needs);
     let conn: ConnFacts = match conn {
         Ok(c) => c,
         Err(e) => {
@@ -55,7 +52,7 @@ pub(crate) fn check(
             &format!("peer certificate unusable, treating the peer as having no URI SAN: {why}"),
         );
     }
-    let http = match http() {
+    let http = match http(*needs) {
         Ok(h) => Some(h),
         Err(why) if kind == "http" => {
             shared.metrics.borrow().record_denied();
@@ -74,6 +71,8 @@ pub(crate) fn check(
             Some(p) => p.uri_sans.join(","),
         };
         let what = match &request.http {
+            // Not read when no policy names them (`Needs::request_line`).
+            Some(h) if h.method.is_empty() && h.path.is_empty() => "request".to_string(),
             Some(h) => format!("{} {} host {}", h.method, h.path, h.host),
             None => "connection".to_string(),
         };
@@ -110,6 +109,30 @@ pub(crate) fn check(
             _ => Verdict::Deny,
         }
     }
+}
+
+/// The facts of this request's connection. HTTP requests of a keep-alive connection share
+/// them through the connection cache (one `connection.id` read instead of every attribute);
+/// a connection without a readable id is read in full each time, never guessed.
+fn conn_facts(shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts, FactsError> {
+    let id = if cached {
+        facts::connection_id(&WasmHost)
+    } else {
+        None
+    };
+    if let Some(id) = id {
+        if let Some(hit) = shared.conns.borrow().get(id, needs) {
+            return Ok(hit.clone());
+        }
+    }
+    let read = {
+        let mut sans = shared.sans.borrow_mut();
+        facts::read_conn(&WasmHost, &mut sans, needs)?
+    };
+    if let Some(id) = id {
+        shared.conns.borrow_mut().put(id, *needs, read.clone());
+    }
+    Ok(read)
 }
 
 /// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").

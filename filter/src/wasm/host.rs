@@ -1,6 +1,7 @@
 //! Every hostcall the adapter makes, with its `Status` mapped to a value or a log line.
 
-use super::facts::{Host, HostError};
+use super::facts::{Host, HostError, Needs};
+use crate::schema::HttpRequest;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
 
@@ -47,6 +48,44 @@ pub(crate) fn request_headers() -> Result<Vec<(String, String)>, String> {
                 .collect()
         })
         .map_err(|s| format!("reading request headers: host returned {s:?}"))
+}
+
+/// One request header (first value), lossily decoded like [`request_headers`]; absent → empty.
+/// Only used for the pseudo-headers, which are never repeated.
+pub(crate) fn request_header(name: &str) -> Result<String, String> {
+    hostcalls::get_map_value_bytes(proxy_wasm::types::MapType::HttpRequestHeaders, name)
+        .map(|v| {
+            v.map(|v| {
+                String::from_utf8(v)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            })
+            .unwrap_or_default()
+        })
+        .map_err(|s| format!("reading request header {name}: host returned {s:?}"))
+}
+
+/// The HTTP part of a request, as much as `needs` asks for: the full header map when a
+/// policy looks at headers; else `:method`, `:path` and `:authority` when an operation
+/// names them (three small reads instead of copying every header into the VM); else
+/// nothing (empty values no rule of this configuration looks at).
+pub(crate) fn http_request(needs: Needs) -> Result<HttpRequest, String> {
+    if needs.headers {
+        return request_headers().map(super::facts::http_request);
+    }
+    if !needs.request_line {
+        return Ok(HttpRequest {
+            method: String::new(),
+            path: String::new(),
+            host: String::new(),
+            headers: Vec::new(),
+        });
+    }
+    Ok(HttpRequest {
+        method: request_header(":method")?,
+        path: request_header(":path")?,
+        host: request_header(":authority")?,
+        headers: Vec::new(),
+    })
 }
 
 pub(crate) fn plugin_configuration() -> Result<Option<Vec<u8>>, String> {

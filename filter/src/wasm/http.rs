@@ -1,7 +1,6 @@
 //! The HTTP filter context: one per request.
 
 use super::check::{check, Verdict};
-use super::facts;
 use super::host;
 use super::root::{Active, Shared};
 use proxy_wasm::hostcalls;
@@ -24,9 +23,7 @@ impl Context for HttpFilter {}
 
 impl HttpContext for HttpFilter {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let verdict = check(&self.shared, &self.active, "http", || {
-            host::request_headers().map(facts::http_request)
-        });
+        let verdict = check(&self.shared, &self.active, "http", host::http_request);
         match verdict {
             Verdict::Allow => Action::Continue,
             Verdict::Deny => {

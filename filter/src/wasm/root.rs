@@ -1,6 +1,6 @@
 //! The root context: configuration lifecycle and the factory of per-stream contexts.
 
-use super::facts::SanCache;
+use super::facts::{ConnCache, Needs, SanCache};
 use super::host;
 use super::metrics::Metrics;
 use super::{http::HttpFilter, stream::TcpFilter};
@@ -9,22 +9,28 @@ use crate::schema::WorkloadPolicy;
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 /// What a new stream is checked against. Streams keep the one they started with, so a
 /// configuration swap never changes a decision half-way.
 #[derive(Clone)]
 pub(crate) enum Active {
-    Ready(Rc<Engine>),
+    /// The engine, and which optional attributes its policies can look at.
+    Ready(Rc<Engine>, Needs),
     /// No valid configuration yet: everything is denied, and this says why.
     DenyAll(Rc<str>),
 }
 
 /// State shared by the root and the contexts it creates (all on one VM thread).
 pub(crate) struct Shared {
-    pub metrics: RefCell<Metrics>,
+    /// One per VM (see [`vm_metrics`]): every root defines the same counters.
+    pub metrics: Rc<RefCell<Metrics>>,
     pub sans: RefCell<SanCache>,
+    /// Connection facts by `connection.id`, for the HTTP filter's keep-alive requests.
+    pub conns: RefCell<ConnCache>,
     /// Cached so a per-request debug line costs nothing when debug is off; refreshed on tick.
     pub log_level: Cell<LogLevel>,
 }
@@ -50,12 +56,62 @@ fn kind_of(root_id: &str) -> Kind {
     }
 }
 
+/// Identifies configuration bytes without keeping them: length and two independent 64-bit
+/// SipHashes (fixed keys, separated by a different prefix), 136 bits in all. The bytes come
+/// from the control plane, not from traffic.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ConfigKey(usize, u64, u64);
+
+impl ConfigKey {
+    fn of(bytes: &[u8]) -> Self {
+        let hash = |salt: u8| {
+            let mut h = DefaultHasher::new();
+            h.write_u8(salt);
+            h.write(bytes);
+            h.finish()
+        };
+        ConfigKey(bytes.len(), hash(0x5a), hash(0xa5))
+    }
+}
+
+thread_local! {
+    /// Engines alive in this VM by configuration: the HTTP and the network filter of a
+    /// listener usually carry the same policy, and one engine (the indexes of 10,000
+    /// policies are megabytes) serves both. Weak: an engine lives as long as a root or an
+    /// in-flight stream holds it.
+    static ENGINES: RefCell<Vec<(ConfigKey, Weak<Engine>)>> = const { RefCell::new(Vec::new()) };
+    /// The counters are the same Envoy metrics for every root of the VM; their per-policy
+    /// name tables are kept once.
+    static METRICS: Rc<RefCell<Metrics>> = Rc::new(RefCell::new(Metrics::default()));
+}
+
+fn vm_metrics() -> Rc<RefCell<Metrics>> {
+    METRICS.with(Rc::clone)
+}
+
+/// The engine for these configuration bytes: a live one of another root, or a new one.
+fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
+    let key = ConfigKey::of(bytes);
+    let live = ENGINES.with(|e| {
+        let mut e = e.borrow_mut();
+        e.retain(|(_, w)| w.strong_count() > 0);
+        e.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
+    });
+    if let Some(engine) = live {
+        return Ok(engine);
+    }
+    let engine = Rc::new(Root::load(bytes)?);
+    ENGINES.with(|e| e.borrow_mut().push((key, Rc::downgrade(&engine))));
+    Ok(engine)
+}
+
 impl Root {
     pub fn new() -> Self {
         Root {
             shared: Rc::new(Shared {
-                metrics: RefCell::new(Metrics::default()),
+                metrics: vm_metrics(),
                 sans: RefCell::new(SanCache::default()),
+                conns: RefCell::new(ConnCache::default()),
                 log_level: Cell::new(LogLevel::Info),
             }),
             active: Active::DenyAll("no configuration received yet".into()),
@@ -77,12 +133,10 @@ impl Root {
     }
 
     /// Parse and index a configuration. Nothing of this happens per request.
-    fn load(bytes: &[u8]) -> Result<(Engine, WorkloadPolicy), String> {
+    fn load(bytes: &[u8]) -> Result<Engine, String> {
         let policy: WorkloadPolicy = serde_json::from_slice(bytes)
             .map_err(|e| format!("configuration is not a valid WorkloadPolicy JSON: {e}"))?;
-        let engine =
-            Engine::new(policy.clone()).map_err(|e| format!("configuration rejected: {e}"))?;
-        Ok((engine, policy))
+        Engine::new(policy).map_err(|e| format!("configuration rejected: {e}"))
     }
 }
 
@@ -103,8 +157,9 @@ impl RootContext for Root {
                 *m = Metrics::base();
             }
         }
-        // Keeps the debug-line gate in step with runtime log-level changes.
-        let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(5));
+        // Keeps the debug-line gate in step with runtime log-level changes, and flushes the
+        // allow counters (see `Metrics::flush`).
+        let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1));
         let bytes = match host::plugin_configuration() {
             Ok(b) => b,
             Err(why) => {
@@ -122,13 +177,18 @@ impl RootContext for Root {
                 return true;
             }
         };
-        match Self::load(&bytes) {
-            Ok((engine, policy)) => {
-                self.shared.metrics.borrow_mut().define_policies(&policy);
+        // Facts cached under the previous configuration are not reused under this one
+        // (they are still correct, but may lack an attribute only the new one needs).
+        self.shared.conns.borrow_mut().clear();
+        match shared_engine(&bytes) {
+            Ok(engine) => {
+                let policy = engine.policy();
+                let needs = Needs::of(policy);
+                self.shared.metrics.borrow_mut().define_policies(policy);
                 self.log(
                     LogLevel::Info,
                     &format!(
-                        "configured {} filter for workload {}/{}: {} policies, default mTLS {:?}, {} port overrides",
+                        "configured {} filter for workload {}/{}: {} policies, default mTLS {:?}, {} port overrides, reads {needs:?}",
                         if kind == Kind::Tcp { "network" } else { "HTTP" },
                         policy.workload.namespace,
                         policy.workload.name,
@@ -140,12 +200,12 @@ impl RootContext for Root {
                 for d in &policy.diagnostics {
                     self.log(LogLevel::Warn, &format!("compile diagnostic: {d}"));
                 }
-                self.active = Active::Ready(Rc::new(engine));
+                self.active = Active::Ready(engine, needs);
                 true
             }
             Err(why) => {
                 let keeps = match self.active {
-                    Active::Ready(_) => "the previous configuration stays in force",
+                    Active::Ready(..) => "the previous configuration stays in force",
                     Active::DenyAll(_) => "every request stays denied",
                 };
                 self.log(LogLevel::Error, &format!("{why}; rejecting it ({keeps})"));
@@ -156,6 +216,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         self.shared.log_level.set(host::log_level());
+        self.shared.metrics.borrow().flush();
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -43,7 +43,7 @@ impl StreamContext for TcpFilter {
             State::Denied => return Action::Pause,
             State::Undecided => {}
         }
-        let verdict = check(&self.shared, &self.active, "tcp", || Err("tcp".into()));
+        let verdict = check(&self.shared, &self.active, "tcp", |_| Err("tcp".into()));
         match verdict {
             Verdict::Allow => {
                 self.state = State::Allowed;
