@@ -315,7 +315,7 @@ mod tests {
         assert!(args(&["--plaintext", "--tcp", "--method", "GET"]).is_err());
         assert!(inputs(&args(&["--plaintext", "--labels", "novalue"]).unwrap()).is_err());
         let mut a = args(&["--plaintext"]).unwrap();
-        a.workload = "no-slash".into();
+        a.target.workload = "no-slash".into();
         assert!(inputs(&a).is_err());
     }
 }
