@@ -2,6 +2,8 @@
 # Builds the peerguard proxy-wasm module (one .wasm for the HTTP and the network filter).
 #
 #   bash scripts/build-wasm.sh            # prints the path of the built module on stdout
+#   bash scripts/build-wasm.sh PACKAGE OUT  # another proxy-wasm package of the workspace
+#                                           # (the benchmark's no-op module), copied to OUT
 #
 # Uses the toolchain recorded by scripts/setup.sh in .peerguard/env:
 #   rustup: the wasm32-unknown-unknown target from rustup, plain `cargo build`.
@@ -37,7 +39,9 @@ if [ -n "${PEERGUARD_WASM_OPT_LEVEL:-}" ]; then
   export CARGO_PROFILE_RELEASE_OPT_LEVEL=$PEERGUARD_WASM_OPT_LEVEL
 fi
 
-build_args=(build -p peerguard-filter --no-default-features --target "$target" --release)
+package=${1:-peerguard-filter}
+out_name=${2:-peerguard.wasm}
+build_args=(build -p "$package" --no-default-features --target "$target" --release)
 
 cd "$root"
 case "${PEERGUARD_WASM_TOOLCHAIN:-rustup}" in
@@ -72,9 +76,9 @@ case "${PEERGUARD_WASM_TOOLCHAIN:-rustup}" in
     log "unknown PEERGUARD_WASM_TOOLCHAIN=${PEERGUARD_WASM_TOOLCHAIN}"; exit 1 ;;
 esac
 
-built="$target_dir/$target/release/peerguard_filter.wasm"
+built="$target_dir/$target/release/${package//-/_}.wasm"
 [ -f "$built" ] || { log "expected $built, not found"; exit 1; }
-out="$target_dir/peerguard.wasm"
+out="$target_dir/$out_name"
 # Copy through a temporary name so a running Envoy never reads a half-written file.
 cp "$built" "$out.tmp" && mv -f "$out.tmp" "$out"
 size=$(stat -c %s "$out")
