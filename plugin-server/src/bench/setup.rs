@@ -302,33 +302,8 @@ impl BootstrapInput<'_> {
     }
 
     fn http_chain(&self, filter: Option<&Value>) -> Value {
-        let mut http_filters: Vec<Value> = filter.into_iter().cloned().collect();
-        http_filters.push(json!({
-            "name": "envoy.filters.http.router",
-            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-        }));
-        json!([{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "bench_http",
-                "codec_type": "AUTO",
-                "normalize_path": true,
-                "merge_slashes": false,
-                "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
-                "forward_client_cert_details": "SANITIZE_SET",
-                "set_current_client_cert_details": {"uri": true},
-                "route_config": {
-                    "name": "app",
-                    "virtual_hosts": [{
-                        "name": "app",
-                        "domains": ["*"],
-                        "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app_http", "timeout": "5s"}}],
-                    }],
-                },
-                "http_filters": http_filters,
-            },
-        }])
+        let http_filters: Vec<Value> = filter.into_iter().cloned().collect();
+        json!([crate::e2e::config::inbound_hcm("bench_http", http_filters, "app_http")])
     }
 
     fn tcp_chain(&self, filter: Option<&Value>) -> Value {

@@ -126,34 +126,7 @@ impl Bootstrap<'_> {
                         },
                     }));
                 }
-                http_filters.push(json!({
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-                }));
-                vec![json!({
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": stat,
-                        "codec_type": "AUTO",
-                        "normalize_path": true,
-                        "merge_slashes": false,
-                        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
-                        // Replace whatever the client sent with the verified peer (mTLS) or
-                        // strip it (plaintext): the app never sees a client-made identity.
-                        "forward_client_cert_details": "SANITIZE_SET",
-                        "set_current_client_cert_details": {"uri": true},
-                        "route_config": {
-                            "name": "app",
-                            "virtual_hosts": [{
-                                "name": "app",
-                                "domains": ["*"],
-                                "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app_http", "timeout": "5s"}}],
-                            }],
-                        },
-                        "http_filters": http_filters,
-                    },
-                })]
+                vec![inbound_hcm(&stat, http_filters, "app_http")]
             }
             ListenerProto::Tcp => {
                 let mut filters = Vec::new();
@@ -209,6 +182,39 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
         "load_assignment": {
             "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(addr)}}]}],
+        },
+    })
+}
+
+/// The inbound HTTP connection manager of every peerguard listener: Istio's default path
+/// normalization before authorization, the verified peer forwarded to the app (a client-sent
+/// XFCC is replaced on mTLS and stripped on plaintext), `http_filters` then the router to
+/// `cluster`. Shared by `test --envoy` and the Envoy benchmark so they measure one listener.
+pub fn inbound_hcm(stat_prefix: &str, mut http_filters: Vec<Value>, cluster: &str) -> Value {
+    http_filters.push(json!({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }));
+    json!({
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "normalize_path": true,
+            "merge_slashes": false,
+            "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+            "forward_client_cert_details": "SANITIZE_SET",
+            "set_current_client_cert_details": {"uri": true},
+            "route_config": {
+                "name": "app",
+                "virtual_hosts": [{
+                    "name": "app",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster, "timeout": "5s"}}],
+                }],
+            },
+            "http_filters": http_filters,
         },
     })
 }
