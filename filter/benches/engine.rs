@@ -41,6 +41,8 @@ fn workload(n: usize) -> WorkloadPolicy {
         mtls: MtlsPolicy { default: ModeFrom { mode: MtlsMode::Strict, from: None }, ports: BTreeMap::new() },
         policies,
         diagnostics: Vec::new(),
+        path_normalization: Default::default(),
+        num_trusted_proxies: 0,
     }
 }
 
@@ -56,6 +58,7 @@ fn request(principal: &str, http: bool) -> Request {
             path: "/api/v1/items?page=2".into(),
             host: "httpbin.foo:8000".into(),
             headers: vec![("user-agent".into(), "bench".into())],
+            version: Default::default(),
         }),
     }
 }

@@ -12,6 +12,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod decide;
+pub mod hcm;
 pub mod identity;
 pub mod path;
 pub mod schema;

@@ -1,28 +1,87 @@
-//! Istio's default (BASE) path normalization, applied before path matching, and URI
-//! templates (`{*}`, `{**}`).
+//! Path normalization as Envoy's connection manager applies it for each of Istio's
+//! `pathNormalization` settings, and URI templates (`{*}`, `{**}`).
 //!
-//! BASE is Envoy's `normalize_path: true` with escaped slashes kept unchanged
-//! (https://istio.io/latest/docs/reference/config/security/normalization/): `\` becomes `/`,
-//! percent-encoded *unreserved* characters are decoded, `.`/`..` segments are resolved
-//! (RFC 3986 5.2.4). `//` is not merged (that is `MERGE_SLASHES`) and `%2F` stays as is.
-//! Authorization matches the path without query or fragment.
+//! Envoy normalizes *before* any filter runs and forwards the normalized path, so the
+//! filter matches the path exactly as it is given (the one the app receives): see
+//! [`url_path`]. [`normalize`] is for in-process runs (`crate::hcm`), to give them the
+//! path Envoy would give the filter. Observed on Envoy 1.40 (`normalize_path: true`, the
+//! Chromium URL canonicalizer): `\` becomes `/`, percent-encoded *unreserved* characters
+//! are decoded, `"<>^`{|}` are percent-encoded, `.`/`..` segments are resolved (RFC 3986
+//! 5.2.4), a run of leading slashes becomes one; other escapes (`%2F`, `%2f`, `%20`) stay as
+//! they are. MERGE_SLASHES then merges `//`; DECODE_AND_MERGE_SLASHES first decodes
+//! `%2F`/`%5C` (`UNESCAPE_AND_FORWARD`). The query is never touched.
 
-use crate::schema::TemplateSegment;
-use std::borrow::Cow;
+use crate::schema::{PathNormalization, TemplateSegment};
 
-/// The path that `paths`/`notPaths` are matched against. Borrows when nothing changes
-/// (the usual case), so the hot path does not allocate.
-pub fn normalize(raw: &str) -> Cow<'_, str> {
-    let end = raw.find(['?', '#']).unwrap_or(raw.len());
-    let path = &raw[..end];
-    if !path.contains(['\\', '%']) && !has_dot_segment(path) {
-        return Cow::Borrowed(path);
+/// The part of a (normalized) `:path` that `paths`/`notPaths` match: without query or
+/// fragment, as Envoy's `url_path` matcher.
+pub fn url_path(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    &path[..end]
+}
+
+/// The `:path` Envoy passes on under `mode`. The request target has already been checked
+/// (origin-form, visible ASCII, no `#`): see `crate::hcm`.
+pub fn normalize(target: &str, mode: PathNormalization) -> String {
+    let (path, query) = match target.find('?') {
+        Some(i) => target.split_at(i),
+        None => (target, ""),
+    };
+    let mut out = match mode {
+        PathNormalization::None => return target.to_string(),
+        PathNormalization::Base | PathNormalization::MergeSlashes => canonical(path),
+        PathNormalization::DecodeAndMergeSlashes => canonical(&unescape_slashes(path)),
+    };
+    if matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes) {
+        out = merge_slashes(&out);
     }
+    out.push_str(query);
+    out
+}
+
+/// Envoy's `normalize_path` on the path part.
+fn canonical(path: &str) -> String {
     let decoded = decode_unreserved(path);
-    if !has_dot_segment(&decoded) {
-        return Cow::Owned(decoded);
+    let resolved = if has_dot_segment(&decoded) { remove_dot_segments(&decoded) } else { decoded };
+    let trimmed = resolved.trim_start_matches('/');
+    if trimmed.len() + 1 < resolved.len() {
+        format!("/{trimmed}")
+    } else {
+        resolved
     }
-    Cow::Owned(remove_dot_segments(&decoded))
+}
+
+/// `%2F`/`%2f` → `/`, `%5C`/`%5c` → `\\`.
+fn unescape_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    while let Some(i) = rest.find('%') {
+        out.push_str(&rest[..i]);
+        let esc = rest.get(i..i + 3).unwrap_or(&rest[i..]);
+        match esc.to_ascii_uppercase().as_str() {
+            "%2F" => out.push('/'),
+            "%5C" => out.push('\\'),
+            _ => {
+                out.push('%');
+                rest = &rest[i + 1..];
+                continue;
+            }
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn merge_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn has_dot_segment(path: &str) -> bool {
@@ -42,8 +101,11 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// `\` → `/`, `%XX` of an unreserved character → the character; other escapes (e.g. `%2F`)
-/// and malformed ones are kept verbatim.
+/// Characters the canonicalizer percent-encodes in a path (observed on Envoy 1.40).
+const ESCAPED: &[u8] = b"\"<>^`{|}";
+
+/// `\` → `/`, `%XX` of an unreserved character → the character, [`ESCAPED`] characters
+/// → `%XX`; other escapes (e.g. `%2F`) and malformed ones are kept verbatim.
 fn decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -64,6 +126,11 @@ fn decode_unreserved(path: &str) -> String {
                     continue;
                 }
             }
+        }
+        if ESCAPED.contains(&b) {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+            i += 1;
+            continue;
         }
         out.push(b);
         i += 1;
@@ -160,8 +227,14 @@ pub fn parse_template(value: &str) -> Result<Option<Vec<TemplateSegment>>, Templ
     Ok(Some(tokens))
 }
 
-/// Full match of a normalized path against template tokens: `Literal` verbatim, `One` one
-/// or more characters other than `/`, `Any` zero or more characters including `/`.
+/// The characters Envoy's URI-template matcher lets `{*}`/`{**}` match (`pchar` of RFC
+/// 3986 plus `*`, and `/` for `{**}`); notably not `[` or `]`.
+fn template_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;:@=".contains(c)
+}
+
+/// Full match of a path against template tokens: `Literal` verbatim, `One` one or more
+/// [`template_char`]s, `Any` zero or more [`template_char`]s or `/`.
 pub fn template_matches(tokens: &[TemplateSegment], path: &str) -> bool {
     let Some((first, rest)) = tokens.split_first() else {
         return path.is_empty();
@@ -169,23 +242,15 @@ pub fn template_matches(tokens: &[TemplateSegment], path: &str) -> bool {
     match first {
         TemplateSegment::Literal(l) => path.strip_prefix(l.as_str()).is_some_and(|p| template_matches(rest, p)),
         TemplateSegment::One => {
-            let seg_end = path.find('/').unwrap_or(path.len());
-            path[..seg_end]
-                .char_indices()
-                .skip(1)
-                .map(|(k, _)| k)
-                .chain(std::iter::once(seg_end))
-                .filter(|&k| k > 0)
-                .any(|k| template_matches(rest, &path[k..]))
+            let seg_end = path.find(|c: char| !template_char(c)).unwrap_or(path.len());
+            (1..=seg_end).filter(|&k| path.is_char_boundary(k)).any(|k| template_matches(rest, &path[k..]))
         }
         TemplateSegment::Any => {
+            let end = path.find(|c: char| c != '/' && !template_char(c)).unwrap_or(path.len());
             if rest.is_empty() {
-                return true;
+                return end == path.len();
             }
-            path.char_indices()
-                .map(|(k, _)| k)
-                .chain(std::iter::once(path.len()))
-                .any(|k| template_matches(rest, &path[k..]))
+            (0..=end).filter(|&k| path.is_char_boundary(k)).any(|k| template_matches(rest, &path[k..]))
         }
     }
 }
@@ -194,42 +259,80 @@ pub fn template_matches(tokens: &[TemplateSegment], path: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// Every row was observed on Envoy 1.40 (`normalize_path: true`, raw HTTP/1.1 bytes,
+    /// the path the upstream received).
     #[test]
-    fn normalization_table() {
+    fn base_matches_envoy() {
         let cases: &[(&str, &str)] = &[
             ("/a/../b", "/b"),
             ("/a/./b", "/a/b"),
             ("\\a", "/a"),
+            ("/a\\\\b", "/a//b"),
             ("/a\\..\\b", "/b"),
             ("/%41", "/A"),
-            ("/%7e%2D%5f%2e", "/~-_."),
+            ("/A%2D", "/A-"),
+            ("/%7E%7e", "/~~"),
             ("/a/%2e%2e/b", "/b"),
-            ("/a%2Fb", "/a%2Fb"),
-            ("/a%2fb", "/a%2fb"),
+            ("/a/%2E./b", "/b"),
+            ("/a/.%2e/b", "/b"),
+            ("/a%2e%2e", "/a.."),
+            ("/a%2fb/%2E%2e/c%5cd%41%7e", "/c%5cdA~"),
+            ("/a/..%2fb", "/a/..%2fb"),
+            ("/a/%2e%2e%2f", "/a/..%2f"),
+            ("/%2F/../x", "/x"),
             ("/a%20b", "/a%20b"),
-            ("/%zz/%4", "/%zz/%4"),
-            ("/allow?param=value", "/allow"),
-            ("/allow#frag", "/allow"),
-            ("/a/..?x=/../", "/"),
-            ("/../../x", "/x"),
+            ("/a%zz%4", "/a%zz%4"),
+            ("/a%252e", "/a%252e"),
+            ("/%e2%82%ac", "/%e2%82%ac"),
+            ("/a?x=1/../y", "/a?x=1/../y"),
+            ("/a%3Fb/../c", "/c"),
+            ("/a;b/../c", "/c"),
+            ("/a/.../b", "/a/.../b"),
             ("/a/b/..", "/a/"),
-            ("/a/.", "/a/"),
-            ("//a//b", "//a//b"),
-            ("//a/../b", "//b"),
-            ("/a/..b/.c", "/a/..b/.c"),
-            ("/", "/"),
-            ("/héllo/./x", "/héllo/x"),
+            ("/a/./", "/a/"),
+            ("/./a", "/a"),
+            ("/..", "/"),
+            ("/.a", "/.a"),
+            ("//a//b", "/a//b"),
+            ("///a", "/a"),
+            ("//a/../b", "/b"),
+            ("//a//b/./c", "/a//b/c"),
+            ("/a\"b", "/a%22b"),
+            ("/a<b", "/a%3Cb"),
+            ("/a{b}", "/a%7Bb%7D"),
+            ("/a|b", "/a%7Cb"),
+            ("/a^b", "/a%5Eb"),
+            ("/a`b", "/a%60b"),
+            ("/a'b", "/a'b"),
+            ("/a[b]", "/a[b]"),
+            ("/ab%23c", "/ab%23c"),
+            ("/a?q=\"x\"", "/a?q=\"x\""),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalize(raw), *want, "normalize({raw})");
+            assert_eq!(normalize(raw, PathNormalization::Base), *want, "normalize({raw})");
         }
     }
 
     #[test]
-    fn unchanged_paths_are_borrowed() {
-        assert!(matches!(normalize("/api/v1/items"), Cow::Borrowed("/api/v1/items")));
-        assert!(matches!(normalize("/api?x=1"), Cow::Borrowed("/api")));
-        assert!(matches!(normalize("/a/./b"), Cow::Owned(_)));
+    fn other_modes() {
+        let cases: &[(PathNormalization, &str, &str)] = &[
+            (PathNormalization::None, "/a/../b//c%2F", "/a/../b//c%2F"),
+            (PathNormalization::MergeSlashes, "/a//b///c/../d?x=//", "/a/b/d?x=//"),
+            (PathNormalization::MergeSlashes, "/a%2F%2Fb", "/a%2F%2Fb"),
+            (PathNormalization::DecodeAndMergeSlashes, "/a%2F%2fb", "/a/b"),
+            (PathNormalization::DecodeAndMergeSlashes, "/admin%2F..%2Fpublic", "/public"),
+            (PathNormalization::DecodeAndMergeSlashes, "/a%5Cb", "/a/b"),
+        ];
+        for (mode, raw, want) in cases {
+            assert_eq!(normalize(raw, *mode), *want, "{mode:?} {raw}");
+        }
+    }
+
+    #[test]
+    fn url_path_drops_the_query() {
+        assert_eq!(url_path("/allow?param=value"), "/allow");
+        assert_eq!(url_path("/a/..?x=/../"), "/a/..");
+        assert_eq!(url_path("/"), "/");
     }
 
     fn t(v: &str) -> Vec<TemplateSegment> {
@@ -254,6 +357,17 @@ mod tests {
             ("/{*}/{**}/end", "/a/end", false),
             ("/{**}/end", "/a/b/end", true),
             ("/{**}/end", "/end", false),
+            // Observed on Envoy 1.40's uri_template matcher: `[`/`]` are not matched,
+            // `*` and the other sub-delims are.
+            ("/t/{*}/end", "/t/x[y/end", false),
+            ("/t/{*}/end", "/t/x]y/end", false),
+            ("/u/{**}", "/u/x[y", false),
+            ("/t/{*}/end", "/t/x*y/end", true),
+            ("/t/{*}/end", "/t/x!$&'()+,;:@=~%41y/end", true),
+            ("/u/{**}", "/u/a/b/c", true),
+            ("/u/{**}", "/u/", true),
+            ("/u/{**}", "/u", false),
+            ("/t/{*}/end", "/t//end", false),
         ];
         for (tpl, path, want) in cases {
             assert_eq!(template_matches(&t(tpl), path), *want, "{tpl} vs {path}");

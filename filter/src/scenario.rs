@@ -22,6 +22,10 @@ pub struct Scenario {
     pub trust_domain: String,
     pub trust_domain_aliases: Vec<String>,
     pub root_namespace: String,
+    /// `path_normalization:` (meshConfig.pathNormalization), default BASE.
+    pub path_normalization: crate::schema::PathNormalization,
+    /// `num_trusted_proxies:`, default 0.
+    pub num_trusted_proxies: u32,
     /// `resources` as written (JSON form), for runners that need the raw objects.
     pub raw_resources: Vec<serde_json::Value>,
     /// `resources` parsed by the Istio parser (every one valid).
@@ -46,6 +50,10 @@ struct ScenarioFile {
     trust_domain_aliases: Vec<String>,
     #[serde(default)]
     root_namespace: Option<String>,
+    #[serde(default)]
+    path_normalization: crate::schema::PathNormalization,
+    #[serde(default)]
+    num_trusted_proxies: u32,
     #[serde(default)]
     resources: Vec<serde_json::Value>,
     workload: Workload,
@@ -126,19 +134,32 @@ pub struct ScenarioHttp {
     pub method: String,
     pub path: String,
     pub host: String,
+    /// A list value is a header sent several times, in that order.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, HeaderValues>,
     #[serde(default)]
     pub version: Option<HttpVersion>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HttpVersion {
-    #[serde(rename = "1.1")]
-    Http11,
-    #[serde(rename = "2")]
-    Http2,
+/// One header value, or several occurrences of the header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    One(String),
+    Many(Vec<String>),
 }
+
+impl HeaderValues {
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        let s: &[String] = match self {
+            HeaderValues::One(v) => std::slice::from_ref(v),
+            HeaderValues::Many(v) => v,
+        };
+        s.iter().map(String::as_str)
+    }
+}
+
+pub use crate::schema::HttpVersion;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,6 +356,8 @@ pub fn parse_scenario(text: &str, path: &Path) -> Result<Scenario, LoadError> {
         root_namespace: f
             .root_namespace
             .unwrap_or_else(|| MeshConfig::default().root_namespace),
+        path_normalization: f.path_normalization,
+        num_trusted_proxies: f.num_trusted_proxies,
         raw_resources: f.resources,
         resources,
         skipped,
@@ -373,6 +396,8 @@ impl Scenario {
             trust_domain: self.trust_domain.clone(),
             trust_domain_aliases: self.trust_domain_aliases.clone(),
             root_namespace: self.root_namespace.clone(),
+            path_normalization: self.path_normalization,
+            num_trusted_proxies: self.num_trusted_proxies,
         }
     }
 
@@ -402,8 +427,9 @@ impl ScenarioRequest {
                 headers: h
                     .headers
                     .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                    .flat_map(|(k, v)| v.iter().map(move |v| (k.to_ascii_lowercase(), v.to_string())))
                     .collect(),
+                version: h.version.unwrap_or_default(),
             }),
         })
     }
@@ -421,7 +447,7 @@ impl ScenarioRequest {
                 "expected {}, got {} (reason: {})",
                 word(self.expect.allowed()),
                 word(decision.allowed),
-                describe_reason(&decision.reason)
+                decision.reason
             ));
         }
         let want_audit = self.expect_audit.unwrap_or(false);
@@ -499,7 +525,7 @@ pub fn run_in_process(s: &Scenario) -> (crate::schema::WorkloadPolicy, Vec<Reque
                 };
             };
             let decision = match &engine {
-                Ok(e) => e.decide(&request),
+                Ok(e) => crate::hcm::decide(e, &request),
                 Err(e) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
             };
             let mismatches = r.check(&decision);
@@ -551,24 +577,6 @@ fn shadow_word(r: Option<ShadowResult>) -> &'static str {
 }
 
 /// The reason of a decision in words, naming the policy and rule.
-pub fn describe_reason(r: &Reason) -> String {
-    match r {
-        Reason::NoConfig { why } => format!("no valid configuration, everything is denied: {why}"),
-        Reason::PlaintextRefused => "plaintext connection refused: the port's mTLS mode is STRICT".into(),
-        Reason::MtlsRefused => "mTLS connection refused: the port's mTLS mode is DISABLE (plaintext only)".into(),
-        Reason::UntrustedPeer { uri_sans } => {
-            format!("client certificate has no URI SAN of an accepted trust domain (URI SANs: {})", uri_sans.join(", "))
-        }
-        Reason::CustomDenied { matched, provider } => format!(
-            "CUSTOM policy {matched} (provider {}) matched; peerguard has no external authorizer, so it denies",
-            provider.as_deref().unwrap_or("<none>")
-        ),
-        Reason::Denied { matched } => format!("denied by DENY policy {matched}"),
-        Reason::Allowed { matched } => format!("allowed by ALLOW policy {matched}"),
-        Reason::NoAllowMatched => "the workload has ALLOW policies and none matched".into(),
-        Reason::NoAllowPolicies => "no DENY policy matched and no ALLOW policy applies: allowed by default".into(),
-    }
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

@@ -31,7 +31,7 @@ pub mod values;
 pub use authz::DRY_RUN_ANNOTATION;
 
 use crate::istio::Resource;
-use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION};
+use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy, PathNormalization, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -45,6 +45,12 @@ pub struct MeshConfig {
     pub trust_domain_aliases: Vec<String>,
     /// `meshConfig.rootNamespace`, default `istio-system`.
     pub root_namespace: String,
+    /// `meshConfig.pathNormalization`, default BASE.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+    /// `meshConfig.defaultConfig.gatewayTopology.numTrustedProxies`, default 0.
+    #[serde(default)]
+    pub num_trusted_proxies: u32,
 }
 
 impl Default for MeshConfig {
@@ -53,6 +59,8 @@ impl Default for MeshConfig {
             trust_domain: "cluster.local".into(),
             trust_domain_aliases: Vec::new(),
             root_namespace: "istio-system".into(),
+            path_normalization: PathNormalization::Base,
+            num_trusted_proxies: 0,
         }
     }
 }
@@ -105,6 +113,8 @@ pub fn compile(resources: &[Resource], workload: &Workload, mesh: &MeshConfig) -
         mtls,
         policies,
         diagnostics: diags,
+        path_normalization: mesh.path_normalization,
+        num_trusted_proxies: mesh.num_trusted_proxies,
     }
 }
 

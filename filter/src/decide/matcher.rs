@@ -12,14 +12,16 @@ use crate::identity::{
 };
 use crate::path::template_matches;
 use crate::schema::{Cidr, Condition, Field, Operation, PathMatch, Request, Rule, Source, StrMatch};
-use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// The request attributes, extracted once per decision.
 pub(crate) struct Ctx<'r> {
     /// Empty for plaintext.
     pub uri_sans: &'r [String],
+    /// The connection's direct peer (Envoy `direct_remote_ip`).
     pub source_ip: Option<IpAddr>,
+    /// The original client per X-Forwarded-For and the trusted hops (Envoy `remote_ip`).
+    pub remote_ip: Option<IpAddr>,
     pub destination_ip: Option<IpAddr>,
     pub port: u16,
     pub sni: Option<&'r str>,
@@ -28,43 +30,77 @@ pub(crate) struct Ctx<'r> {
 
 pub(crate) struct HttpCtx<'r> {
     pub method: &'r str,
-    /// Normalized, without query (borrowed unless normalization changed something).
-    pub path: Cow<'r, str>,
+    /// The full `:path` as the filter was given it (Envoy normalized it already).
+    pub full_path: &'r str,
+    /// `full_path` without query: what `paths` match.
+    pub path: &'r str,
     pub host: &'r str,
     pub headers: &'r [(String, String)],
 }
 
 impl<'r> Ctx<'r> {
-    pub fn new(req: &'r Request) -> Self {
+    /// `trusted_hops`: `numTrustedProxies`, used only when `want_remote_ip` (some rule looks
+    /// at `remoteIpBlocks`/`remote.ip`), so other requests do not parse X-Forwarded-For.
+    pub fn new(req: &'r Request, trusted_hops: u32, want_remote_ip: bool) -> Self {
+        let http = req.http.as_ref().map(|h| HttpCtx {
+            method: &h.method,
+            full_path: &h.path,
+            path: crate::path::url_path(&h.path),
+            host: &h.host,
+            headers: &h.headers,
+        });
+        let remote_ip = match (&http, want_remote_ip) {
+            (Some(h), true) => forwarded_client(h.headers, trusted_hops).or(req.source_ip),
+            _ => req.source_ip,
+        };
         Ctx {
             uri_sans: req.peer.as_ref().map_or(&[][..], |p| p.uri_sans.as_slice()),
             source_ip: req.source_ip,
+            remote_ip,
             destination_ip: req.destination_ip,
             port: req.port,
             sni: req.sni.as_deref(),
-            http: req.http.as_ref().map(|h| HttpCtx {
-                method: &h.method,
-                path: crate::path::normalize(&h.path),
-                host: &h.host,
-                headers: &h.headers,
-            }),
+            http,
         }
     }
 
-    /// The value of a header for matching: several occurrences joined with `,`. `name` is
-    /// lower-case; request names are compared case-insensitively all the same.
-    fn header(&self, name: &str) -> Option<Cow<'r, str>> {
-        let headers = self.http.as_ref()?.headers;
-        let mut found = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
-        let first = found.next()?;
-        let mut joined: Option<String> = None;
-        for (_, v) in found {
-            let j = joined.get_or_insert_with(|| first.1.clone());
-            j.push(',');
-            j.push_str(v);
-        }
-        Some(joined.map_or(Cow::Borrowed(first.1.as_str()), Cow::Owned))
+    /// Every value of a header, one per occurrence: Envoy's RBAC matches them one by one
+    /// and a rule matches when any does (CVE-2026-26308); a value is never split at `,`.
+    /// `host` is looked up as `:authority`, as Envoy does; `:path`, `:method` and
+    /// `:authority` come from the request line.
+    fn header_values<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'r str> + 's {
+        let http = self.http.as_ref();
+        let pseudo = match name {
+            "host" | ":authority" => http.map(|h| h.host),
+            ":path" => http.map(|h| h.full_path),
+            ":method" => http.map(|h| h.method),
+            _ => None,
+        };
+        let is_pseudo = matches!(name, "host" | ":authority" | ":path" | ":method");
+        let listed = http
+            .map_or(&[][..], |h| h.headers)
+            .iter()
+            .filter(move |(n, _)| !is_pseudo && n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        pseudo.into_iter().chain(listed)
     }
+}
+
+/// Envoy's trusted client address with `use_remote_address: true` and `hops` trusted
+/// proxies: the X-Forwarded-For entry `hops` from the right of the list Envoy built (the
+/// client's entries, then the direct peer it appended). `None` — the direct peer — when
+/// `hops` is 0, the list is too short, or the entry is not an IP.
+fn forwarded_client(headers: &[(String, String)], hops: u32) -> Option<IpAddr> {
+    if hops == 0 {
+        return None;
+    }
+    let xff: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|(_, v)| v.split(','))
+        .collect();
+    let index = xff.len().checked_sub(1 + usize::try_from(hops).ok()?)?;
+    xff.get(index)?.trim().parse().ok()
 }
 
 /// `values` (any) and `not_values` (none), with one predicate per alternative.
@@ -113,8 +149,7 @@ fn source(ctx: &Ctx, s: &Source) -> bool {
         // No RequestAuthentication in peerguard: the request principal is always absent.
         && field(&s.request_principals, |_| false)
         && field(&s.ip_blocks, |c| cidr_contains(c, ctx.source_ip))
-        // Sidecar without trusted XFF hops: remote IP = the connection's source IP (spec 7.9).
-        && field(&s.remote_ip_blocks, |c| cidr_contains(c, ctx.source_ip))
+        && field(&s.remote_ip_blocks, |c| cidr_contains(c, ctx.remote_ip))
 }
 
 fn path_matches(m: &PathMatch, path: &str) -> bool {
@@ -129,7 +164,7 @@ fn operation(ctx: &Ctx, o: &Operation) -> bool {
     field(&o.hosts, |m| http.is_some_and(|h| host_matches(m, h.host)))
         && field(&o.ports, |p| *p == ctx.port)
         && field(&o.methods, |m| http.is_some_and(|h| header_value_matches(m, h.method)))
-        && field(&o.paths, |m| http.is_some_and(|h| path_matches(m, &h.path)))
+        && field(&o.paths, |m| http.is_some_and(|h| path_matches(m, h.path)))
 }
 
 /// Hosts: `*` is Envoy's `present_match` on `:authority`, present on every HTTP request.
@@ -145,11 +180,10 @@ fn header_value_matches(m: &StrMatch, v: &str) -> bool {
 fn condition(ctx: &Ctx, c: &Condition) -> bool {
     match c {
         Condition::RequestHeader { name, field: f } => {
-            let value = ctx.header(name);
-            field(f, |m| value.as_deref().is_some_and(|v| header_value_matches(m, v)))
+            field(f, |m| ctx.header_values(name).any(|v| header_value_matches(m, v)))
         }
         Condition::SourceIp { field: f } => field(f, |c| cidr_contains(c, ctx.source_ip)),
-        Condition::RemoteIp { field: f } => field(f, |c| cidr_contains(c, ctx.source_ip)),
+        Condition::RemoteIp { field: f } => field(f, |c| cidr_contains(c, ctx.remote_ip)),
         Condition::DestinationIp { field: f } => field(f, |c| cidr_contains(c, ctx.destination_ip)),
         Condition::DestinationPort { field: f } => field(f, |p| *p == ctx.port),
         Condition::SourcePrincipal { field: f } => field(f, |m| principal(ctx, m)),

@@ -9,7 +9,13 @@
 //! - CUSTOM: no external authorizer, so a matching enforced CUSTOM rule denies. Dry-run
 //!   CUSTOM policies are ignored (Istio's CUSTOM dry-run is a separate mechanism).
 //! - AUDIT: only enforced AUDIT policies mark a request; dry-run AUDIT policies are ignored.
-//! - `remoteIpBlocks` / `remote.ip`: equal to the connection's source IP (no XFF trust).
+//! - `ipBlocks` / `source.ip` match the connection's direct peer; `remoteIpBlocks` /
+//!   `remote.ip` the client X-Forwarded-For names `num_trusted_proxies` hops from the right
+//!   (Envoy's `use_remote_address` rule), which is the direct peer when that is 0. A
+//!   client-sent X-Forwarded-For alone can therefore never move a request into or out of
+//!   an IP block.
+//! - Paths are matched as given: Envoy normalized them before the filter and forwards the
+//!   same path to the app (`crate::hcm` models that step for in-process runs).
 
 mod matcher;
 mod ruleset;
@@ -32,6 +38,8 @@ pub struct Engine {
     /// `spiffe://<td>/` for the trust domain and every alias (handshake check, spec 1.3).
     trusted_prefixes: Vec<String>,
     stages: Stages,
+    /// Some rule looks at `remoteIpBlocks`/`remote.ip` and X-Forwarded-For is trusted.
+    want_remote_ip: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,7 +148,8 @@ impl Engine {
             };
             stage.add(p);
         }
-        Ok(Engine { policy, trusted_prefixes, stages })
+        let want_remote_ip = policy.num_trusted_proxies > 0 && uses_remote_ip(&policy);
+        Ok(Engine { policy, trusted_prefixes, stages, want_remote_ip })
     }
 
     pub fn policy(&self) -> &WorkloadPolicy {
@@ -151,7 +160,7 @@ impl Engine {
         if let Some(refused) = self.listener_check(request) {
             return Decision::deny(refused);
         }
-        let ctx = Ctx::new(request);
+        let ctx = Ctx::new(request, self.policy.num_trusted_proxies, self.want_remote_ip);
         let audit = self.stages.audit.for_request(&ctx).first_match(&ctx).map(|e| e.matched.clone());
         let mut dry_run = DryRun::default();
         let done = |allowed, reason, dry_run| Decision { allowed, reason, audit: audit.clone(), dry_run };
@@ -196,6 +205,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether any rule looks at the forwarded client address.
+pub(crate) fn uses_remote_ip(policy: &WorkloadPolicy) -> bool {
+    policy.policies.iter().flat_map(|p| &p.rules).any(|r| {
+        r.from.iter().flatten().any(|s| !s.remote_ip_blocks.is_empty())
+            || r.when.iter().any(|c| matches!(c, Condition::RemoteIp { .. }))
+    })
 }
 
 /// Refuses configurations the matchers could only misread (fail closed at configuration).

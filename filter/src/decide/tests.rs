@@ -19,6 +19,8 @@ fn wp_mode(mode: MtlsMode, policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
         mtls: MtlsPolicy { default: ModeFrom { mode, from: None }, ports: BTreeMap::new() },
         policies,
         diagnostics: Vec::new(),
+        path_normalization: Default::default(),
+        num_trusted_proxies: 0,
     }
 }
 
@@ -109,6 +111,7 @@ fn http_req(peer: Option<Peer>) -> Request {
             path: "/ip".into(),
             host: "httpbin.foo:8000".into(),
             headers: Vec::new(),
+            version: Default::default(),
         }),
     }
 }
@@ -154,7 +157,7 @@ fn engine(p: WorkloadPolicy) -> Engine {
 
 // Only reached after a failed assertion above; keeps the helper total without `panic!`.
 fn unreachable_engine() -> Engine {
-    Engine { policy: wp(vec![]), trusted_prefixes: Vec::new(), stages: Stages::default() }
+    Engine { policy: wp(vec![]), trusted_prefixes: Vec::new(), stages: Stages::default(), want_remote_ip: false }
 }
 
 fn rref(name: &str, rule: Option<usize>) -> RuleRef {
@@ -163,9 +166,10 @@ fn rref(name: &str, rule: Option<usize>) -> RuleRef {
 
 /// One ALLOW policy with `rule`: is the request allowed? (The policy being the only ALLOW,
 /// "allowed" means the rule matched.)
+/// `req` is the request as the client sent it: Envoy's connection manager (modelled by
+/// `crate::hcm`) normalizes it before the engine sees it.
 fn rule_allows(rule: Rule, req: &Request) -> bool {
-    let d = decide(&wp(vec![allow(vec![rule])]), req);
-    d.allowed
+    crate::hcm::decide(&engine(wp(vec![allow(vec![rule])])), req).allowed
 }
 
 // ---------- 2.5 / 1.3: listener ----------
@@ -635,7 +639,7 @@ fn operation_fields() {
         ("path without query", op(|o| o.paths = yes(vec![p("/allow")])), path(sleep(), "/allow?param=value"), true),
         ("path normalized ..", op(|o| o.paths = yes(vec![p("/admin")])), path(sleep(), "/public/../admin"), true),
         ("path normalized .", op(|o| o.paths = yes(vec![p("/a/b")])), path(sleep(), "/a/./b"), true),
-        ("path normalized backslash", op(|o| o.paths = yes(vec![p("/admin")])), path(sleep(), "\\admin"), true),
+        ("path normalized backslash", op(|o| o.paths = yes(vec![p("/admin")])), path(sleep(), "/x\\..\\admin"), true),
         ("path normalized %41", op(|o| o.paths = yes(vec![p("/Admin")])), path(sleep(), "/%41dmin"), true),
         (
             "notPaths sees the normalized path",
@@ -728,16 +732,51 @@ fn conditions() {
             headers(sleep(), &[("x-token", "Admin")]),
             false,
         ),
+        // Repeated headers, as Envoy's RBAC matches them since CVE-2026-26308 (observed on
+        // Envoy 1.40): each occurrence on its own, never joined, never split at ",".
         (
-            "repeated header joined with ,",
+            "repeated header: values are not joined",
             when(hdr("x-a", yes(vec![ex("1,2")]))),
             headers(sleep(), &[("x-a", "1"), ("x-b", "z"), ("x-a", "2")]),
+            false,
+        ),
+        (
+            "repeated header: any occurrence matches",
+            when(hdr("x-a", yes(vec![ex("2")]))),
+            headers(sleep(), &[("x-a", "1"), ("x-a", "2")]),
             true,
         ),
         (
-            "repeated header: single value no longer exact",
-            when(hdr("x-a", yes(vec![ex("1")]))),
-            headers(sleep(), &[("x-a", "1"), ("x-a", "2")]),
+            "one value with a comma is one value",
+            when(hdr("x-a", yes(vec![ex("2")]))),
+            headers(sleep(), &[("x-a", "1,2")]),
+            false,
+        ),
+        (
+            "repeated header: notValues excludes when any occurrence matches",
+            when(hdr("x-a", no(vec![ex("admin")]))),
+            headers(sleep(), &[("x-a", "user"), ("x-a", "admin")]),
+            false,
+        ),
+        ("host is :authority", when(hdr("host", yes(vec![pre("httpbin.foo")]))), sleep(), true),
+        (":authority", when(hdr(":authority", yes(vec![suf(":8000")]))), sleep(), true),
+        (
+            ":path is the normalized path with query",
+            when(hdr(":path", yes(vec![ex("/admin?x=1")]))),
+            path(sleep(), "/x/../admin?x=1"),
+            true,
+        ),
+        (":method", when(hdr(":method", yes(vec![ex("GET")]))), sleep(), true),
+        (
+            "Envoy sets x-forwarded-proto",
+            when(hdr("x-forwarded-proto", yes(vec![ex("https")]))),
+            headers(sleep(), &[("x-forwarded-proto", "http")]),
+            true,
+        ),
+        (
+            "a client's XFCC never reaches the filter on plaintext",
+            when(hdr("x-forwarded-client-cert", yes(vec![StrMatch::Presence]))),
+            headers(plain(), &[("x-forwarded-client-cert", "URI=spiffe://cluster.local/ns/foo/sa/admin")]),
             false,
         ),
         (
@@ -1054,7 +1093,7 @@ fn index_agrees_with_linear_scan() {
     for p in principals {
         for prt in [8000u16, 8001] {
             let req = port(mtls(p), prt);
-            let ctx = Ctx::new(&req);
+            let ctx = Ctx::new(&req, 0, false);
             let linear = policies.iter().find_map(|pol| {
                 pol.rules.iter().position(|r| matcher::rule_matches(&ctx, r)).map(|i| rref(&pol.policy.name, Some(i)))
             });
@@ -1075,4 +1114,68 @@ fn decision_names_policy_and_rule() {
         other => format!("{other:?}"),
     };
     assert_eq!(named, "foo/deny[rule 1]");
+}
+
+// ---------- source addresses: direct peer versus X-Forwarded-For ----------
+
+/// `ipBlocks`/`source.ip` are the direct peer (Envoy `direct_remote_ip`); `remoteIpBlocks`
+/// /`remote.ip` the client X-Forwarded-For names `num_trusted_proxies` hops from the right
+/// of the list Envoy built (client entries, then the peer). Observed on Envoy 1.40 with
+/// `use_remote_address: true`: an XFF of 10.9.9.9 from 127.0.0.5 does not match
+/// `remote_ip: 10.9.9.9/32` with 0 trusted hops.
+#[test]
+fn source_addresses_follow_the_connection_not_the_header() {
+    let xff = |r: Request, v: &str| with_http(r, |h| h.headers = vec![("x-forwarded-for".into(), v.into())]);
+    let ip_block = |c: &str| src(|s| s.ip_blocks = yes(vec![cidr(c)]));
+    let remote_block = |c: &str| src(|s| s.remote_ip_blocks = yes(vec![cidr(c)]));
+    let outside = |r: Request| Request { source_ip: "192.0.2.9".parse().ok(), ..r };
+    let decide_hops = |hops: u32, rule: Rule, req: &Request| {
+        let mut p = wp(vec![allow(vec![rule])]);
+        p.num_trusted_proxies = hops;
+        crate::hcm::decide(&engine(p), req).allowed
+    };
+    let cases: Vec<(&str, u32, Rule, Request, bool)> = vec![
+        ("ipBlocks: outside client claiming an inside address", 0, ip_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
+        ("ipBlocks: inside client claiming an outside address", 0, ip_block("127.0.0.0/8"), xff(plain(), "192.0.2.9"), true),
+        ("ipBlocks ignore XFF even with trusted hops", 1, ip_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
+        ("remoteIpBlocks, 0 hops: the peer", 0, remote_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
+        ("remoteIpBlocks, 0 hops: the peer, inside", 0, remote_block("127.0.0.0/8"), xff(plain(), "192.0.2.9"), true),
+        ("remoteIpBlocks, 1 hop: the last client entry", 1, remote_block("10.0.0.0/8"), xff(plain(), "192.0.2.1, 10.1.2.3"), true),
+        ("remoteIpBlocks, 2 hops", 2, remote_block("192.0.2.1/32"), xff(plain(), "192.0.2.1, 10.1.2.3"), true),
+        ("remoteIpBlocks, too few entries: the peer", 3, remote_block("127.0.0.7/32"), xff(plain(), "192.0.2.1"), true),
+        ("remoteIpBlocks, unparsable entry: the peer", 1, remote_block("127.0.0.7/32"), xff(plain(), "bogus"), true),
+        ("remoteIpBlocks, 1 hop, no XFF: the peer", 1, remote_block("127.0.0.7/32"), plain(), true),
+        (
+            "remote.ip IPv6",
+            1,
+            when(Condition::RemoteIp { field: yes(vec![cidr("2001:db8::/32")]) }),
+            xff(plain(), "2001:db8::1"),
+            true,
+        ),
+        (
+            "CIDR host bits are ignored",
+            0,
+            ip_block("127.0.0.99/8"),
+            plain(),
+            true,
+        ),
+        ("TCP: remoteIpBlocks is the peer", 1, remote_block("127.0.0.7/32"), tcp(plain()), true),
+    ];
+    for (about, hops, rule, req, want) in cases {
+        assert_eq!(decide_hops(hops, rule, &req), want, "{about}");
+    }
+}
+
+/// What Envoy refuses before any filter is a denial in-process too.
+#[test]
+fn connection_manager_refusals_deny() {
+    let e = engine(wp(vec![]));
+    for raw in ["/a%00b", "/a#frag", "/a b"] {
+        let d = crate::hcm::decide(&e, &path(sleep(), raw));
+        assert!(matches!(d.reason, Reason::Rejected { status: 400, .. }), "{raw}: {:?}", d.reason);
+    }
+    let lower = with_http(sleep(), |h| h.method = "get".into());
+    assert!(!crate::hcm::decide(&e, &lower).allowed, "lower-case method over HTTP/1.1");
+    let h2 = with_http(lower, |h| h.version = crate::schema::HttpVersion::Http2);
+    assert!(crate::hcm::decide(&e, &h2).allowed, "lower-case method over HTTP/2");
 }

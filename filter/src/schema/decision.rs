@@ -52,6 +52,41 @@ pub enum Reason {
     NoAllowMatched,
     /// No enforced ALLOW policy: allowed by default.
     NoAllowPolicies,
+    /// Envoy's connection manager answered before any filter ran (e.g. 400 for a path with
+    /// `%00`): only in-process runs report it, the filter never sees such requests.
+    Rejected { status: u16, why: String },
+}
+
+/// The one rendering of a reason, for people: `explain`, `test`, and the filter's log.
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::NoConfig { why } => write!(f, "no valid configuration, everything is denied: {why}"),
+            Reason::PlaintextRefused => f.write_str("plaintext connection refused: the port's mTLS mode is STRICT"),
+            Reason::MtlsRefused => {
+                f.write_str("mTLS connection refused: the port's mTLS mode is DISABLE (plaintext only)")
+            }
+            Reason::UntrustedPeer { uri_sans } => write!(
+                f,
+                "client certificate has no URI SAN of an accepted trust domain (URI SANs: {})",
+                uri_sans.join(", ")
+            ),
+            Reason::CustomDenied { matched, provider } => write!(
+                f,
+                "CUSTOM policy {matched} (provider {}) matched; peerguard has no external authorizer, so it denies",
+                provider.as_deref().unwrap_or("<none>")
+            ),
+            Reason::Denied { matched } => write!(f, "denied by DENY policy {matched}"),
+            Reason::Allowed { matched } => write!(f, "allowed by ALLOW policy {matched}"),
+            Reason::NoAllowMatched => f.write_str("the workload has ALLOW policies and none matched"),
+            Reason::NoAllowPolicies => {
+                f.write_str("no DENY policy matched and no ALLOW policy applies: allowed by default")
+            }
+            Reason::Rejected { status, why } => {
+                write!(f, "Envoy's connection manager answers {status} before any filter: {why}")
+            }
+        }
+    }
 }
 
 /// The shadow outcome of dry-run policies, per action (Envoy `shadow_rules`).

@@ -28,6 +28,68 @@ pub struct WorkloadPolicy {
     /// Problems found while compiling (invalid objects, ignored selectors...), for humans.
     #[serde(default)]
     pub diagnostics: Vec<String>,
+    /// How the connection manager in front of the filter normalizes paths
+    /// (`meshConfig.pathNormalization`). The filter matches the path it is given — the one
+    /// the app receives — so this only tells in-process runs (`explain`, `test`) what Envoy
+    /// does before the filter, and the Envoy configuration what to write.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
+    /// `numTrustedProxies`: how many proxies in front of this workload append to
+    /// X-Forwarded-For. `remoteIpBlocks`/`remote.ip` take the address that many hops from
+    /// the right of X-Forwarded-For (after Envoy appended the direct peer); 0: the direct peer.
+    #[serde(default)]
+    pub num_trusted_proxies: u32,
+}
+
+/// Istio's `meshConfig.pathNormalization.normalization`
+/// (https://istio.io/latest/docs/reference/config/security/normalization/).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// No normalization: the path is matched (and forwarded) exactly as received.
+    None,
+    /// RFC 3986 normalization, `\` to `/`, unreserved escapes decoded (Istio's DEFAULT).
+    #[default]
+    Base,
+    /// BASE, then `//` merged.
+    MergeSlashes,
+    /// `%2F`/`%5C` decoded, then MERGE_SLASHES.
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    pub const ALL: [PathNormalization; 4] = [
+        PathNormalization::None,
+        PathNormalization::Base,
+        PathNormalization::MergeSlashes,
+        PathNormalization::DecodeAndMergeSlashes,
+    ];
+
+    /// The name Istio's mesh config uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathNormalization::None => "NONE",
+            PathNormalization::Base => "BASE",
+            PathNormalization::MergeSlashes => "MERGE_SLASHES",
+            PathNormalization::DecodeAndMergeSlashes => "DECODE_AND_MERGE_SLASHES",
+        }
+    }
+}
+
+impl std::str::FromStr for PathNormalization {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_uppercase().as_str() {
+            // Istio's DEFAULT is BASE.
+            "DEFAULT" | "BASE" => Ok(PathNormalization::Base),
+            "NONE" => Ok(PathNormalization::None),
+            "MERGE_SLASHES" => Ok(PathNormalization::MergeSlashes),
+            "DECODE_AND_MERGE_SLASHES" => Ok(PathNormalization::DecodeAndMergeSlashes),
+            _ => Err(format!(
+                "unknown path normalization {s:?} (NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES)"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

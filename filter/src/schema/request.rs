@@ -46,4 +46,16 @@ pub struct HttpRequest {
     /// value.
     #[serde(default)]
     pub headers: Vec<(String, String)>,
+    /// The HTTP version the client spoke (what Envoy's codec accepts depends on it).
+    #[serde(default)]
+    pub version: HttpVersion,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HttpVersion {
+    #[default]
+    #[serde(rename = "1.1")]
+    Http11,
+    #[serde(rename = "2")]
+    Http2,
 }

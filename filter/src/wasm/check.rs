@@ -87,7 +87,7 @@ pub(crate) fn check(
                     .source_ip
                     .map(|i| i.to_string())
                     .unwrap_or_else(|| "?".into()),
-                describe(&d.reason),
+                &d.reason,
             ),
         );
         if let Some(a) = &d.audit {
@@ -155,25 +155,6 @@ fn log_shadows(shared: &Shared, d: &Decision) {
     }
 }
 
-fn describe(r: &Reason) -> String {
-    match r {
-        Reason::NoConfig { why } => format!("no valid configuration: {why}"),
-        Reason::PlaintextRefused => "plaintext refused (STRICT)".into(),
-        Reason::MtlsRefused => "mTLS refused (DISABLE)".into(),
-        Reason::UntrustedPeer { uri_sans } => {
-            format!("no URI SAN of an accepted trust domain in {uri_sans:?}")
-        }
-        Reason::CustomDenied { matched, provider } => {
-            format!(
-                "CUSTOM policy {matched} matched (provider {provider:?}; no external authorizer)"
-            )
-        }
-        Reason::Denied { matched } => format!("matched DENY policy {matched}"),
-        Reason::Allowed { matched } => format!("matched ALLOW policy {matched}"),
-        Reason::NoAllowMatched => "no ALLOW policy matched".into(),
-        Reason::NoAllowPolicies => "no ALLOW policies".into(),
-    }
-}
 
 fn log(shared: &Shared, level: LogLevel, msg: &str) {
     if host::enabled(shared.log_level.get(), level) {

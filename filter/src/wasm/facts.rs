@@ -120,6 +120,10 @@ impl Needs {
                 }
             }
         }
+        // The forwarded client comes from X-Forwarded-For when hops are trusted.
+        if policy.num_trusted_proxies > 0 && crate::decide::uses_remote_ip(policy) {
+            n.headers = true;
+        }
         n
     }
 
@@ -326,6 +330,8 @@ pub(crate) fn http_request(mut headers: Vec<(String, String)>) -> HttpRequest {
         path,
         host,
         headers,
+        // The codec has accepted the request already; the version no longer matters.
+        version: Default::default(),
     }
 }
 

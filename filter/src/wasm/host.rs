@@ -17,6 +17,12 @@ impl Host for WasmHost {
     }
 }
 
+/// Whether the downstream connection has no TLS at all (known at accept, before any
+/// handshake). Errors answer `false`: the caller then waits for the handshake.
+pub(crate) fn is_plaintext() -> bool {
+    matches!(hostcalls::get_property(vec!["connection", "tls_version"]), Ok(None))
+}
+
 /// Logging must never fail a request: a lost log line is better than a dead VM.
 pub(crate) fn log(level: LogLevel, msg: &str) {
     let _ = hostcalls::log(level, msg);
@@ -78,6 +84,7 @@ pub(crate) fn http_request(needs: Needs) -> Result<HttpRequest, String> {
             path: String::new(),
             host: String::new(),
             headers: Vec::new(),
+            version: Default::default(),
         });
     }
     Ok(HttpRequest {
@@ -85,6 +92,7 @@ pub(crate) fn http_request(needs: Needs) -> Result<HttpRequest, String> {
         path: request_header(":path")?,
         host: request_header(":authority")?,
         headers: Vec::new(),
+        version: Default::default(),
     })
 }
 

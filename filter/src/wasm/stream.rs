@@ -1,7 +1,16 @@
-//! The network filter context: one per connection. Decides on the first downstream bytes,
-//! as Envoy's network RBAC does: at `on_new_connection` the TLS handshake may not be done,
-//! so the peer certificate may not be known yet. (Server-first protocols send before any
-//! decision; the same holds for Envoy's RBAC.)
+//! The network filter context: one per connection.
+//!
+//! A plaintext connection is decided at `on_new_connection`, before `tcp_proxy` (the next
+//! filter) opens the upstream connection: under STRICT Istio has no plaintext filter chain
+//! at all, so a plaintext client must never reach the app — not even to read the greeting
+//! of a server-first protocol (SMTP, MySQL). Returning `Pause` there stops the filter
+//! chain, so `tcp_proxy` never connects.
+//!
+//! A TLS connection is decided on its first downstream bytes, as Envoy's network RBAC
+//! does: at `on_new_connection` the handshake has not finished, so the peer certificate is
+//! not known yet. There, as with Istio's RBAC, the upstream connection exists before the
+//! decision, and a server-first app's greeting can reach a TLS client that authorization
+//! then denies.
 
 use super::check::{check, Verdict};
 use super::host;
@@ -36,13 +45,8 @@ impl TcpFilter {
 
 impl Context for TcpFilter {}
 
-impl StreamContext for TcpFilter {
-    fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
-        match self.state {
-            State::Allowed => return Action::Continue,
-            State::Denied => return Action::Pause,
-            State::Undecided => {}
-        }
+impl TcpFilter {
+    fn decide(&mut self) -> Action {
         let verdict = check(&self.shared, &self.active, "tcp", |_| Err("tcp".into()));
         match verdict {
             Verdict::Allow => {
@@ -59,6 +63,26 @@ impl StreamContext for TcpFilter {
                 }
                 Action::Pause
             }
+        }
+    }
+}
+
+impl StreamContext for TcpFilter {
+    fn on_new_connection(&mut self) -> Action {
+        // `connection.tls_version` exists (possibly empty) on every TLS connection, from
+        // accept on, and never on a plaintext one. A host error counts as TLS: the
+        // connection is then decided on its first bytes, as before, never let through.
+        match host::is_plaintext() {
+            true => self.decide(),
+            false => Action::Continue,
+        }
+    }
+
+    fn on_downstream_data(&mut self, _data_size: usize, _end_of_stream: bool) -> Action {
+        match self.state {
+            State::Allowed => Action::Continue,
+            State::Denied => Action::Pause,
+            State::Undecided => self.decide(),
         }
     }
 }

@@ -117,6 +117,8 @@ pub fn workload_policy(n: usize) -> WorkloadPolicy {
         },
         trust_domain: TRUST_DOMAIN.into(),
         trust_domain_aliases: Vec::new(),
+        path_normalization: Default::default(),
+        num_trusted_proxies: 0,
         mtls: MtlsPolicy {
             default: ModeFrom {
                 mode: MtlsMode::Strict,
@@ -425,6 +427,7 @@ mod tests {
                 path: "/bench".into(),
                 host: "bench".into(),
                 headers: Vec::new(),
+                version: Default::default(),
             }),
         }
     }

@@ -10,8 +10,8 @@
 //! resources with errors — the decision, fail-closed for them, is still printed).
 
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
-use peerguard_filter::scenario::describe_reason;
-use peerguard_filter::schema::{HttpRequest, Peer, Request};
+use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Request};
+use peerguard_filter::schema::Reason;
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -40,9 +40,13 @@ pub struct Args {
     /// `:authority`; default `<workload name>.<namespace>`.
     #[arg(long)]
     pub host: Option<String>,
-    /// Request header `name=value` (repeatable).
+    /// Request header `name=value` (repeatable; repeat a name to send that header several
+    /// times).
     #[arg(long)]
     pub header: Vec<String>,
+    /// The request is HTTP/2 (what Envoy's codec accepts differs, e.g. lower-case methods).
+    #[arg(long, conflicts_with = "tcp")]
+    pub http2: bool,
     #[arg(long)]
     pub source_ip: Option<IpAddr>,
     #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
@@ -97,6 +101,7 @@ fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
                 .clone()
                 .unwrap_or_else(|| format!("{}.{}", workload.name, workload.namespace)),
             headers,
+            version: if args.http2 { HttpVersion::Http2 } else { HttpVersion::Http11 },
         })
     };
     let request = Request {
@@ -129,7 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let policy = compile(&parsed.resources, &workload, &mesh);
-    let decision = decide::decide(&policy, &request);
+    let decision = match decide::Engine::new(policy.clone()) {
+        Ok(engine) => peerguard_filter::hcm::decide(&engine, &request),
+        Err(e) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
+    };
     let explanation = explain(
         &policy,
         request,
@@ -165,7 +173,7 @@ fn explain(
             mode: format!("{:?}", m.mode).to_uppercase(),
             from: m.from.clone(),
         },
-        reason: describe_reason(&decision.reason),
+        reason: decision.reason.to_string(),
         policies: policy
             .policies
             .iter()

@@ -30,6 +30,15 @@ pub struct WorkloadArgs {
     pub trust_domain_alias: Vec<String>,
     #[arg(long, default_value = "istio-system")]
     pub root_namespace: String,
+    /// `meshConfig.pathNormalization`: NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES
+    /// (must match the connection manager in front of the filter).
+    #[arg(long, default_value = "BASE")]
+    pub path_normalization: peerguard_filter::schema::PathNormalization,
+    /// Proxies in front of the workload that append to X-Forwarded-For
+    /// (`numTrustedProxies`): `remoteIpBlocks`/`remote.ip` use the address that many hops
+    /// from the right; 0 means the direct peer.
+    #[arg(long, default_value_t = 0)]
+    pub num_trusted_proxies: u32,
 }
 
 pub(crate) fn pair(v: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -70,6 +79,8 @@ impl WorkloadArgs {
             trust_domain: self.trust_domain.clone(),
             trust_domain_aliases: non_empty(&self.trust_domain_alias),
             root_namespace: self.root_namespace.clone(),
+            path_normalization: self.path_normalization,
+            num_trusted_proxies: self.num_trusted_proxies,
         };
         Ok((workload, mesh))
     }

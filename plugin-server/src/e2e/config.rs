@@ -201,6 +201,10 @@ pub fn inbound_hcm(stat_prefix: &str, mut http_filters: Vec<Value>, cluster: &st
             "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
             "stat_prefix": stat_prefix,
             "codec_type": "AUTO",
+            // `source.address` must be the direct peer: the filter derives remote.ip from
+            // X-Forwarded-For itself (numTrustedProxies is in its configuration).
+            "use_remote_address": true,
+            "xff_num_trusted_hops": 0,
             "normalize_path": true,
             "merge_slashes": false,
             "path_with_escaped_slashes_action": "KEEP_UNCHANGED",

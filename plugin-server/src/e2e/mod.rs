@@ -170,7 +170,7 @@ pub fn from_scenario(s: &Scenario, policy: &WorkloadPolicy) -> anyhow::Result<E2
                     headers: h
                         .headers
                         .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .flat_map(|(k, v)| v.iter().map(move |v| (k.clone(), v.to_string())))
                         .collect(),
                     http2: h.version == Some(HttpVersion::Http2),
                 })

@@ -173,6 +173,7 @@ impl Topology {
             trust_domain: self.trust_domain.clone(),
             trust_domain_aliases: Vec::new(),
             root_namespace: self.root_namespace.clone(),
+            ..MeshConfig::default()
         }
     }
 

@@ -242,7 +242,7 @@ mod tests {
         yaml.push_str("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nons}\nspec: {action: DENY, rules: [{}]}\n");
         let parsed = parse_str(&yaml, "mesh.yaml");
         assert!(parsed.resources.len() > 12);
-        let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into() };
+        let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into(), ..MeshConfig::default() };
         for ns in ["foo", "bar", "default", "other"] {
             let w = Workload { namespace: ns.into(), name: "w".into(), service_account: "w".into(), ..Default::default() };
             let all = compile(&parsed.resources, &w, &mesh);

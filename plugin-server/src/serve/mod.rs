@@ -53,6 +53,15 @@ pub struct Args {
     /// `meshConfig.rootNamespace`.
     #[arg(long, default_value = "istio-system")]
     pub root_namespace: String,
+    /// `meshConfig.pathNormalization`: NONE, BASE, MERGE_SLASHES or DECODE_AND_MERGE_SLASHES
+    /// (must match the connection manager in front of the filter).
+    #[arg(long, default_value = "BASE")]
+    pub path_normalization: peerguard_filter::schema::PathNormalization,
+    /// Proxies in front of the workload that append to X-Forwarded-For
+    /// (`numTrustedProxies`): `remoteIpBlocks`/`remote.ip` use the address that many hops
+    /// from the right; 0 means the direct peer.
+    #[arg(long, default_value_t = 0)]
+    pub num_trusted_proxies: u32,
     /// Lifetime of issued workload certificates (e.g. 24h, 90m).
     #[arg(long, default_value = "24h", value_parser = duration::parse)]
     pub workload_cert_ttl: Duration,
@@ -116,6 +125,8 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         trust_domain: args.trust_domain.clone(),
         trust_domain_aliases: args.trust_domain_aliases.clone(),
         root_namespace: args.root_namespace.clone(),
+        path_normalization: args.path_normalization,
+        num_trusted_proxies: args.num_trusted_proxies,
     };
     let metrics = Arc::new(Metrics::default());
     if let Some(t) = ca.ca_not_after() {

@@ -61,7 +61,7 @@ pub fn run(dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
     let inputs = loader.load(dir);
     let parse = t.elapsed();
     anyhow::ensure!(inputs.unreadable.is_empty(), "generated files unreadable: {:?}", inputs.unreadable_summary());
-    let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into() };
+    let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into(), ..MeshConfig::default() };
 
     let t = Instant::now();
     let (mut applied, mut json_bytes) = (0, 0);
