@@ -7,11 +7,14 @@
 //!
 //! Exit code: 0 when a decision was computed, whatever it is (use `--fail-on-deny` to get 1
 //! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`, or
-//! resources with errors — the decision, fail-closed for them, is still printed).
+//! resources with errors — the decision, fail-closed for them, is still printed). A file
+//! that cannot be read at all (a syntax error) makes the decision DENY ("config invalid",
+//! naming the file): what it held is unknown.
 
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
+use peerguard_filter::istio::parse::Parsed;
 use peerguard_filter::scenario::describe_reason;
-use peerguard_filter::schema::{HttpRequest, Peer, Request};
+use peerguard_filter::schema::{HttpRequest, Peer, Reason, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -129,7 +132,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let policy = compile(&parsed.resources, &workload, &mesh);
-    let decision = decide::decide(&policy, &request);
+    let decision = match unreadable(&parsed) {
+        // A file (or a document) that could not be read at all may hold the only DENY or
+        // STRICT that applies here: no decision is taken as if it were not there.
+        Some(why) => Decision::deny(Reason::NoConfig { why }),
+        None => decide::decide(&policy, &request),
+    };
     let explanation = explain(
         &policy,
         request,
@@ -149,6 +157,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         1
     } else {
         0
+    })
+}
+
+/// `config invalid: <file>: <error>; ...` when some input is unknown (not carried by an
+/// invalid object, which `compile` already reads fail-closed).
+fn unreadable(parsed: &Parsed) -> Option<String> {
+    let errors = parsed.unattached_errors();
+    (!errors.is_empty()).then(|| {
+        format!(
+            "config invalid: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })
 }
 
