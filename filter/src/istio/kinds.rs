@@ -72,19 +72,25 @@ pub fn split_api_version(api_version: &str) -> (&str, &str) {
     }
 }
 
-/// Whether `group` is one of [`ISTIO_GROUPS`].
-pub fn is_istio_group(group: &str) -> bool {
-    ISTIO_GROUPS.contains(&group)
+/// The Istio group `api_version` names, if any. A group written with another case or with
+/// spaces (`Security.istio.io/v1`) is a typo of an Istio group, not another group: the API
+/// server would refuse it, and skipping it would lose the object.
+pub fn istio_group(api_version: &str) -> Option<&'static str> {
+    let (written, _) = split_api_version(api_version);
+    let group = written.trim().to_ascii_lowercase();
+    ISTIO_GROUPS.iter().copied().find(|g| *g == group)
 }
 
 pub fn classify(api_version: &str, kind: &str) -> Classification {
-    let (group, version) = split_api_version(api_version);
-    if !is_istio_group(group) {
+    let Some(group) = istio_group(api_version) else {
         return Classification::Foreign;
-    }
+    };
+    let (written, version) = split_api_version(api_version);
     match KINDS.iter().find(|(g, k, _)| *g == group && *k == kind) {
         None => Classification::UnknownKind,
-        Some((_, _, versions)) if versions.contains(&version) => Classification::Known,
+        Some((_, _, versions)) if written == group && versions.contains(&version) => {
+            Classification::Known
+        }
         Some((_, _, versions)) => Classification::UnknownVersion { versions },
     }
 }
@@ -130,6 +136,11 @@ mod tests {
             UnknownKind
         );
         assert_eq!(classify("security.istio.io/v1", ""), UnknownKind);
+        assert!(matches!(
+            classify("Security.istio.io/v1", "AuthorizationPolicy"),
+            UnknownVersion { .. }
+        ));
+        assert_eq!(classify(" networking.istio.io/v1", "Gatewy"), UnknownKind);
         assert_eq!(
             classify("extensions.istio.io", "WasmPlugin"),
             UnknownVersion {

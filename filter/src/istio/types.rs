@@ -101,9 +101,8 @@ impl InvalidObject {
     /// A kind Istio's group does not have (a misspelt `kind`): what the object was meant to
     /// be is unknown, so `compile` reads it as a DENY of everything in its scope.
     pub fn unknown_kind(&self) -> bool {
-        let (group, _) = super::kinds::split_api_version(&self.api_version);
-        super::kinds::is_istio_group(group)
-            && !super::kinds::kinds_of(group).contains(&self.kind.as_str())
+        super::kinds::istio_group(&self.api_version)
+            .is_some_and(|group| !super::kinds::kinds_of(group).contains(&self.kind.as_str()))
     }
 
     /// `metadata.namespace` was written but is not a namespace name (not a string, not a

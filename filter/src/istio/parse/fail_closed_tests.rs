@@ -39,6 +39,7 @@ fn an_unknown_version_in_an_istio_group_is_invalid_not_skipped() {
         ("networking.istio.io/v2", "DestinationRule", "p.yaml: DestinationRule foo/x: apiVersion: unknown version \"networking.istio.io/v2\" for DestinationRule: Istio serves networking.istio.io/v1, networking.istio.io/v1alpha3, networking.istio.io/v1beta1; the object is not skipped but fails closed"),
         ("authentication.istio.io/v1", "Policy", "p.yaml: Policy foo/x: apiVersion: unknown version \"authentication.istio.io/v1\" for Policy: Istio serves authentication.istio.io/v1alpha1; the object is not skipped but fails closed"),
         ("extensions.istio.io", "WasmPlugin", "p.yaml: WasmPlugin foo/x: apiVersion: unknown version \"extensions.istio.io\" for WasmPlugin: Istio serves extensions.istio.io/v1alpha1; the object is not skipped but fails closed"),
+        ("Security.istio.io/v1", "PeerAuthentication", "p.yaml: PeerAuthentication foo/x: apiVersion: unknown version \"Security.istio.io/v1\" for PeerAuthentication: Istio serves security.istio.io/v1, security.istio.io/v1beta1; the object is not skipped but fails closed"),
         ("security.istio.io/v1", "PeerAuthentication", ""),
     ] {
         let text = format!("apiVersion: {api_version}\nkind: {kind}\nmetadata: {{name: x, namespace: foo}}\n");

@@ -359,7 +359,7 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
             }
         },
         kinds::Classification::UnknownVersion { versions } => {
-            let (group, _) = kinds::split_api_version(&api_version);
+            let group = kinds::istio_group(&api_version).unwrap_or_default();
             errors.push((
                 Some("apiVersion".to_string()),
                 format!(
@@ -374,7 +374,7 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
             None
         }
         kinds::Classification::UnknownKind => {
-            let (group, _) = kinds::split_api_version(&api_version);
+            let group = kinds::istio_group(&api_version).unwrap_or_default();
             errors.push((
                 Some("kind".to_string()),
                 format!(
