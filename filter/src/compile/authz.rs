@@ -1,9 +1,9 @@
 //! AuthorizationPolicy: which policies apply to a workload (spec 4.1) and their conversion
 //! into schema rules (4.4–4.9), with dry-run (4.12) and fail-closed invalid objects (4.11).
 
-use super::select::{labels_subset, selector_labels};
+use super::select::{labels_subset, raw_selector, selector_labels};
 use super::values::{self, Bundle};
-use super::{Diagnostics, MeshConfig, Workload};
+use super::{Diagnostics, MeshConfig, Workload, UNREADABLE_NAMESPACE};
 use crate::istio::{
     AuthorizationPolicySpec, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
     InvalidObject, Object, ObjectMeta, Resource,
@@ -37,6 +37,11 @@ pub(super) fn compile(
                     out.push(p);
                 }
             }
+            Resource::Invalid(o) if o.unknown_kind() => {
+                if let Some(p) = unknown_kind_policy(o, workload, mesh, diags) {
+                    out.push(p);
+                }
+            }
             _ => {}
         }
     }
@@ -48,9 +53,20 @@ fn namespace_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_else(|| "default".into())
 }
 
+/// The namespace an invalid object counts in, and the one it is named with. An unreadable
+/// namespace could be any, the workload's own included: it counts there (fail closed).
+fn invalid_namespace(o: &InvalidObject, workload: &Workload) -> (String, String) {
+    if o.namespace_unreadable() {
+        (workload.namespace.clone(), UNREADABLE_NAMESPACE.to_string())
+    } else {
+        let ns = namespace_of(&o.metadata);
+        (ns.clone(), ns)
+    }
+}
+
 /// Candidate namespaces (root + own) and the selector (spec 4.1). A root-namespace selector
 /// matches workloads of every namespace.
-fn selects(
+pub(super) fn selects(
     namespace: &str,
     selector: Option<&BTreeMap<String, String>>,
     workload: &Workload,
@@ -101,6 +117,7 @@ fn valid_policy(
         ));
         return None;
     }
+    super::jwt::authorization_policy(o, &policy, diags);
     let dry_run = dry_run(&o.metadata, &policy, diags);
     let action = action(spec.action);
     let provider = spec.provider.as_ref().and_then(|p| p.name.clone());
@@ -160,8 +177,9 @@ fn action(a: AuthzAction) -> Action {
 }
 
 /// Best effort for an object that failed to parse: namespace from metadata, selector and
-/// action from the raw spec when readable. An unreadable selector selects every workload of
-/// the namespace; an unreadable action is DENY. No rules: ALLOW/AUDIT match nothing,
+/// action from the raw spec when readable. An unreadable selector (or one Istio would refuse)
+/// selects every workload of the namespace; an unreadable namespace counts as the
+/// workload's; an unreadable action is DENY. No rules: ALLOW/AUDIT match nothing,
 /// DENY/CUSTOM match everything (decide reads `invalid`).
 fn invalid_policy(
     o: &InvalidObject,
@@ -169,22 +187,14 @@ fn invalid_policy(
     mesh: &MeshConfig,
     diags: &mut Diagnostics,
 ) -> Option<AuthzPolicy> {
-    let namespace = namespace_of(&o.metadata);
+    let (namespace, shown) = invalid_namespace(o, workload);
     let spec = o.raw.get("spec");
-    let selector = match spec.and_then(|s| s.get("selector")) {
-        None | Some(serde_json::Value::Null) => None,
-        Some(sel) => match sel.get("matchLabels") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(m) => serde_json::from_value::<BTreeMap<String, String>>(m.clone())
-                .ok()
-                .and_then(|m| selector_labels(&m)),
-        },
-    };
+    let selector = raw_selector(spec.and_then(|s| s.get("selector")));
     if !selects(&namespace, selector.as_ref(), workload, mesh) {
         return None;
     }
     let policy = PolicyRef {
-        namespace,
+        namespace: shown,
         name: o.metadata.name.clone(),
     };
     let has_target_refs = spec.is_some_and(|s| {
@@ -231,6 +241,41 @@ fn invalid_policy(
         dry_run,
         provider,
         invalid: Some(o.error.clone()),
+        rules: Vec::new(),
+    })
+}
+
+/// peerguard choice (fail closed): an object of one of Istio's groups whose kind Istio does
+/// not have (a misspelling) could have been anything, a DENY or a STRICT included. It denies
+/// every request to every workload of its namespace (every workload of the mesh in the root
+/// namespace), whatever its spec says: what a misspelt kind's fields mean is unknown too.
+fn unknown_kind_policy(
+    o: &InvalidObject,
+    workload: &Workload,
+    mesh: &MeshConfig,
+    diags: &mut Diagnostics,
+) -> Option<AuthzPolicy> {
+    let (namespace, shown) = invalid_namespace(o, workload);
+    if !selects(&namespace, None, workload, mesh) {
+        return None;
+    }
+    let policy = PolicyRef {
+        namespace: shown,
+        name: o.metadata.name.clone(),
+    };
+    diags.push(format!(
+        "{}: {} {policy} is invalid ({}); an unknown kind is treated as a DENY of every request to the workloads of its namespace{} (fail closed)",
+        o.origin.file,
+        o.kind,
+        o.error,
+        if namespace == mesh.root_namespace { ", the root namespace: every workload of the mesh" } else { "" }
+    ));
+    Some(AuthzPolicy {
+        policy,
+        action: Action::Deny,
+        dry_run: false,
+        provider: None,
+        invalid: Some(format!("{} {}: {}", o.kind, o.api_version, o.error)),
         rules: Vec::new(),
     })
 }

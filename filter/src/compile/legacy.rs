@@ -3,7 +3,7 @@
 //! policy, namespace `default` Policy, MeshPolicy `default`, else nothing (PERMISSIVE, 7.3).
 
 use super::select::Created;
-use super::{Diagnostics, Workload};
+use super::{Diagnostics, Workload, JWT_NOT_ENFORCED, UNREADABLE_NAMESPACE};
 use crate::istio::{
     InvalidObject, LegacyMtlsMode, LegacyPeer, LegacyPolicySpec, LegacyPortSelector, LegacyTarget,
     Object, Resource,
@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Candidate {
     /// `None` for the cluster-scoped MeshPolicy.
     namespace: Option<String>,
+    /// An invalid Policy whose namespace cannot be read: it counts as being in the
+    /// workload's namespace (fail closed).
+    any_namespace: bool,
     name: String,
     created: Created,
     targets: Vec<LegacyTarget>,
@@ -58,12 +61,14 @@ impl Candidate {
             mode: legacy_mode(&o.spec),
             name: o.metadata.name.clone(),
             namespace,
+            any_namespace: false,
         }
     }
 
     /// peerguard choice (fail closed): an invalid legacy policy counts as STRICT for the
     /// targets that can still be read (none readable: namespace/mesh-wide).
     fn from_invalid(o: &InvalidObject, mesh_policy: bool, diags: &mut Diagnostics) -> Self {
+        let any_namespace = !mesh_policy && o.namespace_unreadable();
         let namespace = if mesh_policy {
             None
         } else {
@@ -71,7 +76,7 @@ impl Candidate {
                 o.metadata
                     .namespace
                     .clone()
-                    .unwrap_or_else(|| "default".into()),
+                    .unwrap_or_else(|| UNREADABLE_NAMESPACE.into()),
             )
         };
         let targets = o
@@ -91,6 +96,7 @@ impl Candidate {
             mode: MtlsMode::Strict,
             name: o.metadata.name.clone(),
             namespace,
+            any_namespace,
         }
     }
 }
@@ -141,12 +147,16 @@ pub(super) fn resolve(
     let mut meshwide = Vec::new();
     for r in resources {
         let (c, invalid, spec) = match r {
-            Resource::LegacyPolicy(o) => {
-                (Candidate::from_object(o, false, diags), None, Some(&o.spec))
-            }
-            Resource::MeshPolicy(o) => {
-                (Candidate::from_object(o, true, diags), None, Some(&o.spec))
-            }
+            Resource::LegacyPolicy(o) => (
+                Candidate::from_object(o, false, diags),
+                None,
+                Some((&o.spec, &o.origin.file)),
+            ),
+            Resource::MeshPolicy(o) => (
+                Candidate::from_object(o, true, diags),
+                None,
+                Some((&o.spec, &o.origin.file)),
+            ),
             Resource::Invalid(o) if o.kind == "Policy" || o.kind == "MeshPolicy" => (
                 Candidate::from_invalid(o, o.kind == "MeshPolicy", diags),
                 Some(o.error.as_str()),
@@ -166,7 +176,7 @@ pub(super) fn resolve(
                 meshwide.push(c.clone());
                 true
             }
-            Some(ns) if *ns == workload.namespace => {
+            Some(ns) if *ns == workload.namespace || c.any_namespace => {
                 if c.targets.is_empty() {
                     if c.name != "default" && invalid.is_none() {
                         diags.push(format!(
@@ -199,10 +209,20 @@ pub(super) fn resolve(
                 c.label()
             ));
         }
-        if let Some(spec) = spec {
-            if spec.has_origins || spec.peers.iter().any(|p| matches!(p, LegacyPeer::Jwt(_))) {
+        if let Some((spec, file)) = spec {
+            let jwt_peer = spec
+                .peers
+                .iter()
+                .position(|p| matches!(p, LegacyPeer::Jwt(_)));
+            if let Some(i) = jwt_peer {
                 diags.push(format!(
-                    "{}: origins/jwt peers (end-user authentication) are not supported by peerguard and are ignored",
+                    "{JWT_NOT_ENFORCED}: {file}: {}: spec.peers[{i}].jwt: a jwt peer authenticates nobody here and is ignored",
+                    c.label()
+                ));
+            }
+            if spec.has_origins {
+                diags.push(format!(
+                    "{JWT_NOT_ENFORCED}: {file}: {}: spec.origins/principalBinding: end-user authentication is ignored",
                     c.label()
                 ));
             }

@@ -12,8 +12,16 @@
 //! - an invalid PeerAuthentication counts as STRICT at the scope its readable selector gives
 //!   it; an invalid legacy Policy/MeshPolicy counts as STRICT for its readable targets;
 //! - an invalid AuthorizationPolicy keeps its readable namespace, selector and action (an
-//!   unreadable selector selects the whole namespace, an unreadable action is DENY) and has
-//!   no rules: ALLOW/AUDIT match nothing, DENY/CUSTOM match everything they select;
+//!   unreadable selector, or one Istio would refuse, selects the whole namespace; an
+//!   unreadable action is DENY) and has no rules: ALLOW/AUDIT match nothing, DENY/CUSTOM
+//!   match everything they select;
+//! - an invalid object whose namespace cannot be read counts as being in the namespace of
+//!   every workload compiled;
+//! - an object of Istio's groups with an unknown kind (a misspelling) is a DENY of every
+//!   request in its namespace (the whole mesh from the root namespace); one with an unknown
+//!   version is an invalid object of its kind;
+//! - JWT (RequestAuthentication, `requestPrincipals`, `request.auth.*`) is not enforced: it
+//!   never matches (its negations always do), and every use is reported ([`JWT_NOT_ENFORCED`]);
 //! - a value that cannot be converted here (port, CIDR, path template, `when` key) makes the
 //!   whole policy invalid in the same way, rather than dropping the rule as Istio does;
 //! - objects without `creationTimestamp` count as created at one same instant, before any
@@ -21,6 +29,9 @@
 //! - nothing configured at all (neither API) is PERMISSIVE (spec 7.3).
 
 mod authz;
+#[cfg(test)]
+mod fail_closed_tests;
+mod jwt;
 mod legacy;
 mod peer_authn;
 mod select;
@@ -29,6 +40,10 @@ mod tests;
 pub mod values;
 
 pub use authz::DRY_RUN_ANNOTATION;
+pub use jwt::JWT_NOT_ENFORCED;
+
+/// How an object whose namespace cannot be read is named in policies and diagnostics.
+pub(crate) const UNREADABLE_NAMESPACE: &str = "<unreadable>";
 
 use crate::istio::Resource;
 use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy, PathNormalization, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION};
@@ -102,6 +117,7 @@ pub fn compile(resources: &[Resource], workload: &Workload, mesh: &MeshConfig) -
     let mtls = mtls_policy(resources, workload, mesh, &mut diags);
     let bundle = values::Bundle::new(&mesh.trust_domain, &mesh.trust_domain_aliases);
     let policies = authz::compile(resources, workload, mesh, &bundle, &mut diags);
+    jwt::request_authentications(resources, workload, mesh, &mut diags);
     WorkloadPolicy {
         schema: SCHEMA_VERSION,
         workload: WorkloadRef {

@@ -1,7 +1,7 @@
 //! Effective mTLS mode per workload port from PeerAuthentication (spec 2.2–2.4).
 
-use super::select::{labels_subset, selector_labels, Created};
-use super::{Diagnostics, MeshConfig, Workload};
+use super::select::{labels_subset, raw_selector, selector_labels, Created};
+use super::{Diagnostics, MeshConfig, Workload, UNREADABLE_NAMESPACE};
 use crate::istio::{InvalidObject, Object, PeerAuthenticationSpec, PeerMode, Resource};
 use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy};
 use std::collections::BTreeMap;
@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone)]
 pub(super) struct Candidate {
     pub namespace: String,
+    /// The namespace could not be read: the object counts as being in the workload's own
+    /// namespace, whatever it is (fail closed).
+    pub any_namespace: bool,
     pub name: String,
     pub created: Created,
     /// Non-empty `matchLabels` only; an empty selector counts as none.
@@ -45,23 +48,23 @@ impl Candidate {
                 .collect(),
             name: o.metadata.name.clone(),
             namespace,
+            any_namespace: false,
         }
     }
 
     /// peerguard choice (fail closed): an invalid PeerAuthentication counts as STRICT at
-    /// the scope its readable selector gives it (none readable: namespace/mesh scope).
+    /// the scope its readable selector gives it (none readable, or one Istio would refuse:
+    /// namespace/mesh scope; an unreadable namespace: the workload's own namespace).
     pub fn from_invalid(o: &InvalidObject, diags: &mut Diagnostics) -> Self {
+        let any_namespace = o.namespace_unreadable();
         let namespace = o
             .metadata
             .namespace
             .clone()
-            .unwrap_or_else(|| "default".into());
-        let selector = o
-            .raw
-            .pointer("/spec/selector/matchLabels")
-            .and_then(|v| serde_json::from_value::<BTreeMap<String, String>>(v.clone()).ok())
-            .and_then(|m| selector_labels(&m));
+            .unwrap_or_else(|| UNREADABLE_NAMESPACE.into());
+        let selector = raw_selector(o.raw.pointer("/spec/selector"));
         Candidate {
+            any_namespace,
             created: Created::of(&o.metadata, "PeerAuthentication", &namespace, diags),
             selector,
             mode: PeerMode::Strict,
@@ -105,7 +108,12 @@ pub(super) fn resolve(
             .selector
             .as_ref()
             .is_none_or(|s| labels_subset(s, &workload.labels));
-        if c.namespace == mesh.root_namespace {
+        let namespace = if c.any_namespace {
+            &workload.namespace
+        } else {
+            &c.namespace
+        };
+        if *namespace == mesh.root_namespace {
             if c.selector.is_some() {
                 if applies_by_labels {
                     diags.push(format!(
@@ -117,7 +125,7 @@ pub(super) fn resolve(
                 continue;
             }
             mesh_scope.push(c);
-        } else if c.namespace == workload.namespace {
+        } else if *namespace == workload.namespace {
             match &c.selector {
                 None => ns_scope.push(c),
                 Some(_) if applies_by_labels => wl_scope.push(c),

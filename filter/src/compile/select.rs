@@ -10,6 +10,21 @@ pub(super) fn selector_labels(m: &BTreeMap<String, String>) -> Option<BTreeMap<S
     (!m.is_empty()).then(|| m.clone())
 }
 
+/// The selector of an object that failed validation, read from its raw `spec.selector`:
+/// `None` (no selector: the whole namespace) unless it is `matchLabels` that Istio would
+/// accept. A selector that is itself the problem (`app: "*"`, an empty key, a number) must
+/// not be read literally: it would select no workload and make a DENY or a STRICT vanish.
+pub(super) fn raw_selector(
+    selector: Option<&serde_json::Value>,
+) -> Option<BTreeMap<String, String>> {
+    let labels = selector?.get("matchLabels")?;
+    let labels = serde_json::from_value::<BTreeMap<String, String>>(labels.clone()).ok()?;
+    if !crate::istio::parse::selector_is_valid(&labels) {
+        return None;
+    }
+    selector_labels(&labels)
+}
+
 /// Exact key/value subset (`labels.Instance.SubsetOf`).
 pub(super) fn labels_subset(
     selector: &BTreeMap<String, String>,

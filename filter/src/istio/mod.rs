@@ -4,4 +4,6 @@
 mod types;
 pub use types::*;
 
+pub mod kinds;
 pub mod parse;
+pub mod time;

@@ -25,14 +25,17 @@ pub struct ObjectMeta {
     #[serde(default)]
     pub name: String,
     /// `None` for cluster-scoped objects (MeshPolicy); namespaced objects without one are
-    /// put in the `default` namespace by the parser, as kubectl does.
+    /// put in the `default` namespace by the parser, as kubectl does. `None` on a namespaced
+    /// [`InvalidObject`] means the namespace was written but cannot be read (see
+    /// [`InvalidObject::namespace_unreadable`]).
     #[serde(default)]
     pub namespace: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
-    /// RFC 3339, kept as written; ordering uses [`ObjectMeta::created_at`].
+    /// RFC 3339, kept as written (the parser refuses a malformed one); ordering reads it
+    /// with [`crate::istio::time::rfc3339_seconds`].
     #[serde(default)]
     pub creation_timestamp: Option<String>,
 }
@@ -73,8 +76,12 @@ pub enum Resource {
     LegacyPolicy(Object<LegacyPolicySpec>),
     /// `authentication.istio.io/v1alpha1` `MeshPolicy` (cluster-scoped).
     MeshPolicy(Object<LegacyPolicySpec>),
-    /// A handled kind that failed to parse or validate. Kept so that `compile` can fail
-    /// closed for it (an invalid AuthorizationPolicy still counts) and report it.
+    /// End-user (JWT) authentication: peerguard does not enforce it. Kept (rather than
+    /// skipped) so that `compile` says so for every workload it selects.
+    RequestAuthentication(Object<RequestAuthenticationSpec>),
+    /// A handled kind that failed to parse or validate, or an object of one of Istio's groups
+    /// with an unknown kind or version. Kept so that `compile` can fail closed for it (an
+    /// invalid AuthorizationPolicy still counts) and report it.
     Invalid(InvalidObject),
 }
 
@@ -88,6 +95,22 @@ pub struct InvalidObject {
     /// The object as written, for best-effort fail-closed handling (action, selector).
     pub raw: serde_json::Value,
     pub error: String,
+}
+
+impl InvalidObject {
+    /// A kind Istio's group does not have (a misspelt `kind`): what the object was meant to
+    /// be is unknown, so `compile` reads it as a DENY of everything in its scope.
+    pub fn unknown_kind(&self) -> bool {
+        super::kinds::istio_group(&self.api_version)
+            .is_some_and(|group| !super::kinds::kinds_of(group).contains(&self.kind.as_str()))
+    }
+
+    /// `metadata.namespace` was written but is not a namespace name (not a string, not a
+    /// DNS-1123 label): the object could be in any namespace. Every Istio kind but MeshPolicy
+    /// is namespaced; the parser puts an object without a namespace in `default`.
+    pub fn namespace_unreadable(&self) -> bool {
+        self.metadata.namespace.is_none() && self.kind != "MeshPolicy"
+    }
 }
 
 // ---------------------------------------------------------------- security.istio.io
@@ -240,6 +263,21 @@ pub struct AuthzCondition {
     pub key: String,
     pub values: Option<Vec<String>>,
     pub not_values: Option<Vec<String>>,
+}
+
+/// `RequestAuthentication`: only what selection needs is typed; `jwtRules` are kept as
+/// written because peerguard validates no JWT.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestAuthenticationSpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub target_ref: Option<PolicyTargetReference>,
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetReference>,
+    #[serde(default)]
+    pub jwt_rules: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 // ---------------------------------------------------------------- networking.istio.io

@@ -7,11 +7,13 @@
 //!
 //! Exit code: 0 when a decision was computed, whatever it is (use `--fail-on-deny` to get 1
 //! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`, or
-//! resources with errors — the decision, fail-closed for them, is still printed).
+//! resources with errors — the decision, fail-closed for them, is still printed). A file
+//! that cannot be read at all (a syntax error) makes the decision DENY ("config invalid",
+//! naming the file): what it held is unknown.
 
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
-use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Request};
-use peerguard_filter::schema::Reason;
+use peerguard_filter::istio::parse::Parsed;
+use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Reason, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -134,9 +136,12 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let policy = compile(&parsed.resources, &workload, &mesh);
-    let decision = match decide::Engine::new(policy.clone()) {
-        Ok(engine) => peerguard_filter::hcm::decide(&engine, &request),
-        Err(e) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
+    let decision = match (unreadable(&parsed), decide::Engine::new(policy.clone())) {
+        // A file (or a document) that could not be read at all may hold the only DENY or
+        // STRICT that applies here: no decision is taken as if it were not there.
+        (Some(why), _) => Decision::deny(Reason::NoConfig { why }),
+        (None, Ok(engine)) => peerguard_filter::hcm::decide(&engine, &request),
+        (None, Err(e)) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
     };
     let explanation = explain(
         &policy,
@@ -157,6 +162,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         1
     } else {
         0
+    })
+}
+
+/// `config invalid: <file>: <error>; ...` when some input is unknown (not carried by an
+/// invalid object, which `compile` already reads fail-closed).
+fn unreadable(parsed: &Parsed) -> Option<String> {
+    let errors = parsed.unattached_errors();
+    (!errors.is_empty()).then(|| {
+        format!(
+            "config invalid: {}",
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
     })
 }
 

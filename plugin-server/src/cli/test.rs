@@ -5,7 +5,7 @@
 //! be used (the usable files are still run and reported).
 
 use crate::e2e;
-use peerguard_filter::compile::compile;
+use peerguard_filter::compile::{compile, JWT_NOT_ENFORCED};
 use peerguard_filter::scenario::{self, Outcome, Scenario};
 use peerguard_filter::WorkloadPolicy;
 use serde::Serialize;
@@ -46,6 +46,9 @@ struct Report {
     failed: usize,
     skipped: usize,
     invalid: Vec<String>,
+    /// What the scenarios rely on that peerguard does not enforce (JWT).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
     requests: Vec<RequestReport>,
 }
 
@@ -79,6 +82,15 @@ impl Report {
         });
     }
 
+    /// The compile diagnostics a user must not miss: peerguard does not enforce JWT.
+    fn warn(&mut self, policy: &WorkloadPolicy) {
+        for d in &policy.diagnostics {
+            if d.starts_with(JWT_NOT_ENFORCED) && !self.warnings.contains(d) {
+                self.warnings.push(d.clone());
+            }
+        }
+    }
+
     fn exit_code(&self) -> u8 {
         if !self.invalid.is_empty() {
             2
@@ -110,7 +122,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         run_envoy(&loaded.scenarios, &mut report)?;
     } else {
         for s in &loaded.scenarios {
-            let (_, results) = scenario::run_in_process(s);
+            let (policy, results) = scenario::run_in_process(s);
+            report.warn(&policy);
             for r in results {
                 report.record(s, r.index, r.outcome);
             }
@@ -134,7 +147,8 @@ fn run_envoy(scenarios: &[Scenario], report: &mut Report) -> anyhow::Result<()> 
             compiled.len()
         );
     }
-    for ((s, _), obs) in compiled.iter().zip(observed) {
+    for ((s, policy), obs) in compiled.iter().zip(observed) {
+        report.warn(policy);
         for (index, request) in s.requests.iter().enumerate() {
             let outcome = match obs.get(index) {
                 None => Outcome::Failed(vec![
@@ -162,6 +176,9 @@ fn print(report: &Report, scenarios: &[Scenario], format: Format) -> anyhow::Res
         Format::Text => {
             for e in &report.invalid {
                 out += &format!("INVALID {e}\n");
+            }
+            for w in &report.warnings {
+                out += &format!("WARNING {w}\n");
             }
             for r in report.requests.iter().filter(|r| r.status == "failed") {
                 if let Some(s) = scenarios.iter().find(|s| s.name == r.scenario) {

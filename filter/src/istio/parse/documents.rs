@@ -39,7 +39,8 @@ pub(super) fn split(text: &str, file: &str) -> Vec<Result<Value, ParseError>> {
 /// Concatenated JSON values (what `kubectl get -o json` and many tools emit is one value).
 fn json_stream(text: &str) -> Result<Vec<Value>, String> {
     serde_json::Deserializer::from_str(text)
-        .into_iter::<Value>()
+        .into_iter::<super::json::Strict>()
+        .map(|v| v.map(|v| v.0))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             format!(

@@ -8,15 +8,19 @@
 //! [`Resource::Invalid`] so that `compile` fails closed for it.
 
 mod documents;
+mod json;
 mod legacy;
+mod metadata;
 mod validate;
 
+#[cfg(test)]
+mod fail_closed_tests;
 #[cfg(test)]
 mod tests;
 
 use super::{
-    AuthorizationPolicySpec, DestinationRuleSpec, InvalidObject, Object, ObjectKey, ObjectMeta,
-    Origin, PeerAuthenticationSpec, Resource,
+    kinds, AuthorizationPolicySpec, DestinationRuleSpec, InvalidObject, Object, ObjectMeta, Origin,
+    PeerAuthenticationSpec, RequestAuthenticationSpec, Resource,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -54,6 +58,24 @@ impl Parsed {
         self.skipped.extend(other.skipped);
     }
 
+    /// Errors that no [`Resource::Invalid`] carries: a syntax error, an unreadable file, a
+    /// document without a kind. What they hid is unknown (a DENY, a STRICT), so no decision
+    /// may be taken as if they were not there.
+    pub fn unattached_errors(&self) -> Vec<&ParseError> {
+        let invalid: std::collections::BTreeSet<String> = self
+            .resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Invalid(o) => Some(metadata::object_label(&o.kind, &o.metadata)),
+                _ => None,
+            })
+            .collect();
+        self.errors
+            .iter()
+            .filter(|e| e.object.as_ref().is_none_or(|o| !invalid.contains(o)))
+            .collect()
+    }
+
     fn add(&mut self, outcome: ValueOutcome) {
         match outcome {
             ValueOutcome::Resource { resource, errors } => {
@@ -80,6 +102,14 @@ pub enum ValueOutcome {
     Skipped(String),
     /// Not an object at all (no kind/apiVersion, not a mapping, a `List`): nothing to keep.
     Error(ParseError),
+}
+
+/// Whether Istio would accept these `matchLabels` (`validateWorkloadSelector` and the CRD).
+/// `compile` reads the selector of an invalid object only when this holds.
+pub fn selector_is_valid(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    let mut errors = Errors::new();
+    validate::match_labels(labels, "", &mut errors);
+    errors.is_empty()
 }
 
 /// Parse one file's text (multi-document YAML, a JSON object, or a `kind: List`).
@@ -238,28 +268,22 @@ fn is_list(map: &serde_json::Map<String, Value>) -> bool {
 enum Kind {
     PeerAuthentication,
     AuthorizationPolicy,
+    RequestAuthentication,
     DestinationRule,
     LegacyPolicy,
     MeshPolicy,
 }
 
 impl Kind {
-    fn classify(api_version: &str, kind: &str) -> Option<Kind> {
-        match (api_version, kind) {
-            ("security.istio.io/v1" | "security.istio.io/v1beta1", "PeerAuthentication") => {
-                Some(Kind::PeerAuthentication)
-            }
-            ("security.istio.io/v1" | "security.istio.io/v1beta1", "AuthorizationPolicy") => {
-                Some(Kind::AuthorizationPolicy)
-            }
-            (
-                "networking.istio.io/v1"
-                | "networking.istio.io/v1beta1"
-                | "networking.istio.io/v1alpha3",
-                "DestinationRule",
-            ) => Some(Kind::DestinationRule),
-            ("authentication.istio.io/v1alpha1", "Policy") => Some(Kind::LegacyPolicy),
-            ("authentication.istio.io/v1alpha1", "MeshPolicy") => Some(Kind::MeshPolicy),
+    /// A kind Istio serves at this version (see [`kinds::classify`]) that peerguard reads.
+    fn handled(kind: &str) -> Option<Kind> {
+        match kind {
+            "PeerAuthentication" => Some(Kind::PeerAuthentication),
+            "AuthorizationPolicy" => Some(Kind::AuthorizationPolicy),
+            "RequestAuthentication" => Some(Kind::RequestAuthentication),
+            "DestinationRule" => Some(Kind::DestinationRule),
+            "Policy" => Some(Kind::LegacyPolicy),
+            "MeshPolicy" => Some(Kind::MeshPolicy),
             _ => None,
         }
     }
@@ -269,10 +293,14 @@ impl Kind {
     }
 }
 
+/// Findings for one object: `(field path, message)`.
+type Errors = Vec<(Option<String>, String)>;
+
 /// Read one object (as found in a file, or as delivered by a Kubernetes watch).
 ///
-/// Handled kinds always come back as a [`Resource`]: valid, or [`Resource::Invalid`] with the
-/// errors that made it so. Other kinds are [`ValueOutcome::Skipped`].
+/// Handled kinds, and objects of Istio's groups whose kind or version Istio does not serve,
+/// always come back as a [`Resource`]: valid, or [`Resource::Invalid`] with the errors that
+/// made it so. Other kinds are [`ValueOutcome::Skipped`].
 pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
     let file = origin.file.clone();
     let Value::Object(map) = &value else {
@@ -318,16 +346,56 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
         });
     }
 
-    let Some(handled) = Kind::classify(&api_version, &kind) else {
-        let label = loose_label(&kind, map.get("metadata"));
+    let mut errors = Errors::new();
+    let handled = match kinds::classify(&api_version, &kind) {
+        kinds::Classification::Foreign => None,
+        kinds::Classification::Known => match Kind::handled(&kind) {
+            Some(handled) => Some(handled),
+            None => {
+                let label = metadata::loose_label(&kind, map.get("metadata"));
+                return ValueOutcome::Skipped(format!(
+                    "{file}: {label}: not handled by peerguard, skipped"
+                ));
+            }
+        },
+        kinds::Classification::UnknownVersion { versions } => {
+            let group = kinds::istio_group(&api_version).unwrap_or_default();
+            errors.push((
+                Some("apiVersion".to_string()),
+                format!(
+                    "unknown version {api_version:?} for {kind}: Istio serves {}; the object is not skipped but fails closed",
+                    versions
+                        .iter()
+                        .map(|v| format!("{group}/{v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+            None
+        }
+        kinds::Classification::UnknownKind => {
+            let group = kinds::istio_group(&api_version).unwrap_or_default();
+            errors.push((
+                Some("kind".to_string()),
+                format!(
+                    "unknown kind {kind:?} in {group}: the group's kinds are {}; the object is not skipped but fails closed",
+                    kinds::kinds_of(group).join(", ")
+                ),
+            ));
+            None
+        }
+    };
+    if handled.is_none() && errors.is_empty() {
+        let label = metadata::loose_label(&kind, map.get("metadata"));
         return ValueOutcome::Skipped(format!(
             "{file}: {label}: not handled by peerguard, skipped"
         ));
-    };
+    }
 
-    let mut errors: Vec<(Option<String>, String)> = Vec::new();
-    let metadata = decode_metadata(map.get("metadata"), handled, &mut errors);
-    let object = object_label(&kind, &metadata);
+    // A kind Istio does not serve is namespaced unless it is a MeshPolicy at another version.
+    let cluster_scoped = handled.map_or(kind == "MeshPolicy", Kind::cluster_scoped);
+    let metadata = metadata::decode(map.get("metadata"), cluster_scoped, &mut errors);
+    let object = metadata::object_label(&kind, &metadata);
     if metadata.name.is_empty() {
         errors.push((Some("metadata.name".to_string()), "required".to_string()));
     }
@@ -335,54 +403,47 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
         None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
         Some(spec) => spec.clone(),
     };
+    let wrap = Wrap {
+        api_version: &api_version,
+        metadata: &metadata,
+        origin: &origin,
+    };
 
     let resource = match handled {
-        Kind::PeerAuthentication => port_keys(&spec, &mut errors)
+        None => None,
+        Some(Kind::PeerAuthentication) => port_keys(&spec, &mut errors)
             .then(|| decode::<PeerAuthenticationSpec>(&spec, &mut errors))
             .flatten()
             .map(|s| {
                 validate::peer_authentication(&s, &spec, &mut errors);
-                Resource::PeerAuthentication(Object {
-                    api_version: api_version.clone(),
-                    metadata: metadata.clone(),
-                    spec: s,
-                    origin: origin.clone(),
-                })
+                Resource::PeerAuthentication(wrap.object(s))
             }),
-        Kind::AuthorizationPolicy => {
-            decode::<AuthorizationPolicySpec>(&spec, &mut errors).map(|s| {
+        Some(Kind::AuthorizationPolicy) => decode::<AuthorizationPolicySpec>(&spec, &mut errors)
+            .map(|s| {
                 validate::authorization_policy(&s, &mut errors);
-                Resource::AuthorizationPolicy(Object {
-                    api_version: api_version.clone(),
-                    metadata: metadata.clone(),
-                    spec: s,
-                    origin: origin.clone(),
-                })
+                Resource::AuthorizationPolicy(wrap.object(s))
+            }),
+        Some(Kind::RequestAuthentication) => {
+            decode::<RequestAuthenticationSpec>(&spec, &mut errors).map(|s| {
+                validate::request_authentication(&s, &mut errors);
+                Resource::RequestAuthentication(wrap.object(s))
             })
         }
-        Kind::DestinationRule => decode::<DestinationRuleSpec>(&spec, &mut errors).map(|s| {
+        Some(Kind::DestinationRule) => decode::<DestinationRuleSpec>(&spec, &mut errors).map(|s| {
             validate::destination_rule(&s, &mut errors);
-            Resource::DestinationRule(Object {
-                api_version: api_version.clone(),
-                metadata: metadata.clone(),
-                spec: s,
-                origin: origin.clone(),
+            Resource::DestinationRule(wrap.object(s))
+        }),
+        Some(handled @ (Kind::LegacyPolicy | Kind::MeshPolicy)) => {
+            legacy::decode(&spec, &mut errors).map(|s| {
+                let mesh = handled == Kind::MeshPolicy;
+                validate::legacy(&s, mesh, &metadata.name, &mut errors);
+                if mesh {
+                    Resource::MeshPolicy(wrap.object(s))
+                } else {
+                    Resource::LegacyPolicy(wrap.object(s))
+                }
             })
-        }),
-        Kind::LegacyPolicy | Kind::MeshPolicy => legacy::decode(&spec, &mut errors).map(|s| {
-            validate::legacy(&s, handled == Kind::MeshPolicy, &metadata.name, &mut errors);
-            let object = Object {
-                api_version: api_version.clone(),
-                metadata: metadata.clone(),
-                spec: s,
-                origin: origin.clone(),
-            };
-            if handled == Kind::MeshPolicy {
-                Resource::MeshPolicy(object)
-            } else {
-                Resource::LegacyPolicy(object)
-            }
-        }),
+        }
     };
 
     match resource {
@@ -421,6 +482,24 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
     }
 }
 
+/// What every [`Object`] of one document shares, whatever its spec type.
+struct Wrap<'a> {
+    api_version: &'a str,
+    metadata: &'a ObjectMeta,
+    origin: &'a Origin,
+}
+
+impl Wrap<'_> {
+    fn object<S>(&self, spec: S) -> Object<S> {
+        Object {
+            api_version: self.api_version.to_string(),
+            metadata: self.metadata.clone(),
+            spec,
+            origin: self.origin.clone(),
+        }
+    }
+}
+
 fn type_name(value: &Value) -> &'static str {
     match value {
         Value::Null => "an empty value",
@@ -432,83 +511,8 @@ fn type_name(value: &Value) -> &'static str {
     }
 }
 
-/// Metadata, read leniently (Kubernetes adds many fields we do not use) but with type errors
-/// reported. Namespaced kinds default to `default`, as kubectl does; cluster-scoped kinds
-/// have no namespace.
-fn decode_metadata(
-    raw: Option<&Value>,
-    kind: Kind,
-    errors: &mut Vec<(Option<String>, String)>,
-) -> ObjectMeta {
-    let mut metadata = match raw {
-        None | Some(Value::Null) => ObjectMeta::default(),
-        Some(raw) => match serde_path_to_error::deserialize::<_, ObjectMeta>(raw) {
-            Ok(metadata) => metadata,
-            Err(e) => {
-                errors.push((
-                    Some(prefixed("metadata", &e.path().to_string())),
-                    e.into_inner().to_string(),
-                ));
-                // Keep what can still be read, for the error label and fail-closed scoping.
-                ObjectMeta {
-                    name: raw
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
-                    namespace: raw
-                        .get("namespace")
-                        .and_then(Value::as_str)
-                        .map(str::to_string),
-                    ..ObjectMeta::default()
-                }
-            }
-        },
-    };
-    if kind.cluster_scoped() {
-        metadata.namespace = None;
-    } else if metadata.namespace.as_deref().is_none_or(str::is_empty) {
-        metadata.namespace = Some("default".to_string());
-    }
-    metadata
-}
-
-fn object_label(kind: &str, metadata: &ObjectMeta) -> String {
-    let name = if metadata.name.is_empty() {
-        "<unnamed>".to_string()
-    } else {
-        metadata.name.clone()
-    };
-    ObjectKey {
-        kind: kind.to_string(),
-        namespace: metadata.namespace.clone(),
-        name,
-    }
-    .to_string()
-}
-
-/// Label for a skipped object of unknown scope: `kind ns/name`, or `kind name` without a namespace.
-fn loose_label(kind: &str, metadata: Option<&Value>) -> String {
-    let name = metadata
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>");
-    let namespace = metadata
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str);
-    ObjectKey {
-        kind: kind.to_string(),
-        namespace: namespace.map(str::to_string),
-        name: name.to_string(),
-    }
-    .to_string()
-}
-
 /// Typed decoding of `spec`, recording the exact path of the first error.
-fn decode<T: DeserializeOwned>(
-    spec: &Value,
-    errors: &mut Vec<(Option<String>, String)>,
-) -> Option<T> {
+fn decode<T: DeserializeOwned>(spec: &Value, errors: &mut Errors) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(spec) {
         Ok(value) => Some(value),
         Err(e) => {
@@ -520,7 +524,7 @@ fn decode<T: DeserializeOwned>(
 }
 
 /// `portLevelMtls` keys are port numbers; serde's own message for a bad key has no path.
-fn port_keys(spec: &Value, errors: &mut Vec<(Option<String>, String)>) -> bool {
+fn port_keys(spec: &Value, errors: &mut Errors) -> bool {
     let Some(Value::Object(ports)) = spec.get("portLevelMtls") else {
         return true;
     };

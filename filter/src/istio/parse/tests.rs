@@ -266,19 +266,23 @@ fn json_objects_lists_and_arrays() {
 }
 
 #[test]
-fn unhandled_kinds_and_versions_are_skipped() {
+fn kinds_peerguard_does_not_use_are_skipped() {
     let text = "\
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: vs, namespace: foo}
 ---
-apiVersion: security.istio.io/v1alpha1
-kind: PeerAuthentication
-metadata: {name: old}
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: ef, namespace: foo}
 ---
-apiVersion: security.istio.io/v1
-kind: RequestAuthentication
-metadata: {name: jwt, namespace: bar}
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: wasm, namespace: foo}
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: t, namespace: bar}
 ";
     let parsed = parse_str(text, "f.yaml");
     assert!(parsed.errors.is_empty() && parsed.resources.is_empty());
@@ -286,8 +290,9 @@ metadata: {name: jwt, namespace: bar}
         parsed.skipped,
         vec![
             "f.yaml: VirtualService foo/vs: not handled by peerguard, skipped",
-            "f.yaml: PeerAuthentication old: not handled by peerguard, skipped",
-            "f.yaml: RequestAuthentication bar/jwt: not handled by peerguard, skipped",
+            "f.yaml: EnvoyFilter foo/ef: not handled by peerguard, skipped",
+            "f.yaml: WasmPlugin foo/wasm: not handled by peerguard, skipped",
+            "f.yaml: Telemetry bar/t: not handled by peerguard, skipped",
         ]
     );
 }
@@ -535,8 +540,8 @@ fn peer_authentication_validation() {
         "policies.yaml: PeerAuthentication foo/pa: spec.portLevelMtls: portLevelMtls, if set, must have at least one port",
     );
     assert_invalid(
-        &pa("  selector: {matchLabels: {app: \"\"}}\n"),
-        "policies.yaml: PeerAuthentication foo/pa: spec.selector.matchLabels.app: empty value is not supported in selector",
+        &pa("  selector: {matchLabels: {app: \"*\"}}\n"),
+        "policies.yaml: PeerAuthentication foo/pa: spec.selector.matchLabels.app: wildcard is not supported in selector",
     );
 }
 
@@ -604,12 +609,21 @@ fn authorization_policy_structure() {
         "spec.rules[0].to[0].operation.paths[0]: empty value not allowed",
     );
     ap_error(
-        "  selector: {matchLabels: {app: \"\"}}\n",
-        "spec.selector.matchLabels.app: empty value is not supported in selector",
+        "  selector: {matchLabels: {app: \"*\"}}\n",
+        "spec.selector.matchLabels.app: wildcard is not supported in selector",
+    );
+    ap_error(
+        "  selector: {matchLabels: {\"\": a}}\n",
+        "spec.selector.matchLabels: empty key is not supported in selector",
+    );
+    ap_error(
+        &format!("  selector: {{matchLabels: {{app: {}}}}}\n", "v".repeat(64)),
+        "spec.selector.matchLabels.app: label value is 64 characters long, at most 63 are allowed",
     );
 
-    // Accepted shapes.
-    for ok in ["  {}\n", "  rules: [{}]\n", "  action: DENY\n  rules: [{}]\n", "  action: AUDIT\n", "  action: CUSTOM\n  provider: {name: ext}\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n"] {
+    // Accepted shapes. An empty label value is accepted, as Istio does (it selects workloads
+    // whose label is present and empty).
+    for ok in ["  selector: {matchLabels: {app: \"\"}}\n", "  {}\n", "  rules: [{}]\n", "  action: DENY\n  rules: [{}]\n", "  action: AUDIT\n", "  action: CUSTOM\n  provider: {name: ext}\n  rules: [{to: [{operation: {paths: [/admin]}}]}]\n"] {
         let parsed = parse_str(&ap(ok), "ok.yaml");
         assert!(parsed.errors.is_empty(), "{ok}: {:?}", parsed.errors);
     }

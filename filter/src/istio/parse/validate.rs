@@ -4,9 +4,11 @@
 
 use super::super::{
     AuthorizationPolicySpec, AuthzAction, AuthzCondition, AuthzOperation, AuthzSource,
-    DestinationRuleSpec, LegacyPolicySpec, PeerAuthenticationSpec, WorkloadSelector,
+    DestinationRuleSpec, LegacyPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec,
+    WorkloadSelector,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 type Errors = Vec<(Option<String>, String)>;
@@ -15,10 +17,18 @@ fn push(errors: &mut Errors, field: impl Into<String>, message: impl Into<String
     errors.push((Some(field.into()), message.into()));
 }
 
-/// `validateWorkloadSelector`: keys and values non-empty, no wildcards.
+/// `validateWorkloadSelector` and the CRD schema (`istio:pkg/config/validation/validation.go`,
+/// `crd-all.gen.yaml`): keys non-empty, no `*` in keys or values, values at most 63
+/// characters. An empty value is accepted, as Istio does: it selects workloads whose label
+/// is present with an empty value (`labels.Instance.SubsetOf`).
 fn selector(selector: Option<&WorkloadSelector>, path: &str, errors: &mut Errors) {
-    let Some(selector) = selector else { return };
-    for (key, value) in &selector.match_labels {
+    if let Some(selector) = selector {
+        match_labels(&selector.match_labels, path, errors);
+    }
+}
+
+pub(super) fn match_labels(labels: &BTreeMap<String, String>, path: &str, errors: &mut Errors) {
+    for (key, value) in labels {
         let field = format!("{path}.matchLabels.{key}");
         if key.is_empty() {
             push(
@@ -26,10 +36,17 @@ fn selector(selector: Option<&WorkloadSelector>, path: &str, errors: &mut Errors
                 format!("{path}.matchLabels"),
                 "empty key is not supported in selector",
             );
-        } else if value.is_empty() {
-            push(errors, field, "empty value is not supported in selector");
         } else if key.contains('*') || value.contains('*') {
             push(errors, field, "wildcard is not supported in selector");
+        } else if value.chars().count() > 63 {
+            push(
+                errors,
+                field,
+                format!(
+                    "label value is {} characters long, at most 63 are allowed",
+                    value.chars().count()
+                ),
+            );
         }
     }
 }
@@ -103,23 +120,43 @@ pub(super) fn legacy(spec: &LegacyPolicySpec, mesh: bool, name: &str, errors: &m
     }
 }
 
-pub(super) fn authorization_policy(spec: &AuthorizationPolicySpec, errors: &mut Errors) {
-    selector(spec.selector.as_ref(), "spec.selector", errors);
-    let has_target = spec.target_ref.is_some() || !spec.target_refs.is_empty();
-    if spec.selector.is_some() && has_target {
+/// `validateOneOfSelectorType` and `targetRef`/`targetRefs` exclusivity.
+fn one_target(spec_selector: bool, target_ref: bool, target_refs: bool, errors: &mut Errors) {
+    if spec_selector && (target_ref || target_refs) {
         push(
             errors,
             "spec.selector",
             "only one of selector or targetRef/targetRefs can be set",
         );
     }
-    if spec.target_ref.is_some() && !spec.target_refs.is_empty() {
+    if target_ref && target_refs {
         push(
             errors,
             "spec.targetRef",
             "only one of targetRef or targetRefs can be set",
         );
     }
+}
+
+/// Only what decides where the object applies is checked: its JWT rules are not enforced.
+pub(super) fn request_authentication(spec: &RequestAuthenticationSpec, errors: &mut Errors) {
+    selector(spec.selector.as_ref(), "spec.selector", errors);
+    one_target(
+        spec.selector.is_some(),
+        spec.target_ref.is_some(),
+        !spec.target_refs.is_empty(),
+        errors,
+    );
+}
+
+pub(super) fn authorization_policy(spec: &AuthorizationPolicySpec, errors: &mut Errors) {
+    selector(spec.selector.as_ref(), "spec.selector", errors);
+    one_target(
+        spec.selector.is_some(),
+        spec.target_ref.is_some(),
+        !spec.target_refs.is_empty(),
+        errors,
+    );
 
     // `rules: []` is nil once Istio decodes the proto: the same as no rules.
     let no_rules = spec.rules.as_ref().is_none_or(Vec::is_empty);
