@@ -211,6 +211,7 @@ fn rewrite_headers(req: &Request, given: &[(String, String)]) -> Result<Vec<(Str
 }
 
 #[cfg(test)]
+#[allow(clippy::panic)]
 mod tests {
     use super::*;
     use crate::schema::Peer;
@@ -243,7 +244,8 @@ mod tests {
     /// above): 0 = reached the filters.
     #[test]
     fn what_envoy_refuses() {
-        let cases: &[(&str, &str, &[(&str, &str)], u16)] = &[
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], u16);
+        let cases: &[Case] = &[
             ("GET", "/a", &[], 0),
             ("get", "/a", &[], 400),
             ("FOO", "/a", &[], 400),

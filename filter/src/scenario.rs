@@ -576,8 +576,6 @@ fn shadow_word(r: Option<ShadowResult>) -> &'static str {
     }
 }
 
-/// The reason of a decision in words, naming the policy and rule.
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

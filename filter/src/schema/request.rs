@@ -35,7 +35,7 @@ impl Peer {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
     pub method: String,
     /// The request path as received (`:path`, with any query); the engine normalizes it.

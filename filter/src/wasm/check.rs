@@ -1,11 +1,11 @@
 //! One check: facts → `Request` → `Decision` → what to do, with its log line and counters.
 
+use super::config::{Active, Shared};
 use super::facts::{self, ConnFacts, FactsError, Needs};
-use super::host::{self, WasmHost};
-use super::root::{Active, Shared};
+use super::seam::{enabled, Host, Level};
 use crate::schema::{Decision, HttpRequest, Reason, ShadowResult};
-use proxy_wasm::types::LogLevel;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Allow,
     /// An authorization denial: HTTP 403 / closed TCP connection.
@@ -15,56 +15,66 @@ pub(crate) enum Verdict {
     Refuse,
 }
 
-/// `http` is only called when the engine will run (not in deny-all), so a denied request
-/// costs no header copy; it reads what its argument says the configuration can use.
-pub(crate) fn check(
-    shared: &Shared,
-    active: &Active,
-    kind: &str,
-    http: impl FnOnce(Needs) -> Result<HttpRequest, String>,
-) -> Verdict {
-    let level = shared.log_level.get();
+/// What is being checked: an HTTP request (its part read from the host as the
+/// configuration needs it) or a TCP connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Http,
+    Tcp,
+}
+
+impl Kind {
+    fn word(self) -> &'static str {
+        match self {
+            Kind::Http => "http",
+            Kind::Tcp => "tcp",
+        }
+    }
+}
+
+pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Kind) -> Verdict {
+    let word = kind.word();
     let (engine, needs) = match active {
         Active::Ready(e, n) => (e, n),
         Active::DenyAll(why) => {
-            shared.metrics.borrow().record_denied();
-            log(shared, LogLevel::Info, &format!("deny {kind}: {why}"));
+            shared.metrics.borrow().record_denied(host);
+            log(host, shared, Level::Info, &format!("deny {word}: {why}"));
             return Verdict::Deny;
         }
     };
-    let conn = conn_facts(shared, kind == "http", needs);
-    let conn: ConnFacts = match conn {
+    let conn: ConnFacts = match conn_facts(host, shared, kind == Kind::Http, needs) {
         Ok(c) => c,
         Err(e) => {
-            shared.metrics.borrow().record_denied();
-            log(
-                shared,
-                LogLevel::Warn,
-                &format!("deny {kind}: cannot read the connection: {e}"),
-            );
+            shared.metrics.borrow().record_denied(host);
+            log(host, shared, Level::Warn, &format!("deny {word}: cannot read the connection: {e}"));
             return Verdict::Deny;
         }
     };
     if let Some(why) = &conn.cert_problem {
         log(
+            host,
             shared,
-            LogLevel::Warn,
+            Level::Warn,
             &format!("peer certificate unusable, treating the peer as having no URI SAN: {why}"),
         );
     }
-    let http = match http(*needs) {
-        Ok(h) => Some(h),
-        Err(why) if kind == "http" => {
-            shared.metrics.borrow().record_denied();
-            log(shared, LogLevel::Warn, &format!("deny {kind}: {why}"));
-            return Verdict::Deny;
-        }
-        Err(_) => None,
+    // Read only when the engine will run (not in deny-all), so a denied request costs no
+    // header copy; it reads what the configuration can use.
+    let http: Option<HttpRequest> = match kind {
+        Kind::Tcp => None,
+        Kind::Http => match facts::read_http(host, *needs) {
+            Ok(h) => Some(h),
+            Err(why) => {
+                shared.metrics.borrow().record_denied(host);
+                log(host, shared, Level::Warn, &format!("deny {word}: {why}"));
+                return Verdict::Deny;
+            }
+        },
     };
     let request = conn.into_request(http);
     let d = engine.decide(&request);
-    shared.metrics.borrow().record(&d);
-    if host::enabled(level, LogLevel::Debug) {
+    shared.metrics.borrow().record(host, &d);
+    if enabled(shared.log_level.get(), Level::Debug) {
         let peer = match &request.peer {
             None => "plaintext".to_string(),
             Some(p) if p.uri_sans.is_empty() => "mTLS (no URI SAN)".to_string(),
@@ -76,36 +86,20 @@ pub(crate) fn check(
             Some(h) => format!("{} {} host {}", h.method, h.path, h.host),
             None => "connection".to_string(),
         };
-        log(
-            shared,
-            LogLevel::Debug,
-            &format!(
-                "{} {kind} {what} port {} from {} peer {peer}: {}",
-                if d.allowed { "allow" } else { "deny" },
-                request.port,
-                request
-                    .source_ip
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "?".into()),
-                &d.reason,
-            ),
-        );
+        let source = request.source_ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
+        let verb = if d.allowed { "allow" } else { "deny" };
+        let line = format!("{verb} {word} {what} port {} from {source} peer {peer}: {}", request.port, d.reason);
+        log(host, shared, Level::Debug, &line);
         if let Some(a) = &d.audit {
-            log(
-                shared,
-                LogLevel::Debug,
-                &format!("audit: matched policy {a}"),
-            );
+            log(host, shared, Level::Debug, &format!("audit: matched policy {a}"));
         }
     }
-    log_shadows(shared, &d);
+    log_shadows(host, shared, &d);
     if d.allowed {
         Verdict::Allow
     } else {
         match d.reason {
-            Reason::PlaintextRefused | Reason::MtlsRefused | Reason::UntrustedPeer { .. } => {
-                Verdict::Refuse
-            }
+            Reason::PlaintextRefused | Reason::MtlsRefused | Reason::UntrustedPeer { .. } => Verdict::Refuse,
             _ => Verdict::Deny,
         }
     }
@@ -114,12 +108,8 @@ pub(crate) fn check(
 /// The facts of this request's connection. HTTP requests of a keep-alive connection share
 /// them through the connection cache (one `connection.id` read instead of every attribute);
 /// a connection without a readable id is read in full each time, never guessed.
-fn conn_facts(shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts, FactsError> {
-    let id = if cached {
-        facts::connection_id(&WasmHost)
-    } else {
-        None
-    };
+fn conn_facts(host: &impl Host, shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts, FactsError> {
+    let id = if cached { facts::connection_id(host) } else { None };
     if let Some(id) = id {
         if let Some(hit) = shared.conns.borrow().get(id, needs) {
             return Ok(hit.clone());
@@ -127,7 +117,7 @@ fn conn_facts(shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts,
     }
     let read = {
         let mut sans = shared.sans.borrow_mut();
-        facts::read_conn(&WasmHost, &mut sans, needs)?
+        facts::read_conn(host, &mut sans, needs)?
     };
     if let Some(id) = id {
         shared.conns.borrow_mut().put(id, *needs, read.clone());
@@ -136,11 +126,8 @@ fn conn_facts(shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts,
 }
 
 /// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").
-fn log_shadows(shared: &Shared, d: &Decision) {
-    let stages = [
-        ("DENY", d.dry_run.deny, &d.dry_run.deny_matched),
-        ("ALLOW", d.dry_run.allow, &d.dry_run.allow_matched),
-    ];
+fn log_shadows(host: &impl Host, shared: &Shared, d: &Decision) {
+    let stages = [("DENY", d.dry_run.deny, &d.dry_run.deny_matched), ("ALLOW", d.dry_run.allow, &d.dry_run.allow_matched)];
     for (stage, result, matched) in stages {
         let Some(result) = result else { continue };
         let outcome = match result {
@@ -151,14 +138,13 @@ fn log_shadows(shared: &Shared, d: &Decision) {
             Some(m) => format!("{outcome}, matched policy {m} (dry-run {stage})"),
             None => format!("{outcome}, no dry-run {stage} policy matched"),
         };
-        log(shared, LogLevel::Info, &msg);
+        log(host, shared, Level::Info, &msg);
     }
 }
 
-
-fn log(shared: &Shared, level: LogLevel, msg: &str) {
-    if host::enabled(shared.log_level.get(), level) {
-        // Envoy prefixes "wasm log <root_id> <vm_id>:", which names the filter.
-        host::log(level, msg);
+/// Envoy prefixes "wasm log <root_id> <vm_id>:", which names the filter.
+fn log(host: &impl Host, shared: &Shared, level: Level, msg: &str) {
+    if enabled(shared.log_level.get(), level) {
+        host.log(level, msg);
     }
 }

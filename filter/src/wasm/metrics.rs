@@ -1,10 +1,8 @@
 //! Counters, defined once per configuration (never per request). Envoy exposes them with a
 //! `wasmcustom.` prefix (see manifests/envoy/README.md for the exact names).
 
-use super::host;
+use super::seam::{Host, Level};
 use crate::schema::{Decision, PolicyRef, Reason, ShadowResult, WorkloadPolicy};
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MetricType};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -26,14 +24,11 @@ pub(crate) struct Metrics {
     pending: RefCell<HashMap<u32, u64>>,
 }
 
-fn define(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+fn define(host: &impl Host, name: &str) -> Option<u32> {
+    match host.define_counter(name) {
         Ok(id) => Some(id),
         Err(s) => {
-            host::log(
-                LogLevel::Warn,
-                &format!("peerguard: cannot define metric {name}: {s:?}"),
-            );
+            host.log(Level::Warn, &format!("peerguard: cannot define metric {name}: {s}"));
             None
         }
     }
@@ -47,31 +42,31 @@ impl Metrics {
     }
 
     /// Adds the pending allow counts to Envoy's counters.
-    pub fn flush(&self) {
+    pub fn flush(&self, host: &impl Host) {
         let mut pending = self.pending.borrow_mut();
         for (id, n) in pending.drain() {
-            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            host.increment(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }
 
-fn inc(id: Option<u32>) {
+fn inc(host: &impl Host, id: Option<u32>) {
     if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, 1);
+        host.increment(id, 1);
     }
 }
 
 impl Metrics {
     /// The fixed counters. Called on VM start; defining the same name again returns the
     /// same Envoy counter, so calling it for every root context is harmless.
-    pub fn base() -> Self {
+    pub fn base(host: &impl Host) -> Self {
         Metrics {
-            allowed: define("peerguard_allowed"),
-            denied: define("peerguard_denied"),
-            plaintext_refused: define("peerguard_plaintext_refused"),
-            dry_run_denied: define("peerguard_dry_run_denied"),
-            dry_run_allowed: define("peerguard_dry_run_allowed"),
-            audit: define("peerguard_audit"),
+            allowed: define(host, "peerguard_allowed"),
+            denied: define(host, "peerguard_denied"),
+            plaintext_refused: define(host, "peerguard_plaintext_refused"),
+            dry_run_denied: define(host, "peerguard_dry_run_denied"),
+            dry_run_allowed: define(host, "peerguard_dry_run_allowed"),
+            audit: define(host, "peerguard_audit"),
             ..Metrics::default()
         }
     }
@@ -81,11 +76,11 @@ impl Metrics {
     }
 
     /// Per-policy counters for the policies of a new configuration.
-    pub fn define_policies(&mut self, policy: &WorkloadPolicy) {
+    pub fn define_policies(&mut self, host: &impl Host, policy: &WorkloadPolicy) {
         for p in &policy.policies {
             let r = &p.policy;
             if !self.policy_denied.contains_key(r) {
-                if let Some(id) = define(&format!(
+                if let Some(id) = define(host, &format!(
                     "peerguard_policy_denied.{}.{}",
                     r.namespace, r.name
                 )) {
@@ -93,7 +88,7 @@ impl Metrics {
                 }
             }
             if !self.policy_allowed.contains_key(r) {
-                if let Some(id) = define(&format!(
+                if let Some(id) = define(host, &format!(
                     "peerguard_policy_allowed.{}.{}",
                     r.namespace, r.name
                 )) {
@@ -104,20 +99,20 @@ impl Metrics {
     }
 
     /// A request denied before the engine ran (no configuration, unreadable attributes).
-    pub fn record_denied(&self) {
-        inc(self.denied);
+    pub fn record_denied(&self, host: &impl Host) {
+        inc(host, self.denied);
     }
 
-    pub fn record(&self, d: &Decision) {
+    pub fn record(&self, host: &impl Host, d: &Decision) {
         if d.allowed {
             self.later(self.allowed);
         } else {
-            inc(self.denied);
+            inc(host, self.denied);
         }
         match &d.reason {
-            Reason::PlaintextRefused => inc(self.plaintext_refused),
+            Reason::PlaintextRefused => inc(host, self.plaintext_refused),
             Reason::Denied { matched } | Reason::CustomDenied { matched, .. } => {
-                inc(self.policy_denied.get(&matched.policy).copied())
+                inc(host, self.policy_denied.get(&matched.policy).copied())
             }
             Reason::Allowed { matched } => {
                 self.later(self.policy_allowed.get(&matched.policy).copied())
@@ -125,10 +120,10 @@ impl Metrics {
             _ => {}
         }
         if d.audit.is_some() {
-            inc(self.audit);
+            inc(host, self.audit);
         }
         for shadow in [d.dry_run.deny, d.dry_run.allow].into_iter().flatten() {
-            inc(match shadow {
+            inc(host, match shadow {
                 ShadowResult::Denied => self.dry_run_denied,
                 ShadowResult::Allowed => self.dry_run_allowed,
             });

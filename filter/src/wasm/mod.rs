@@ -5,8 +5,9 @@
 //! - `peerguard_http` (any root id not ending in `tcp`): HTTP filter. Denials answer
 //!   `403 RBAC: access denied`; transport-level refusals (STRICT + plaintext, DISABLE + mTLS,
 //!   untrusted peer) reset the stream instead, as Istio closes those before any HTTP exchange.
-//! - `peerguard_tcp` (root id ending in `tcp`): network filter. Decides on the first
-//!   downstream data (the TLS handshake is done by then) and closes denied connections.
+//! - `peerguard_tcp` (root id ending in `tcp`): network filter. Decides plaintext
+//!   connections at accept (before `tcp_proxy` connects upstream) and TLS ones on their
+//!   first data (the handshake is done by then); closes denied connections.
 //!
 //! Configuration: the plugin configuration bytes are a JSON [`crate::WorkloadPolicy`]. It is
 //! parsed and indexed once in `on_configure`; an invalid one is logged and rejected (Envoy
@@ -20,20 +21,28 @@
 //! connection's facts by `connection.id` (`facts::ConnCache`); and the allow counters are
 //! summed in the VM and added to Envoy's on the root's 1 s tick (denials count at once).
 //!
-//! Layout: `facts` is host-independent and unit-tested natively with a fake host; the rest
-//! is wasm-only glue around `proxy_wasm::hostcalls`, whose `Status` results are all mapped
-//! here (never unwrapped).
+//! Layout: everything the filter asks of Envoy goes through one trait (`seam::Host`). The
+//! configuration lifecycle (`config`), the facts (`facts`, `der`), the checks (`check`) and
+//! the counters (`metrics`) are host-independent and tested natively against a fake host
+//! (`testing`, `tests`); the wasm-only part is the `Host` implementation over
+//! `proxy_wasm::hostcalls` (`host`, every `Status` mapped, never unwrapped) and the
+//! proxy-wasm context shells (`root`, `http`, `stream`) that call into the rest.
 
-pub(crate) mod facts;
-
-#[cfg(target_arch = "wasm32")]
 mod check;
+mod config;
+mod der;
+pub(crate) mod facts;
+mod metrics;
+mod seam;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
 #[cfg(target_arch = "wasm32")]
 mod host;
 #[cfg(target_arch = "wasm32")]
 mod http;
-#[cfg(target_arch = "wasm32")]
-mod metrics;
 #[cfg(target_arch = "wasm32")]
 mod root;
 #[cfg(target_arch = "wasm32")]
@@ -43,7 +52,7 @@ mod stream;
 proxy_wasm::main! {{
     // A panic aborts the VM (FAIL_CLOSED then refuses traffic); say why before it does.
     std::panic::set_hook(Box::new(|info| {
-        host::log(proxy_wasm::types::LogLevel::Critical, &format!("peerguard: panic: {info}"));
+        seam::Host::log(&host::WasmHost, seam::Level::Critical, &format!("peerguard: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_context_id| Box::new(root::Root::new()));
+    proxy_wasm::set_root_context(|_context_id| Box::<root::Root>::default());
 }}

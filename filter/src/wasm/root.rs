@@ -1,243 +1,48 @@
-//! The root context: configuration lifecycle and the factory of per-stream contexts.
+//! The root context: the proxy-wasm shell around [`Lifecycle`].
 
-use super::facts::{ConnCache, Needs, SanCache};
-use super::host;
-use super::metrics::Metrics;
-use super::{http::HttpFilter, stream::TcpFilter};
-use crate::decide::Engine;
-use crate::schema::WorkloadPolicy;
+use super::config::{kind_of, Lifecycle};
+use super::host::WasmHost;
+use super::seam::Host;
+use super::{check::Kind, http::HttpFilter, stream::TcpFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
-use proxy_wasm::types::{ContextType, LogLevel};
-use std::cell::{Cell, RefCell};
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
-use std::rc::{Rc, Weak};
+use proxy_wasm::types::ContextType;
 use std::time::Duration;
 
-/// What a new stream is checked against. Streams keep the one they started with, so a
-/// configuration swap never changes a decision half-way.
-#[derive(Clone)]
-pub(crate) enum Active {
-    /// The engine, and which optional attributes its policies can look at.
-    Ready(Rc<Engine>, Needs),
-    /// No valid configuration yet: everything is denied, and this says why.
-    DenyAll(Rc<str>),
-}
-
-/// State shared by the root and the contexts it creates (all on one VM thread).
-pub(crate) struct Shared {
-    /// One per VM (see [`vm_metrics`]): every root defines the same counters.
-    pub metrics: Rc<RefCell<Metrics>>,
-    pub sans: RefCell<SanCache>,
-    /// Connection facts by `connection.id`, for the HTTP filter's keep-alive requests.
-    pub conns: RefCell<ConnCache>,
-    /// Cached so a per-request debug line costs nothing when debug is off; refreshed on tick.
-    pub log_level: Cell<LogLevel>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Http,
-    Tcp,
-}
-
+#[derive(Default)]
 pub(crate) struct Root {
-    shared: Rc<Shared>,
-    active: Active,
-    kind: Option<Kind>,
-}
-
-/// Root ids ending in `tcp` (`peerguard_tcp`) are network filters; anything else is HTTP.
-fn kind_of(root_id: &str) -> Kind {
-    if root_id.ends_with("tcp") {
-        Kind::Tcp
-    } else {
-        Kind::Http
-    }
-}
-
-/// Identifies configuration bytes without keeping them: length and two independent 64-bit
-/// SipHashes (fixed keys, separated by a different prefix), 136 bits in all. The bytes come
-/// from the control plane, not from traffic.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ConfigKey(usize, u64, u64);
-
-impl ConfigKey {
-    fn of(bytes: &[u8]) -> Self {
-        let hash = |salt: u8| {
-            let mut h = DefaultHasher::new();
-            h.write_u8(salt);
-            h.write(bytes);
-            h.finish()
-        };
-        ConfigKey(bytes.len(), hash(0x5a), hash(0xa5))
-    }
-}
-
-thread_local! {
-    /// Engines alive in this VM by configuration: the HTTP and the network filter of a
-    /// listener usually carry the same policy, and one engine (the indexes of 10,000
-    /// policies are megabytes) serves both. Weak: an engine lives as long as a root or an
-    /// in-flight stream holds it.
-    static ENGINES: RefCell<Vec<(ConfigKey, Weak<Engine>)>> = const { RefCell::new(Vec::new()) };
-    /// The counters are the same Envoy metrics for every root of the VM; their per-policy
-    /// name tables are kept once.
-    static METRICS: Rc<RefCell<Metrics>> = Rc::new(RefCell::new(Metrics::default()));
-}
-
-fn vm_metrics() -> Rc<RefCell<Metrics>> {
-    METRICS.with(Rc::clone)
-}
-
-/// The engine for these configuration bytes: a live one of another root, or a new one.
-fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
-    let key = ConfigKey::of(bytes);
-    let live = ENGINES.with(|e| {
-        let mut e = e.borrow_mut();
-        e.retain(|(_, w)| w.strong_count() > 0);
-        e.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
-    });
-    if let Some(engine) = live {
-        return Ok(engine);
-    }
-    let engine = Rc::new(Root::load(bytes)?);
-    ENGINES.with(|e| e.borrow_mut().push((key, Rc::downgrade(&engine))));
-    Ok(engine)
-}
-
-impl Root {
-    pub fn new() -> Self {
-        Root {
-            shared: Rc::new(Shared {
-                metrics: vm_metrics(),
-                sans: RefCell::new(SanCache::default()),
-                conns: RefCell::new(ConnCache::default()),
-                log_level: Cell::new(LogLevel::Info),
-            }),
-            active: Active::DenyAll("no configuration received yet".into()),
-            kind: None,
-        }
-    }
-
-    fn kind(&mut self) -> Kind {
-        if let Some(k) = self.kind {
-            return k;
-        }
-        let k = kind_of(&host::root_id());
-        self.kind = Some(k);
-        k
-    }
-
-    fn log(&self, level: LogLevel, msg: &str) {
-        host::log(level, msg);
-    }
-
-    /// Parse and index a configuration. Nothing of this happens per request.
-    fn load(bytes: &[u8]) -> Result<Engine, String> {
-        let policy: WorkloadPolicy = serde_json::from_slice(bytes)
-            .map_err(|e| format!("configuration is not a valid WorkloadPolicy JSON: {e}"))?;
-        Engine::new(policy).map_err(|e| format!("configuration rejected: {e}"))
-    }
+    life: Lifecycle,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
-        self.shared.log_level.set(host::log_level());
+        self.life.start(&WasmHost);
         true
     }
 
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let kind = self.kind();
-        self.shared.log_level.set(host::log_level());
-        {
-            let mut m = self.shared.metrics.borrow_mut();
-            if m.is_empty() {
-                *m = Metrics::base();
-            }
-        }
-        // Keeps the debug-line gate in step with runtime log-level changes, and flushes the
-        // allow counters (see `Metrics::flush`).
         let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1));
-        let bytes = match host::plugin_configuration() {
-            Ok(b) => b,
-            Err(why) => {
-                self.log(LogLevel::Error, &format!("{why}; rejecting"));
-                return false;
-            }
-        };
-        let bytes = match bytes.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) {
-            Some(b) => b,
-            None => {
-                // Fail closed but start: a listener without policy denies everything.
-                let why = "no configuration (empty plugin configuration): denying every request";
-                self.log(LogLevel::Warn, why);
-                self.active = Active::DenyAll(why.into());
-                return true;
-            }
-        };
-        // Facts cached under the previous configuration are not reused under this one
-        // (they are still correct, but may lack an attribute only the new one needs).
-        self.shared.conns.borrow_mut().clear();
-        match shared_engine(&bytes) {
-            Ok(engine) => {
-                let policy = engine.policy();
-                let needs = Needs::of(policy);
-                self.shared.metrics.borrow_mut().define_policies(policy);
-                self.log(
-                    LogLevel::Info,
-                    &format!(
-                        "configured {} filter for workload {}/{}: {} policies, default mTLS {:?}, {} port overrides, reads {needs:?}",
-                        if kind == Kind::Tcp { "network" } else { "HTTP" },
-                        policy.workload.namespace,
-                        policy.workload.name,
-                        policy.policies.len(),
-                        policy.mtls.default.mode,
-                        policy.mtls.ports.len(),
-                    ),
-                );
-                for d in &policy.diagnostics {
-                    self.log(LogLevel::Warn, &format!("compile diagnostic: {d}"));
-                }
-                self.active = Active::Ready(engine, needs);
-                true
-            }
-            Err(why) => {
-                let keeps = match self.active {
-                    Active::Ready(..) => "the previous configuration stays in force",
-                    Active::DenyAll(_) => "every request stays denied",
-                };
-                self.log(LogLevel::Error, &format!("{why}; rejecting it ({keeps})"));
-                false
-            }
-        }
+        self.life.configure(&WasmHost)
     }
 
     fn on_tick(&mut self) {
-        self.shared.log_level.set(host::log_level());
-        self.shared.metrics.borrow().flush();
+        self.life.tick(&WasmHost);
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        let kind = self.kind.unwrap_or_else(|| kind_of(&host::root_id()));
+        let kind = self.life.cached_kind().unwrap_or_else(|| kind_of(&WasmHost.root_id()));
         Some(match kind {
-            Kind::Http => ContextType::HttpContext,
             Kind::Tcp => ContextType::StreamContext,
+            Kind::Http => ContextType::HttpContext,
         })
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HttpFilter::new(
-            self.shared.clone(),
-            self.active.clone(),
-        )))
+        Some(Box::new(HttpFilter::new(self.life.shared.clone(), self.life.active.clone())))
     }
 
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(TcpFilter::new(
-            self.shared.clone(),
-            self.active.clone(),
-        )))
+        Some(Box::new(TcpFilter::new(self.life.shared.clone(), self.life.active.clone())))
     }
 }

@@ -12,12 +12,11 @@
 //! decision, and a server-first app's greeting can reach a TLS client that authorization
 //! then denies.
 
-use super::check::{check, Verdict};
-use super::host;
-use super::root::{Active, Shared};
-use proxy_wasm::hostcalls;
+use super::check::{check, Kind, Verdict};
+use super::config::{Active, Shared};
+use super::host::{self, WasmHost};
 use proxy_wasm::traits::{Context, StreamContext};
-use proxy_wasm::types::{Action, LogLevel};
+use proxy_wasm::types::Action;
 use std::rc::Rc;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -47,7 +46,7 @@ impl Context for TcpFilter {}
 
 impl TcpFilter {
     fn decide(&mut self) -> Action {
-        let verdict = check(&self.shared, &self.active, "tcp", |_| Err("tcp".into()));
+        let verdict = check(&WasmHost, &self.shared, &self.active, Kind::Tcp);
         match verdict {
             Verdict::Allow => {
                 self.state = State::Allowed;
@@ -55,12 +54,7 @@ impl TcpFilter {
             }
             Verdict::Deny | Verdict::Refuse => {
                 self.state = State::Denied;
-                if let Err(s) = hostcalls::close_downstream() {
-                    host::log(
-                        LogLevel::Error,
-                        &format!("peerguard: close_downstream failed: {s:?}"),
-                    );
-                }
+                host::close_downstream();
                 Action::Pause
             }
         }

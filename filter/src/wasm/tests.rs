@@ -1,0 +1,174 @@
+//! The adapter end to end against a fake proxy: configuration lifecycle, checks, counters.
+
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use super::check::{check, Kind, Verdict};
+use super::config::{Active, Lifecycle};
+use super::testing::FakeHost;
+use crate::compile::{compile, MeshConfig, Workload};
+use crate::istio::parse::parse_str;
+use std::rc::Rc;
+
+fn config(yaml: &str) -> Vec<u8> {
+    let workload = Workload {
+        namespace: "foo".into(),
+        name: "httpbin".into(),
+        service_account: "httpbin".into(),
+        labels: [("app".to_string(), "httpbin".to_string())].into(),
+        ..Workload::default()
+    };
+    let parsed = parse_str(yaml, "mesh.yaml");
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    serde_json::to_vec(&compile(&parsed.resources, &workload, &MeshConfig::default())).unwrap()
+}
+
+const STRICT: &str = "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+";
+
+const DENY_ADMIN: &str = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation: {paths: [\"/admin*\"]}
+";
+
+/// A plaintext HTTP request on port 8080 of connection 7.
+fn plaintext(path: &str) -> FakeHost {
+    FakeHost {
+        headers: vec![
+            (":method".into(), "GET".into()),
+            (":path".into(), path.into()),
+            (":authority".into(), "httpbin.foo".into()),
+        ],
+        root_id: "peerguard_http".into(),
+        ..FakeHost::default()
+    }
+    .with("source.address", "127.0.0.7:5000")
+    .with("destination.port", 8080i64.to_le_bytes())
+    .with("connection.id", 7u64.to_le_bytes())
+}
+
+fn configured(host: &FakeHost, bytes: Option<Vec<u8>>) -> (Lifecycle, bool) {
+    let mut life = Lifecycle::default();
+    let h = FakeHost { config: bytes, ..FakeHost::default() };
+    let ok = life.configure(&h);
+    // Counters are defined on the host that configured; copy them for the checks.
+    *host.counters.borrow_mut() = h.counters.borrow().clone();
+    (life, ok)
+}
+
+fn run(life: &Lifecycle, host: &FakeHost, kind: Kind) -> Verdict {
+    check(host, &life.shared, &life.active, kind)
+}
+
+#[test]
+fn no_configuration_denies_everything() {
+    let host = plaintext("/");
+    let (life, ok) = configured(&host, None);
+    assert!(ok, "starts, fail closed");
+    assert!(matches!(life.active, Active::DenyAll(_)));
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny);
+    assert_eq!(run(&life, &host, Kind::Tcp), Verdict::Deny);
+    assert_eq!(host.counter("peerguard_denied"), Some(2));
+}
+
+#[test]
+fn an_invalid_configuration_is_rejected_and_the_previous_one_stays() {
+    let host = plaintext("/admin");
+    let (mut life, ok) = configured(&host, Some(config(DENY_ADMIN)));
+    assert!(ok);
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny);
+    let bad = FakeHost { config: Some(b"{\"schema\": 99}".to_vec()), ..FakeHost::default() };
+    assert!(!life.configure(&bad), "rejected: Envoy NACKs it");
+    assert!(bad.logged("the previous configuration stays in force"));
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny, "the DENY still holds");
+    assert_eq!(run(&life, &plaintext("/public"), Kind::Http), Verdict::Allow);
+}
+
+#[test]
+fn strict_refuses_plaintext_and_counts_it() {
+    let host = plaintext("/");
+    let (life, _) = configured(&host, Some(config(STRICT)));
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Refuse);
+    assert_eq!(run(&life, &host, Kind::Tcp), Verdict::Refuse);
+    assert_eq!(host.counter("peerguard_plaintext_refused"), Some(2));
+    assert_eq!(host.counter("peerguard_denied"), Some(2));
+}
+
+#[test]
+fn denials_count_per_policy_and_allows_wait_for_the_tick() {
+    let host = plaintext("/admin/x");
+    let (life, _) = configured(&host, Some(config(DENY_ADMIN)));
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny);
+    assert_eq!(host.counter("peerguard_policy_denied.foo.deny-admin"), Some(1));
+    let ok = plaintext("/ok");
+    *ok.counters.borrow_mut() = host.counters.borrow().clone();
+    assert_eq!(run(&life, &ok, Kind::Http), Verdict::Allow);
+    assert_eq!(ok.counter("peerguard_allowed"), Some(0), "batched");
+    life.tick(&ok);
+    assert_eq!(ok.counter("peerguard_allowed"), Some(1), "flushed on tick");
+}
+
+#[test]
+fn roots_with_the_same_bytes_share_one_engine() {
+    let host = plaintext("/");
+    let bytes = config(DENY_ADMIN);
+    let (a, _) = configured(&host, Some(bytes.clone()));
+    let (b, _) = configured(&host, Some(bytes));
+    match (&a.active, &b.active) {
+        (Active::Ready(x, _), Active::Ready(y, _)) => assert!(Rc::ptr_eq(x, y)),
+        _ => panic!("both configured"),
+    }
+}
+
+#[test]
+fn keep_alive_requests_read_the_connection_once() {
+    let host = plaintext("/a");
+    let (life, _) = configured(&host, Some(config(DENY_ADMIN)));
+    for _ in 0..3 {
+        assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    }
+    let mtls_reads = host.reads.borrow().iter().filter(|r| *r == "connection.mtls").count();
+    assert_eq!(mtls_reads, 1, "{:?}", host.reads.borrow());
+}
+
+#[test]
+fn unreadable_connection_denies() {
+    let host = FakeHost { fail: Some("connection.mtls".into()), ..plaintext("/") };
+    let (life, _) = configured(&host, Some(config(DENY_ADMIN)));
+    assert_eq!(run(&life, &host, Kind::Tcp), Verdict::Deny);
+    assert!(host.logged("cannot read the connection"));
+}
+
+#[test]
+fn the_root_id_chooses_the_filter() {
+    let mut life = Lifecycle::default();
+    let tcp = FakeHost { root_id: "peerguard_tcp".into(), ..FakeHost::default() };
+    assert_eq!(life.cached_kind(), None);
+    assert_eq!(life.kind(&tcp), Kind::Tcp);
+    assert_eq!(life.cached_kind(), Some(Kind::Tcp));
+    let mut life = Lifecycle::default();
+    assert_eq!(life.kind(&FakeHost { root_id: "peerguard_http".into(), ..FakeHost::default() }), Kind::Http);
+}
+
+#[test]
+fn log_levels_gate_in_order() {
+    use super::seam::{enabled, Level::*};
+    let order = [Trace, Debug, Info, Warn, Error, Critical];
+    for (i, current) in order.iter().enumerate() {
+        for (j, level) in order.iter().enumerate() {
+            assert_eq!(enabled(*current, *level), j >= i, "{current:?} {level:?}");
+        }
+    }
+    let life = Lifecycle::default();
+    life.start(&FakeHost::default());
+    assert_eq!(life.shared.log_level.get(), Debug, "the host's level is taken at start");
+}
