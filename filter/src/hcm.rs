@@ -8,7 +8,8 @@
 //! mesh setting, XFCC `SANITIZE_SET`), checked against the real binary:
 //! - refused with 400: an HTTP/1.1 method outside the codec's list (case matters: `get` is
 //!   refused), a request target that is not origin-form or absolute-form, a control,
-//!   space or non-ASCII byte in it, any `#`, `%00` in the path, a pseudo-header or an
+//!   space or non-ASCII byte in it, any `#`, `%00` in the path (unless normalization is
+//!   NONE), a pseudo-header or an
 //!   invalid name/value among the headers, an unparsable `content-length`, a missing host;
 //!   501: a `transfer-encoding` other than `chunked`;
 //! - rewritten: the path normalized ([`crate::path::normalize`]); absolute-form split into
@@ -59,7 +60,7 @@ pub fn admit(req: &Request, normalization: PathNormalization) -> Result<Request,
     };
     check_method(&http.method, http.version)?;
     let (authority, target) = split_target(&http.path, &http.host)?;
-    check_target(&target)?;
+    check_target(&target, normalization)?;
     if authority.is_empty() {
         return Err(bad("no host (:authority)"));
     }
@@ -130,7 +131,7 @@ fn split_target(target: &str, host: &str) -> Result<(String, String), Rejected> 
     Ok((authority.to_string(), path))
 }
 
-fn check_target(target: &str) -> Result<(), Rejected> {
+fn check_target(target: &str, normalization: PathNormalization) -> Result<(), Rejected> {
     if !target.starts_with('/') {
         return Err(bad(format!("request target {target:?} is not a path")));
     }
@@ -140,8 +141,9 @@ fn check_target(target: &str) -> Result<(), Rejected> {
     if target.contains('#') {
         return Err(bad("request target contains a fragment (#)"));
     }
+    // The canonicalizer refuses an encoded NUL; without normalization it passes.
     let path = target.split('?').next().unwrap_or_default();
-    if path.contains("%00") {
+    if normalization != PathNormalization::None && path.contains("%00") {
         return Err(bad("path contains %00"));
     }
     Ok(())
