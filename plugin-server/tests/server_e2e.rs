@@ -8,13 +8,10 @@
 //! `PEERGUARD_REQUIRE_ENVOY=1`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "server_harness.rs"]
-mod harness;
 #[path = "server_envoy.rs"]
 mod envoy;
 
 use envoy::*;
-use harness::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use std::io::{Read, Write};
 use std::net::TcpStream;

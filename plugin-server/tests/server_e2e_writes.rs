@@ -5,13 +5,10 @@
 //! Needs Envoy and the module, as `server_e2e.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "server_harness.rs"]
-mod harness;
 #[path = "server_envoy.rs"]
 mod envoy;
 
 use envoy::*;
-use harness::*;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

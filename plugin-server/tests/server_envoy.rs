@@ -1,9 +1,12 @@
-//! Real Envoy for the `server_*` tests (included with `#[path]` next to `server_harness.rs`;
-//! no tests of its own): finding Envoy and the module, upstream apps, mTLS clients with
-//! certificates from the server's CA, an Envoy bootstrapped by `peerguard bootstrap`.
+//! Real Envoy for the `server_*` tests (included with `#[path]`; it brings
+//! `server_harness.rs` along; no tests of its own): finding Envoy and the module, upstream
+//! apps, mTLS clients with certificates from the server's CA, an Envoy bootstrapped by
+//! `peerguard bootstrap`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use super::harness::*;
+#[path = "server_harness.rs"]
+mod harness;
+pub use harness::*;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use std::io::{Read, Write};
 use std::net::TcpStream;
