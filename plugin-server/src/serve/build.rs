@@ -173,7 +173,8 @@ impl Builder {
         self.metrics.set("peerguard_config_files_pending", &[], inputs.pending.len() as f64);
         self.metrics.set("peerguard_config_budget_nodes", &[], inputs.cost.nodes as f64);
         self.metrics.set("peerguard_config_budget_text_bytes", &[], inputs.cost.scalar_bytes as f64);
-        let over = inputs.unreadable.iter().filter(|u| u.errors.iter().any(|e| e.contains("budget"))).count();
+        let over_budget = |e: &String| e.starts_with("over the per-file budget") || e.starts_with("over the directory's total budget");
+        let over = inputs.unreadable.iter().filter(|u| u.errors.iter().any(over_budget)).count();
         self.metrics.set("peerguard_config_over_budget_files", &[], over as f64);
         self.history.published |= !hold;
         self.metrics.set_readiness(readiness(inputs, &mut self.history));

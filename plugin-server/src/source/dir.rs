@@ -125,7 +125,8 @@ impl Source for DirSource {
             let wake = Arc::new(tokio::sync::Notify::new());
             let writes = Arc::new(Writes::default());
             let mut watched: Option<FileId> = None;
-            let mut watcher = None;
+            // Kept for the life of the task: dropping it stops the event thread.
+            let mut _watcher = None;
             let mut scanner = Scanner {
                 dir: self.dir.clone(),
                 loader: Loader::new(self.total_budget),
@@ -142,7 +143,13 @@ impl Source for DirSource {
                 // (Re)establish the watch when the directory appears or is replaced.
                 let root = look.walked.as_ref().ok().and_then(|w| w.root);
                 if root.is_some() && root != watched {
-                    watcher = watch_events(&self.dir, wake.clone(), writes.clone());
+                    // Setting up a recursive watch walks the tree: not on the async threads.
+                    let (dir, wake, writes) = (self.dir.clone(), wake.clone(), writes.clone());
+                    _watcher =
+                        tokio::task::spawn_blocking(move || watch_events(&dir, wake, writes))
+                            .await
+                            .ok()
+                            .flatten();
                     watched = root;
                 }
                 let mut next = look.next;
@@ -195,8 +202,6 @@ impl Source for DirSource {
                     _ = tokio::time::sleep(wait) => {}
                     _ = wake.notified() => {}
                 }
-                // Keep the watcher alive for as long as the loop runs.
-                let _ = &watcher;
             }
         })
     }
