@@ -21,6 +21,13 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("peerguard_workloads", "gauge", "Workloads in the registry."),
     ("peerguard_config_unreadable_files", "gauge", "Files with errors that leave no object behind (syntax errors...): served from their last good content, or holding policy updates."),
     ("peerguard_policy_updates_held", "gauge", "1 while policy (ECDS) updates are held because a file was never read successfully."),
+    ("peerguard_ready", "gauge", "1 when /readyz answers 200."),
+    ("peerguard_not_ready", "gauge", "1 for each reason /readyz answers 503 (config_dir_missing, policy_updates_held, no_workloads, not_compiled)."),
+    ("peerguard_config_dir_missing", "gauge", "1 while the config directory is missing or not a directory (its last content read is served)."),
+    ("peerguard_config_files_pending", "gauge", "Files not read because they are being written (their last content read stands in)."),
+    ("peerguard_config_budget_nodes", "gauge", "YAML/JSON nodes the config files expand to, aliases included (see --max-config-nodes)."),
+    ("peerguard_config_budget_text_bytes", "gauge", "Bytes of text the config files expand to, aliases included (see --max-config-text-bytes)."),
+    ("peerguard_config_over_budget_files", "gauge", "Files over the per-file or the total budget (served from their last good content, or holding policy updates)."),
     ("peerguard_certs_issued_total", "counter", "Workload certificates issued."),
     ("peerguard_cert_errors_total", "counter", "Workload certificate issuance failures."),
     ("peerguard_workload_cert_expiry_timestamp_seconds", "gauge", "not_after of each workload's current certificate (Unix time)."),
@@ -32,8 +39,24 @@ pub struct Metrics {
     /// name → rendered label set → value.
     series: Mutex<BTreeMap<&'static str, BTreeMap<String, f64>>>,
     ready: AtomicBool,
-    /// Why the configuration is degraded (unreadable files), for `/readyz`; empty when fine.
-    detail: Mutex<Vec<String>>,
+    readiness: Mutex<Readiness>,
+}
+
+/// What `/readyz` says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// A configuration has been compiled and published at least once.
+    pub published: bool,
+    /// Why the server is not ready (503): `(metric label, line for humans)`.
+    pub not_ready: Vec<(&'static str, String)>,
+    /// What is degraded without making it unready (200), one line each.
+    pub degraded: Vec<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.published && self.not_ready.is_empty()
+    }
 }
 
 fn labels(l: &[(&str, &str)]) -> String {
@@ -71,18 +94,24 @@ impl Metrics {
         }
     }
 
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
-    }
-
-    pub fn set_detail(&self, lines: Vec<String>) {
-        if let Ok(mut d) = self.detail.lock() {
-            *d = lines;
+    /// Sets what `/readyz` answers, and the `peerguard_ready` / `peerguard_not_ready` gauges.
+    pub fn set_readiness(&self, r: Readiness) {
+        self.ready.store(r.is_ready(), Ordering::SeqCst);
+        self.set("peerguard_ready", &[], if r.is_ready() { 1.0 } else { 0.0 });
+        self.clear("peerguard_not_ready");
+        if !r.published {
+            self.set("peerguard_not_ready", &[("reason", "not_compiled")], 1.0);
+        }
+        for (label, _) in &r.not_ready {
+            self.set("peerguard_not_ready", &[("reason", label)], 1.0);
+        }
+        if let Ok(mut cur) = self.readiness.lock() {
+            *cur = r;
         }
     }
 
-    fn detail(&self) -> String {
-        self.detail.lock().map(|d| d.iter().map(|l| format!("{l}\n")).collect()).unwrap_or_default()
+    fn readiness(&self) -> Readiness {
+        self.readiness.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -112,7 +141,7 @@ impl Metrics {
 }
 
 fn needs_labels(name: &str) -> bool {
-    name.starts_with("peerguard_xds_") || name.contains("expiry")
+    name.starts_with("peerguard_xds_") || name.contains("expiry") || name == "peerguard_not_ready"
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` fires.
@@ -158,16 +187,24 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, mut shutdo
     }
 }
 
-/// 200 once a configuration has been published; the body lists unreadable files, so a
-/// degraded configuration is visible where operators look first.
+/// 200 once a configuration has been published and nothing makes it unready (the config
+/// directory missing, policy updates held, every workload gone); the body says why not, and
+/// lists what is degraded (unreadable files, files being written), so a degraded
+/// configuration is visible where operators look first.
 fn readyz(metrics: &Metrics) -> (&'static str, &'static str, String) {
-    let detail = metrics.detail();
-    match (metrics.is_ready(), detail.is_empty()) {
-        (true, true) => ("200 OK", "text/plain", "ready\n".to_string()),
-        (true, false) => ("200 OK", "text/plain", format!("ready, degraded:\n{detail}")),
-        (false, true) => ("503 Service Unavailable", "text/plain", "not ready: no configuration compiled yet\n".to_string()),
-        (false, false) => ("503 Service Unavailable", "text/plain", format!("not ready: no policy published:\n{detail}")),
+    let r = metrics.readiness();
+    let lines = |l: &[String]| l.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let degraded = lines(&r.degraded);
+    let reasons: Vec<String> = r.not_ready.iter().map(|(_, why)| why.clone()).collect();
+    if r.is_ready() {
+        return if degraded.is_empty() {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        } else {
+            ("200 OK", "text/plain", format!("ready, degraded:\n{degraded}"))
+        };
     }
+    let head = if r.published { "not ready:\n" } else { "not ready: no policy published yet\n" };
+    ("503 Service Unavailable", "text/plain", format!("{head}{}{degraded}", lines(&reasons)))
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -209,5 +246,23 @@ mod tests {
         assert!(t.contains("peerguard_xds_rejects_total{type=\"ecds\"} 2\n"), "{t}");
         assert!(t.contains("peerguard_config_errors 3\n"));
         assert!(t.contains("peerguard_config_reloads_total 0\n"));
+    }
+
+    #[test]
+    fn readiness_is_not_sticky() {
+        let m = Metrics::default();
+        assert_eq!(readyz(&m).0, "503 Service Unavailable");
+        m.set_readiness(Readiness { published: true, ..Default::default() });
+        assert_eq!(readyz(&m), ("200 OK", "text/plain", "ready\n".to_string()));
+        assert!(m.render().contains("peerguard_ready 1\n"));
+        m.set_readiness(Readiness { published: true, not_ready: vec![("no_workloads", "no workloads".into())], degraded: vec!["a.yaml: x".into()] });
+        let (status, _, body) = readyz(&m);
+        assert_eq!(status, "503 Service Unavailable");
+        assert_eq!(body, "not ready:\nno workloads\na.yaml: x\n");
+        let t = m.render();
+        assert!(t.contains("peerguard_ready 0\n") && t.contains("peerguard_not_ready{reason=\"no_workloads\"} 1\n"), "{t}");
+        m.set_readiness(Readiness { published: true, degraded: vec!["a.yaml: x".into()], ..Default::default() });
+        assert_eq!(readyz(&m).2, "ready, degraded:\na.yaml: x\n");
+        assert!(!m.render().contains("peerguard_not_ready{"));
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ca::{Ca, IssuedCert};
 use crate::node::TokenAuth;
-use crate::ops::Metrics;
+use crate::ops::{Metrics, Readiness};
 use crate::registry::{Registry, WorkloadKey};
 use crate::snapshot::{self, NodeSnapshot, Store};
 use crate::source::Inputs;
@@ -28,6 +28,17 @@ pub struct Builder {
     /// Testing only (hidden `--debug-corrupt-config-if`): while this file exists, the policy
     /// sent over ECDS is not valid JSON, so the filter refuses it in `on_configure` (a NACK).
     pub corrupt_if: Option<PathBuf>,
+    /// What readiness depends on beyond the current inputs.
+    pub history: History,
+}
+
+/// What earlier rebuilds leave behind for readiness.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Every node's policy was computed from fully read files at least once.
+    pub published: bool,
+    /// Most workloads registered at once so far.
+    pub most_workloads: usize,
 }
 
 impl Builder {
@@ -158,11 +169,15 @@ impl Builder {
         self.metrics.set("peerguard_workloads", &[], inputs.registry.workloads.len() as f64);
         self.metrics.set("peerguard_config_unreadable_files", &[], inputs.unreadable.len() as f64);
         self.metrics.set("peerguard_policy_updates_held", &[], if hold { 1.0 } else { 0.0 });
-        self.metrics.set_detail(inputs.unreadable_summary());
-        // Ready means every node's policy was computed from fully read files at least once.
-        if !hold {
-            self.metrics.set_ready();
-        }
+        self.metrics.set("peerguard_config_dir_missing", &[], if inputs.source_missing.is_some() { 1.0 } else { 0.0 });
+        self.metrics.set("peerguard_config_files_pending", &[], inputs.pending.len() as f64);
+        self.metrics.set("peerguard_config_budget_nodes", &[], inputs.cost.nodes as f64);
+        self.metrics.set("peerguard_config_budget_text_bytes", &[], inputs.cost.scalar_bytes as f64);
+        let over_budget = |e: &String| e.starts_with("over the per-file budget") || e.starts_with("over the directory's total budget");
+        let over = inputs.unreadable.iter().filter(|u| u.errors.iter().any(over_budget)).count();
+        self.metrics.set("peerguard_config_over_budget_files", &[], over as f64);
+        self.history.published |= !hold;
+        self.metrics.set_readiness(readiness(inputs, &mut self.history));
     }
 
     /// `<state-dir>/tokens/<ns>/<name>.token` (mode 0600), for `peerguard bootstrap --token-file`.
@@ -176,6 +191,28 @@ impl Builder {
             tracing::warn!(node = %key, "cannot write the bootstrap token: {e}");
         }
     }
+}
+
+/// Ready means: a policy computed from fully read files was published at least once, and
+/// now none of these holds: the config directory is missing (its last content is served,
+/// but nothing it says now is known), policy updates are held, every workload is gone after
+/// there were some (what a truncated or unmounted registry file looks like).
+fn readiness(inputs: &Inputs, history: &mut History) -> Readiness {
+    let mut not_ready = Vec::new();
+    if let Some(why) = &inputs.source_missing {
+        not_ready.push(("config_dir_missing", format!("{why}: serving the last configuration read from it")));
+    }
+    if inputs.hold_policy() {
+        not_ready.push(("policy_updates_held", "policy updates are held: a file was never read successfully (below)".to_string()));
+    }
+    let n = inputs.registry.workloads.len();
+    if n == 0 && history.most_workloads > 0 {
+        not_ready.push(("no_workloads", format!("no workloads registered (there were {})", history.most_workloads)));
+    }
+    history.most_workloads = if n == 0 { history.most_workloads } else { n.max(history.most_workloads) };
+    let mut degraded = inputs.unreadable_summary();
+    degraded.extend(inputs.pending.iter().cloned());
+    Readiness { published: history.published, not_ready, degraded }
 }
 
 /// The resources that can apply to a workload in `namespace`: AuthorizationPolicies,

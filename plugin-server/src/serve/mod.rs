@@ -13,13 +13,14 @@ use crate::node::TokenAuth;
 use crate::ops::{self, Metrics};
 use crate::registry::Registry;
 use crate::snapshot::Store;
-use crate::source::{dir::DirSource, Inputs, Source};
+use crate::source::{self, dir::DirSource, Inputs, Source};
 use crate::xds::{Xds, XdsState};
 use anyhow::Context;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_server::ExtensionConfigDiscoveryServiceServer;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::SecretDiscoveryServiceServer;
 use peerguard_filter::compile::MeshConfig;
+use peerguard_filter::istio::parse::YamlCost;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -83,6 +84,19 @@ pub struct Args {
     /// How long the directory must stay unchanged before it is re-read.
     #[arg(long, default_value = "50ms", value_parser = duration::parse)]
     pub debounce: Duration,
+    /// How long a file changed without a file event (polling fallback: bind mounts, network
+    /// file systems) must stay unchanged before it is read. A file whose writer was seen to
+    /// close it is read at once; one still open for writing is never read.
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    pub settle: Duration,
+    /// Most YAML/JSON nodes all config files together may expand to, aliases included (each
+    /// file is also limited on its own); files past it are errors that keep their last good
+    /// content.
+    #[arg(long, default_value_t = source::loader::DEFAULT_TOTAL_BUDGET.nodes)]
+    pub max_config_nodes: usize,
+    /// Most bytes of text all config files together may expand to, aliases included.
+    #[arg(long, default_value_t = source::loader::DEFAULT_TOTAL_BUDGET.scalar_bytes)]
+    pub max_config_text_bytes: usize,
     /// Testing only: while this file exists, the policy sent over ECDS is corrupted so that
     /// the filter rejects it (exercises NACK handling with a real Envoy).
     #[arg(long, hide = true)]
@@ -91,7 +105,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
-    rt.block_on(serve(args))
+    let result = rt.block_on(serve(args));
+    // Reading the config directory runs on the blocking pool; a read stuck in the kernel
+    // (a hung network file system) must not keep the process from exiting.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
 }
 
 fn ca_source(args: &Args) -> CaSource {
@@ -141,7 +159,13 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
     tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
 
-    let source: Box<dyn Source> = Box::new(DirSource { dir: args.config_dir.clone(), poll: args.poll_interval, debounce: args.debounce });
+    let source: Box<dyn Source> = Box::new(DirSource {
+        dir: args.config_dir.clone(),
+        poll: args.poll_interval,
+        debounce: args.debounce,
+        settle: args.settle,
+        total_budget: YamlCost { nodes: args.max_config_nodes, scalar_bytes: args.max_config_text_bytes },
+    });
     tracing::info!(source = %source.describe(), "reading configuration");
     let (inputs_tx, inputs_rx) = mpsc::channel::<Arc<Inputs>>(4);
     let _source_task = source.run(inputs_tx);
@@ -157,6 +181,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         metrics: metrics.clone(),
         certs: Default::default(),
         corrupt_if: args.debug_corrupt_config_if.clone(),
+        history: Default::default(),
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
 

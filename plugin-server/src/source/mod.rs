@@ -3,9 +3,14 @@
 //! [`dir`]; a Kubernetes source plugs in later behind the same trait (its watchers turn
 //! `Init..InitDone` into one resync and later events into debounced resyncs).
 
+mod dedupe;
 pub mod dir;
+pub mod loader;
+pub mod walk;
+mod watch;
 
 use crate::registry::Registry;
+use peerguard_filter::istio::parse::YamlCost;
 use peerguard_filter::istio::Resource;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -21,9 +26,17 @@ pub struct Inputs {
     /// Objects of kinds nobody handles.
     pub skipped: Vec<String>,
     /// Files that could not be read completely (a syntax error, a document without a readable
-    /// kind, an I/O error): what they hold is unknown, so they are fail-closed (see
-    /// [`Unreadable`]).
+    /// kind, an I/O error, a budget exceeded): what they hold is unknown, so they are
+    /// fail-closed (see [`Unreadable`]).
     pub unreadable: Vec<Unreadable>,
+    /// Files not read this time because they are being written, one line each: their last
+    /// content read stands in (a new file is left out until it is complete).
+    pub pending: Vec<String>,
+    /// Set when the source itself is gone (the config directory missing): the last content
+    /// read from it is served, and the server is not ready.
+    pub source_missing: Option<String>,
+    /// What the files read expanded to, against the source's total budget.
+    pub cost: YamlCost,
 }
 
 /// A file whose content is (partly) unknown. Its errors have no `Resource::Invalid` to
@@ -33,9 +46,20 @@ pub struct Unreadable {
     pub file: String,
     /// The errors that made it unreadable.
     pub errors: Vec<String>,
-    /// `true`: the file's last fully read content stands in for it. `false`: it was never
-    /// read successfully, so no policy update may be published (see [`Inputs::hold_policy`]).
-    pub last_good: bool,
+    pub fallback: Fallback,
+}
+
+/// What stands in for an [`Unreadable`] file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Its last fully read content.
+    LastGood,
+    /// Nothing, and no policy update may be published (see [`Inputs::hold_policy`]): it was
+    /// never read successfully.
+    Hold,
+    /// Nothing: it is not a regular file (a FIFO, a socket, a device) and never was one, so
+    /// it holds no configuration to be unknown.
+    Nothing,
 }
 
 impl Inputs {
@@ -44,7 +68,7 @@ impl Inputs {
     /// apply to every workload, and a policy moved into it from another file would otherwise
     /// disappear, so no node gets a policy computed without it. Certificates keep flowing.
     pub fn hold_policy(&self) -> bool {
-        self.unreadable.iter().any(|u| !u.last_good)
+        self.unreadable.iter().any(|u| u.fallback == Fallback::Hold)
     }
 
     /// One line per unreadable file, for logs and `/readyz`.
@@ -52,10 +76,12 @@ impl Inputs {
         self.unreadable
             .iter()
             .map(|u| {
-                let what = if u.last_good {
-                    "serving its last successfully read content"
-                } else {
-                    "never read successfully: policy updates are held for every workload"
+                let what = match u.fallback {
+                    Fallback::LastGood => "serving its last successfully read content",
+                    Fallback::Hold => {
+                        "never read successfully: policy updates are held for every workload"
+                    }
+                    Fallback::Nothing => "ignored",
                 };
                 format!("{}: unreadable ({}); {what}", u.file, u.errors.join("; "))
             })

@@ -26,6 +26,10 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::Path;
 
+pub use documents::{
+    split_measured as documents, YamlCost, MAX_FILE_BYTES, MAX_FILE_NODES, MAX_FILE_SCALAR_BYTES,
+};
+
 /// A problem with one document or object. `Display` reads
 /// `file: kind ns/name: field.path: message` (parts absent when unknown).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,15 +118,22 @@ pub fn selector_is_valid(labels: &std::collections::BTreeMap<String, String>) ->
 
 /// Parse one file's text (multi-document YAML, a JSON object, or a `kind: List`).
 pub fn parse_str(text: &str, file: &str) -> Parsed {
+    parse_str_measured(text, file).0
+}
+
+/// [`parse_str`], and what the file's documents cost once YAML aliases are expanded, for a
+/// budget across files (each file has its own, see [`YamlCost`]).
+pub fn parse_str_measured(text: &str, file: &str) -> (Parsed, YamlCost) {
     let mut parsed = Parsed::default();
     let mut index = 0usize;
-    for doc in documents::split(text, file) {
+    let (docs, cost) = documents::split_measured(text, file);
+    for doc in docs {
         match doc {
             Ok(value) => expand(value, file, &mut index, &mut parsed, 0),
             Err(error) => parsed.errors.push(error),
         }
     }
-    parsed
+    (parsed, cost)
 }
 
 /// Parse a file, or every `.yaml`/`.yml`/`.json` file under a directory (recursively, in
