@@ -37,6 +37,7 @@ fn key(r: &Resource) -> Option<ObjectKey> {
         Resource::DestinationRule(o) => ("DestinationRule", &o.metadata),
         Resource::LegacyPolicy(o) => ("Policy", &o.metadata),
         Resource::MeshPolicy(o) => ("MeshPolicy", &o.metadata),
+        Resource::RequestAuthentication(o) => ("RequestAuthentication", &o.metadata),
         Resource::Invalid(o) => (o.kind.as_str(), &o.metadata),
     };
     (!meta.name.is_empty()).then(|| ObjectKey {
@@ -52,6 +53,7 @@ fn origin(r: &Resource) -> &Origin {
         Resource::AuthorizationPolicy(o) => &o.origin,
         Resource::DestinationRule(o) => &o.origin,
         Resource::LegacyPolicy(o) | Resource::MeshPolicy(o) => &o.origin,
+        Resource::RequestAuthentication(o) => &o.origin,
         Resource::Invalid(o) => &o.origin,
     }
 }
@@ -65,6 +67,7 @@ fn content(r: &Resource) -> Resource {
         Resource::AuthorizationPolicy(o) => o.origin = blank,
         Resource::DestinationRule(o) => o.origin = blank,
         Resource::LegacyPolicy(o) | Resource::MeshPolicy(o) => o.origin = blank,
+        Resource::RequestAuthentication(o) => o.origin = blank,
         Resource::Invalid(o) => o.origin = blank,
     }
     r
@@ -94,6 +97,7 @@ fn as_invalid(r: &Resource, kind: &str, why: &str) -> Resource {
         Resource::AuthorizationPolicy(o) => invalid(kind, o, why),
         Resource::DestinationRule(o) => invalid(kind, o, why),
         Resource::LegacyPolicy(o) | Resource::MeshPolicy(o) => invalid(kind, o, why),
+        Resource::RequestAuthentication(o) => invalid(kind, o, why),
         Resource::Invalid(o) => InvalidObject {
             error: format!("{why}; {}", o.error),
             ..o.clone()
