@@ -96,6 +96,12 @@ pub fn classify(cx: &Context<'_>) -> &'static str {
     if side_400(&o.peerguard) != side_400(&o.reference) {
         return "one side answers 400 (connection manager / request validation)";
     }
+    if has_leading_zero_prefix(cx.yaml) {
+        return "CIDR prefix length with a leading zero";
+    }
+    if has_star_in_template_literal(cx.yaml) {
+        return "`*` in a literal segment of a path template";
+    }
     if matches!(o.case.payload, Payload::Tcp) {
         return "TCP connection";
     }
@@ -128,6 +134,29 @@ pub fn classify(cx: &Context<'_>) -> &'static str {
         return "certificate with several URI SANs";
     }
     "unclassified"
+}
+
+/// Some quoted value `<address>/0<digit>...`.
+fn has_leading_zero_prefix(yaml: &str) -> bool {
+    quoted_values(yaml).any(|v| {
+        v.split_once('/').is_some_and(|(a, l)| {
+            a.parse::<std::net::IpAddr>().is_ok() && l.len() > 1 && l.starts_with('0')
+        })
+    })
+}
+
+/// Some quoted path template with a `*` outside its `{*}`/`{**}` operators.
+fn has_star_in_template_literal(yaml: &str) -> bool {
+    quoted_values(yaml).any(|v| {
+        (v.contains("{*}") || v.contains("{**}"))
+            && v.replace("{**}", "").replace("{*}", "").contains('*')
+    })
+}
+
+/// The double-quoted strings of a YAML text (the generator quotes every value; case files
+/// quote the values that matter here).
+fn quoted_values(yaml: &str) -> impl Iterator<Item = &str> {
+    yaml.split('"').skip(1).step_by(2)
 }
 
 #[cfg(test)]
@@ -204,6 +233,14 @@ mod tests {
             }),
             Verdict::Disagree
         );
+    }
+
+    #[test]
+    fn value_shapes_are_recognized() {
+        assert!(has_leading_zero_prefix(r#"ipBlocks: ["127.20.0.0/016"]"#));
+        assert!(!has_leading_zero_prefix(r#"ipBlocks: ["127.20.0.0/16", "0.0.0.0/0"]"#));
+        assert!(has_star_in_template_literal(r#"paths: ["/api/{*}/a*b"]"#));
+        assert!(!has_star_in_template_literal(r#"paths: ["/api/{**}", "/a*"]"#));
     }
 
     #[test]
