@@ -238,9 +238,13 @@ mod tests {
     #[test]
     fn value_shapes_are_recognized() {
         assert!(has_leading_zero_prefix(r#"ipBlocks: ["127.20.0.0/016"]"#));
-        assert!(!has_leading_zero_prefix(r#"ipBlocks: ["127.20.0.0/16", "0.0.0.0/0"]"#));
+        assert!(!has_leading_zero_prefix(
+            r#"ipBlocks: ["127.20.0.0/16", "0.0.0.0/0"]"#
+        ));
         assert!(has_star_in_template_literal(r#"paths: ["/api/{*}/a*b"]"#));
-        assert!(!has_star_in_template_literal(r#"paths: ["/api/{**}", "/a*"]"#));
+        assert!(!has_star_in_template_literal(
+            r#"paths: ["/api/{**}", "/a*"]"#
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! from the same parsed YAML) → one Envoy per batch → every request sent to both sides →
 //! a [`Report`].
 
-use crate::client::{shoot, Shot};
+use crate::client::{shoot, Outcome, Shot};
 use crate::compare::{classify, judge, Context, Observation, Verdict};
 use crate::envoy::{BatchConfig, SetAddrs, SetListeners};
 use crate::gen::{self, Ca, Case, Origin, Payload, DST_NET, DST_OTHER, DST_PAIR, PEERS};
@@ -117,6 +117,8 @@ pub struct Report {
     pub sets: usize,
     pub requests: usize,
     pub agreements: usize,
+    /// Requests sent a second time because one side timed out.
+    pub retried: usize,
     /// Requests the reference side let through (a run where it never does tests little).
     pub reference_allowed: usize,
     /// Excused disagreements, by [`crate::compare::KNOWN_SAFER`] id.
@@ -143,6 +145,7 @@ impl Report {
         self.requests += other.requests;
         self.agreements += other.agreements;
         self.reference_allowed += other.reference_allowed;
+        self.retried += other.retried;
         for (k, v) in other.safer {
             *self.safer.entry(k).or_default() += v;
         }
@@ -164,8 +167,8 @@ impl Report {
             self.elapsed.as_secs_f64()
         );
         s.push_str(&format!(
-            "  reference side allowed {} of {} requests\n",
-            self.reference_allowed, self.requests
+            "  reference side allowed {} of {} requests; {} sent twice after a timeout\n",
+            self.reference_allowed, self.requests, self.retried
         ));
         for (id, n) in &self.safer {
             s.push_str(&format!("  safer [{id}]: {n}\n"));
@@ -419,7 +422,7 @@ fn run_batch(
             dir.path().display()
         );
     }
-    let observations = rt.block_on(shoot_all(&prepared, opts, env.tls))?;
+    let (observations, retried) = rt.block_on(shoot_all(&prepared, opts, env.tls))?;
     if !envoy.is_running() {
         dir.keep();
         bail!(
@@ -430,6 +433,7 @@ fn run_batch(
     }
     let mut report = Report {
         sets: prepared.len(),
+        retried,
         ..Report::default()
     };
     for (p, obs) in prepared.iter().zip(observations) {
@@ -467,7 +471,7 @@ async fn shoot_all(
     prepared: &[Prepared],
     opts: &Options,
     tls: &Arc<TlsConfigs>,
-) -> anyhow::Result<Vec<Vec<Observation>>> {
+) -> anyhow::Result<(Vec<Vec<Observation>>, usize)> {
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = Vec::new();
     for (set, p) in prepared.iter().enumerate() {
@@ -493,23 +497,33 @@ async fn shoot_all(
             tasks.push(tokio::spawn(async move {
                 let _permit = sem.acquire_owned().await;
                 let (a, b) = tokio::join!(shoot(&pg), shoot(&rf));
+                let (mut a, mut b) = (a?, b?);
+                // A timeout is the machine being busy, not a decision: ask both again once.
+                let retried = a != b && (a == Outcome::Timeout || b == Outcome::Timeout);
+                if retried {
+                    let (a2, b2) = tokio::join!(shoot(&pg), shoot(&rf));
+                    (a, b) = (a2?, b2?);
+                }
                 anyhow::Ok((
                     set,
+                    retried,
                     Observation {
                         origin,
                         index,
                         case,
-                        peerguard: a?,
-                        reference: b?,
+                        peerguard: a,
+                        reference: b,
                     },
                 ))
             }));
         }
     }
     let mut out: Vec<Vec<Observation>> = prepared.iter().map(|_| Vec::new()).collect();
+    let mut retried = 0;
     for t in tasks {
-        let (set, o) = t.await.context("request task")??;
+        let (set, again, o) = t.await.context("request task")??;
+        retried += usize::from(again);
         out[set].push(o);
     }
-    Ok(out)
+    Ok((out, retried))
 }

@@ -213,6 +213,10 @@ fn policy(rng: &mut Rng, i: usize) -> Value {
                 json!({"matchLabels": {"app": "httpbin"}}),
             );
         }
+        9 if rng.chance(15) => {
+            // Not a label value Kubernetes or Istio accept.
+            spec.insert("selector".into(), json!({"matchLabels": {"app": "*"}}));
+        }
         _ => {
             spec.insert("selector".into(), json!({"matchLabels": {"app": "other"}}));
         }

@@ -126,8 +126,10 @@ fn as_istiod_reads_it(
     })
 }
 
-/// Whether an AuthorizationPolicy peerguard refuses as invalid applies to the workload
-/// (what [`crate::compare::KNOWN_SAFER`] looks for).
+/// Whether an AuthorizationPolicy peerguard refuses as invalid may apply to the workload
+/// (what [`crate::compare::KNOWN_SAFER`] looks for): one in the workload's namespace or the
+/// root namespace, whatever its selector says, since an unreadable selector is read
+/// fail-closed as selecting the whole namespace.
 pub fn has_invalid_policy_for(
     resources: &[Resource],
     workload: &Workload,
@@ -135,7 +137,8 @@ pub fn has_invalid_policy_for(
 ) -> bool {
     resources.iter().any(|r| match r {
         Resource::Invalid(i) if i.kind == "AuthorizationPolicy" => {
-            as_istiod_reads_it(i).is_ok_and(|o| applies(&o, workload, mesh))
+            let ns = i.metadata.namespace.as_deref().unwrap_or("default");
+            ns == workload.namespace || ns == mesh.root_namespace
         }
         _ => false,
     })
