@@ -76,14 +76,22 @@ pub fn judge(cx: &Context<'_>) -> Verdict {
 pub fn classify(cx: &Context<'_>) -> &'static str {
     let o = cx.obs;
     let yaml = cx.yaml.to_ascii_lowercase();
-    let head = o.case.payload.text();
-    let headers: Vec<(String, &str)> = head
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+    let text = o.case.payload.text();
+    // Each request of the payload (keep-alive pairs hold two): its target and headers.
+    let requests: Vec<(&str, Vec<(String, &str)>)> = text
+        .split("\r\n\r\n")
+        .filter(|h| !h.is_empty())
+        .map(|head| {
+            let target = head.split(' ').nth(1).unwrap_or("");
+            let headers = head
+                .split("\r\n")
+                .skip(1)
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim()))
+                .collect();
+            (target, headers)
+        })
         .collect();
-    let target = head.split(' ').nth(1).unwrap_or("");
     let side_400 = |x: &Outcome| {
         matches!(
             x,
@@ -96,24 +104,30 @@ pub fn classify(cx: &Context<'_>) -> &'static str {
     if side_400(&o.peerguard) != side_400(&o.reference) {
         return "one side answers 400 (connection manager / request validation)";
     }
-    if has_leading_zero_prefix(cx.yaml) {
+    // Features of the request first, then features of the policy set alone.
+    if matches!(o.case.payload, Payload::Http(_)) && yaml.contains("request.headers[host]") {
+        return "request.headers[host] condition";
+    }
+    let repeated = requests.iter().any(|(_, headers)| {
+        headers.iter().enumerate().any(|(i, (k, _))| {
+            headers[i + 1..].iter().any(|(k2, _)| k2 == k)
+                && yaml.contains(&format!("request.headers[{k}]"))
+        })
+    });
+    if repeated {
+        return "repeated request header named in a condition";
+    }
+    let brackets = requests
+        .iter()
+        .any(|(target, _)| target.contains('[') || target.contains(']'));
+    if brackets && yaml.contains("{*") {
+        return "path template against `[`/`]`";
+    }
+    if has_leading_zero_prefix(cx.yaml, o.case.source) {
         return "CIDR prefix length with a leading zero";
     }
     if has_star_in_template_literal(cx.yaml) {
         return "`*` in a literal segment of a path template";
-    }
-    if matches!(o.case.payload, Payload::Tcp) {
-        return "TCP connection";
-    }
-    if yaml.contains("request.headers[host]") {
-        return "request.headers[host] condition";
-    }
-    let repeated = headers.iter().enumerate().any(|(i, (k, _))| {
-        headers[i + 1..].iter().any(|(k2, _)| k2 == k)
-            && yaml.contains(&format!("request.headers[{k}]"))
-    });
-    if repeated {
-        return "repeated request header named in a condition";
     }
     let uses_addresses = [
         "ipblocks",
@@ -124,11 +138,14 @@ pub fn classify(cx: &Context<'_>) -> &'static str {
     ]
     .iter()
     .any(|k| yaml.contains(k));
-    if uses_addresses && headers.iter().any(|(k, _)| k == "x-forwarded-for") {
+    let forwarded = requests
+        .iter()
+        .any(|(_, headers)| headers.iter().any(|(k, _)| k == "x-forwarded-for"));
+    if uses_addresses && forwarded {
         return "x-forwarded-for with address conditions";
     }
-    if (target.contains('[') || target.contains(']')) && yaml.contains("{*") {
-        return "path template against `[`/`]`";
+    if matches!(o.case.payload, Payload::Tcp) {
+        return "TCP connection";
     }
     if PEERS[o.case.peer].is_some_and(|p| p.uri_sans.len() > 1) {
         return "certificate with several URI SANs";
@@ -136,12 +153,17 @@ pub fn classify(cx: &Context<'_>) -> &'static str {
     "unclassified"
 }
 
-/// Some quoted value `<address>/0<digit>...`.
-fn has_leading_zero_prefix(yaml: &str) -> bool {
+/// Some quoted value `<address>/0<digit>...` whose block, read as decimal, holds `source`.
+fn has_leading_zero_prefix(yaml: &str, source: std::net::Ipv4Addr) -> bool {
     quoted_values(yaml).any(|v| {
-        v.split_once('/').is_some_and(|(a, l)| {
-            a.parse::<std::net::IpAddr>().is_ok() && l.len() > 1 && l.starts_with('0')
-        })
+        let Some((a, l)) = v.split_once('/') else {
+            return false;
+        };
+        let (Ok(addr), Ok(len)) = (a.parse::<std::net::Ipv4Addr>(), l.parse::<u32>()) else {
+            return false;
+        };
+        let mask = u32::MAX.checked_shl(32 - len.min(32)).unwrap_or(0);
+        l.len() > 1 && l.starts_with('0') && (u32::from(addr) & mask) == (u32::from(source) & mask)
     })
 }
 
@@ -237,9 +259,16 @@ mod tests {
 
     #[test]
     fn value_shapes_are_recognized() {
-        assert!(has_leading_zero_prefix(r#"ipBlocks: ["127.20.0.0/016"]"#));
+        let src = std::net::Ipv4Addr::new(127, 20, 0, 1);
+        let zero = r#"ipBlocks: ["127.20.0.0/016"]"#;
+        assert!(has_leading_zero_prefix(zero, src));
         assert!(!has_leading_zero_prefix(
-            r#"ipBlocks: ["127.20.0.0/16", "0.0.0.0/0"]"#
+            zero,
+            std::net::Ipv4Addr::LOCALHOST
+        ));
+        assert!(!has_leading_zero_prefix(
+            r#"["127.20.0.0/16", "0.0.0.0/0"]"#,
+            src
         ));
         assert!(has_star_in_template_literal(r#"paths: ["/api/{*}/a*b"]"#));
         assert!(!has_star_in_template_literal(
