@@ -460,8 +460,12 @@ fn run_batch(
             }
         }
     }
-    if !report.findings.is_empty() {
+    if !report.findings.is_empty() && !opts.keep {
         dir.keep();
+        eprintln!(
+            "differential: disagreements; this batch's Envoy config and log are kept in {}",
+            dir.path().display()
+        );
     }
     drop(envoy);
     Ok(report)
