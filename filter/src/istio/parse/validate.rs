@@ -433,8 +433,10 @@ fn check_path_template(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Istio's webhook admits `[a-zA-Z0-9-._~%!$&'()+,;:@=]` in template literals: no `*`,
+/// which Envoy's URI-template matcher would not read as a literal character.
 fn is_pchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=:@".contains(c)
+    c.is_ascii_alphanumeric() || "-._~%!$&'()+,;=:@".contains(c)
 }
 
 /// Ports are decimal strings 0–65535 (`ValidatePorts`); signs and spaces are refused.
@@ -455,8 +457,10 @@ fn is_ip_or_cidr(value: &str) -> bool {
                 Ok(IpAddr::V6(_)) => 128,
                 Err(_) => return false,
             };
+            // Go's netip.ParsePrefix refuses a leading zero (`/016`): so does Istio.
             !len.is_empty()
                 && len.len() <= 3
+                && (len == "0" || !len.starts_with('0'))
                 && len.bytes().all(|b| b.is_ascii_digit())
                 && len.parse::<u32>().is_ok_and(|l| l <= max)
         }
