@@ -181,3 +181,19 @@ fn readyz_says_when_the_directory_is_missing_the_workloads_are_gone_or_updates_a
     assert_eq!(server.metric("peerguard_not_ready{reason=\"policy_updates_held\"}"), 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A typo in an Istio kind is an invalid object: served fail-closed, counted, logged, and
+/// `/readyz` says the configuration is degraded (issue: a misspelt kind used to vanish).
+#[test]
+fn a_misspelt_kind_is_an_error_on_readyz_and_in_metrics() {
+    let dir = temp_dir("cfg-typo");
+    write(&dir.join("cfg/workloads.yaml"), WORKLOADS);
+    write(&dir.join("cfg/deny.yaml"), &DENY.replace("kind: AuthorizationPolicy", "kind: AuthorisationPolicy"));
+    let server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
+    assert_eq!(server.metric("peerguard_config_errors"), 1.0, "{}", server.log_text());
+    let (status, body) = readyz(&server);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready, degraded:") && body.contains("AuthorisationPolicy"), "{body}");
+    assert!(server.log_text().contains("AuthorisationPolicy"), "{}", server.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -196,7 +196,8 @@ impl Builder {
 /// Ready means: a policy computed from fully read files was published at least once, and
 /// now none of these holds: the config directory is missing (its last content is served,
 /// but nothing it says now is known), policy updates are held, every workload is gone after
-/// there were some (what a truncated or unmounted registry file looks like).
+/// there were some (what a truncated or unmounted registry file looks like). Unreadable,
+/// pending and invalid input makes it "ready, degraded" with one line each.
 fn readiness(inputs: &Inputs, history: &mut History) -> Readiness {
     let mut not_ready = Vec::new();
     if let Some(why) = &inputs.source_missing {
@@ -212,6 +213,8 @@ fn readiness(inputs: &Inputs, history: &mut History) -> Readiness {
     history.most_workloads = if n == 0 { history.most_workloads } else { n.max(history.most_workloads) };
     let mut degraded = inputs.unreadable_summary();
     degraded.extend(inputs.pending.iter().cloned());
+    // Invalid objects are served fail-closed, so the server stays ready, but says so.
+    degraded.extend(inputs.errors.iter().map(|e| format!("invalid, compiled fail-closed: {e}")));
     Readiness { published: history.published, not_ready, degraded }
 }
 
