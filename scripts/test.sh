@@ -20,7 +20,14 @@ export PEERGUARD_REQUIRE_WASM=${PEERGUARD_REQUIRE_WASM:-1}
 step "build the wasm filter (wasm32-unknown-unknown, $PEERGUARD_WASM_TOOLCHAIN toolchain)"
 export PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
 
+step "build the policy playground page (wasm-bindgen; headless Chromium for its test)"
+bash scripts/setup-browser.sh
+bash scripts/build-playground.sh >/dev/null
+export PEERGUARD_REQUIRE_BROWSER=${PEERGUARD_REQUIRE_BROWSER:-1}
+
 step "build"
+# After the page: `peerguard playground` embeds playground/dist (playground/build.rs), and
+# `cargo test` below runs its browser test (playground/tests/browser.rs).
 cargo build --workspace --all-targets
 pg="$CARGO_TARGET_DIR/debug/peerguard"
 

@@ -26,8 +26,9 @@ pub mod istio;
 #[cfg(feature = "resources")]
 pub mod scenario;
 
-// The adapter's host-independent part (`wasm::facts`) is unit-tested natively.
-#[cfg(any(test, target_arch = "wasm32"))]
+// The adapter's host-independent part (`wasm::facts`) is unit-tested natively. Left out
+// when the engine is embedded in another wasm module (feature `embedded`, the playground).
+#[cfg(any(test, all(target_arch = "wasm32", not(feature = "embedded"))))]
 mod wasm;
 
 pub use decide::Engine;

@@ -26,6 +26,8 @@ enum Command {
     Explain(cli::explain::Args),
     /// Print the filter configuration (WorkloadPolicy JSON) compiled for one workload.
     Compile(cli::compile::Args),
+    /// Serve the policy playground page (the engine in the browser) on a local address.
+    Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
     Serve(serve::Args),
     /// Print an Envoy bootstrap for a sidecar that uses `peerguard serve`.
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Test(a) => cli::test::run(a),
         Command::Explain(a) => cli::explain::run(a),
         Command::Compile(a) => cli::compile::run(a),
+        Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),
         Command::Sandbox(a) => sandbox::run(a),

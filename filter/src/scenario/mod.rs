@@ -407,6 +407,12 @@ impl Scenario {
 }
 
 impl ScenarioRequest {
+    /// The checks a scenario file's request gets (protocol/http agree, port, peer shape),
+    /// as `field: message`, for tools that build requests outside a file (the playground).
+    pub fn validate(&self) -> Result<(), String> {
+        validate_request(self)
+    }
+
     /// The in-process request, or `None` for `e2e_only` requests (decided by the handshake).
     pub fn to_request(&self) -> Option<Request> {
         if self.e2e_only {

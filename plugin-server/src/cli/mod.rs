@@ -2,5 +2,6 @@
 pub mod compile;
 pub mod explain;
 pub mod output;
+pub mod playground;
 pub mod test;
 pub mod workload;
