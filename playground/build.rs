@@ -11,7 +11,9 @@ fn main() {
     let dist = manifest.join("dist");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=PEERGUARD_PLAYGROUND_DIST");
-    let dist = std::env::var_os("PEERGUARD_PLAYGROUND_DIST").map(PathBuf::from).unwrap_or(dist);
+    let dist = std::env::var_os("PEERGUARD_PLAYGROUND_DIST")
+        .map(PathBuf::from)
+        .unwrap_or(dist);
     let mut table = String::from("pub static FILES: &[(&str, &[u8])] = &[\n");
     if !wasm {
         // Watching the crate folder notices dist/ appearing, not only changing.
@@ -22,8 +24,16 @@ fn main() {
             collect(&dist, &mut files);
             files.sort();
             for f in files {
-                let rel = f.strip_prefix(&dist).unwrap_or(&f).to_string_lossy().replace('\\', "/");
-                let _ = writeln!(table, "    ({rel:?}, include_bytes!({:?})),", f.display().to_string());
+                let rel = f
+                    .strip_prefix(&dist)
+                    .unwrap_or(&f)
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                let _ = writeln!(
+                    table,
+                    "    ({rel:?}, include_bytes!({:?})),",
+                    f.display().to_string()
+                );
             }
         }
     }
@@ -35,7 +45,9 @@ fn main() {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {

@@ -8,7 +8,7 @@ use peerguard_filter::compile::{compile, MeshConfig, Workload};
 use peerguard_filter::decide::Engine;
 use peerguard_filter::istio::parse::{parse_str, ParseError, Parsed};
 use peerguard_filter::scenario::ScenarioRequest;
-use peerguard_filter::schema::{Decision, MtlsMode, ModeFrom, Reason, RuleRef, WorkloadPolicy};
+use peerguard_filter::schema::{Decision, ModeFrom, MtlsMode, Reason, RuleRef, WorkloadPolicy};
 use serde::{Deserialize, Serialize};
 
 /// The file name the editor's text is given in errors (what `explain --config` would print
@@ -56,7 +56,9 @@ impl MeshInput {
         let d = MeshConfig::default();
         let path_normalization = match self.path_normalization.as_deref() {
             None | Some("") => d.path_normalization,
-            Some(s) => s.parse().map_err(|e| format!("mesh.path_normalization: {e}"))?,
+            Some(s) => s
+                .parse()
+                .map_err(|e| format!("mesh.path_normalization: {e}"))?,
         };
         Ok(MeshConfig {
             trust_domain: non_empty(&self.trust_domain).unwrap_or(d.trust_domain),
@@ -69,7 +71,9 @@ impl MeshInput {
 }
 
 fn non_empty(s: &Option<String>) -> Option<String> {
-    s.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    s.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -184,7 +188,12 @@ pub fn read_request(value: &serde_json::Value) -> Result<(ScenarioRequest, bool)
 pub fn evaluate(state: &State) -> Evaluation {
     let mesh = match state.mesh.resolve() {
         Ok(m) => m,
-        Err(e) => return Evaluation { input_error: Some(e), ..Evaluation::default() },
+        Err(e) => {
+            return Evaluation {
+                input_error: Some(e),
+                ..Evaluation::default()
+            }
+        }
     };
     let (parsed, errors) = parse_resources(&state.resources);
     let policy = compile(&parsed.resources, &state.workload, &mesh);
@@ -195,13 +204,18 @@ pub fn evaluate(state: &State) -> Evaluation {
         .iter()
         .enumerate()
         .map(|(i, raw)| match read_request(raw) {
-            Ok((r, has_expect)) => decide_one(&policy, &engine, config_invalid.as_deref(), &r, has_expect),
+            Ok((r, has_expect)) => {
+                decide_one(&policy, &engine, config_invalid.as_deref(), &r, has_expect)
+            }
             Err(e) => RequestResult {
                 e2e_only: false,
                 decision: None,
                 reason: None,
                 decided_by: None,
-                mtls: port_mode(&policy, raw.get("port").and_then(|p| p.as_u64()).unwrap_or(0) as u16),
+                mtls: port_mode(
+                    &policy,
+                    raw.get("port").and_then(|p| p.as_u64()).unwrap_or(0) as u16,
+                ),
                 mismatches: None,
                 error: Some(format!("requests[{i}].{e}")),
             },
@@ -250,7 +264,9 @@ fn decide_one(
     // As `peerguard explain`: input that could not be read may hold the only DENY or STRICT
     // that applies, so nothing is decided as if it were not there.
     let decision = match (config_invalid, engine) {
-        (Some(why), _) => Decision::deny(Reason::NoConfig { why: why.to_string() }),
+        (Some(why), _) => Decision::deny(Reason::NoConfig {
+            why: why.to_string(),
+        }),
         (None, Ok(engine)) => peerguard_filter::hcm::decide(engine, &request),
         (None, Err(e)) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
     };
@@ -267,9 +283,9 @@ fn decide_one(
 
 fn decided_by(reason: &Reason) -> Option<&RuleRef> {
     match reason {
-        Reason::CustomDenied { matched, .. } | Reason::Denied { matched } | Reason::Allowed { matched } => {
-            Some(matched)
-        }
+        Reason::CustomDenied { matched, .. }
+        | Reason::Denied { matched }
+        | Reason::Allowed { matched } => Some(matched),
         _ => None,
     }
 }
@@ -281,7 +297,11 @@ fn unreadable(parsed: &Parsed) -> Option<String> {
     (!errors.is_empty()).then(|| {
         format!(
             "config invalid: {}",
-            errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+            errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
         )
     })
 }

@@ -8,7 +8,10 @@
 //!   ([`scenario_io`]).
 //!
 //! Natively the crate also carries the built page ([`assets`]) for `peerguard playground`.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod evaluate;
 pub mod locate;

@@ -40,7 +40,13 @@ fn stated_line(message: &str) -> Option<Location> {
     let line = digits.parse().ok()?;
     let column = rest[digits.len()..]
         .strip_prefix(", column ")
-        .and_then(|c| c.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok());
+        .and_then(|c| {
+            c.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .ok()
+        });
     Some(Location { line, column })
 }
 
@@ -108,10 +114,20 @@ mod tests {
     #[test]
     fn an_invalid_field_points_at_its_line_in_its_document() {
         let parsed = parse_str(TWO, "resources.yaml");
-        let e = parsed.errors.first().expect("an empty principal is invalid");
-        assert_eq!(e.object.as_deref(), Some("AuthorizationPolicy foo/viewer"), "{e}");
+        let e = parsed
+            .errors
+            .first()
+            .expect("an empty principal is invalid");
+        assert_eq!(
+            e.object.as_deref(),
+            Some("AuthorizationPolicy foo/viewer"),
+            "{e}"
+        );
         let loc = locate(TWO, e).unwrap();
-        assert_eq!(TWO.lines().nth(loc.line - 1).unwrap().trim(), "principals: [\"\"]");
+        assert_eq!(
+            TWO.lines().nth(loc.line - 1).unwrap().trim(),
+            "principals: [\"\"]"
+        );
     }
 
     #[test]

@@ -14,7 +14,10 @@ pub fn import(text: &str, file: &str) -> Result<State, String> {
     let s = parse_scenario(text, Path::new(file)).map_err(|e| e.to_string())?;
     let mut docs = Vec::new();
     for r in &s.raw_resources {
-        docs.push(serde_saphyr::to_string(r).map_err(|e| format!("cannot render resources as YAML: {e}"))?);
+        docs.push(
+            serde_saphyr::to_string(r)
+                .map_err(|e| format!("cannot render resources as YAML: {e}"))?,
+        );
     }
     let requests = s
         .requests
@@ -59,27 +62,48 @@ pub fn export(state: &State) -> Result<String, String> {
         let (mut r, has_expect) = read_request(raw).map_err(|e| format!("requests[{i}].{e}"))?;
         if !has_expect {
             match &result.decision {
-                Some(d) => r.expect = if d.allowed { Expect::Allow } else { Expect::Deny },
+                Some(d) => {
+                    r.expect = if d.allowed {
+                        Expect::Allow
+                    } else {
+                        Expect::Deny
+                    }
+                }
                 None => return Err(format!("requests[{i}]: e2e_only needs an explicit expect")),
             }
         }
-        requests.push(strip_nulls(serde_json::to_value(&r).map_err(|e| e.to_string())?));
+        requests.push(strip_nulls(
+            serde_json::to_value(&r).map_err(|e| e.to_string())?,
+        ));
     }
     let mesh = state.mesh.resolve()?;
     let mut file = Map::new();
-    let name = if state.name.trim().is_empty() { "playground" } else { state.name.trim() };
+    let name = if state.name.trim().is_empty() {
+        "playground"
+    } else {
+        state.name.trim()
+    };
     file.insert("name".into(), name.into());
     if let Some(a) = state.about.as_ref().filter(|a| !a.trim().is_empty()) {
         file.insert("about".into(), a.clone().into());
     }
     file.insert("trust_domain".into(), mesh.trust_domain.into());
     if !mesh.trust_domain_aliases.is_empty() {
-        file.insert("trust_domain_aliases".into(), mesh.trust_domain_aliases.into());
+        file.insert(
+            "trust_domain_aliases".into(),
+            mesh.trust_domain_aliases.into(),
+        );
     }
     file.insert("root_namespace".into(), mesh.root_namespace.into());
-    file.insert("path_normalization".into(), mesh.path_normalization.as_str().into());
+    file.insert(
+        "path_normalization".into(),
+        mesh.path_normalization.as_str().into(),
+    );
     if mesh.num_trusted_proxies > 0 {
-        file.insert("num_trusted_proxies".into(), mesh.num_trusted_proxies.into());
+        file.insert(
+            "num_trusted_proxies".into(),
+            mesh.num_trusted_proxies.into(),
+        );
     }
     file.insert("resources".into(), Value::Array(resources));
     file.insert(
@@ -89,7 +113,8 @@ pub fn export(state: &State) -> Result<String, String> {
     file.insert("requests".into(), Value::Array(requests));
     let text = serde_saphyr::to_string(&Value::Object(file)).map_err(|e| e.to_string())?;
     // What `peerguard test` will read: refuse to hand out a file it would reject.
-    parse_scenario(&text, Path::new("exported.yaml")).map_err(|e| format!("exported scenario does not load: {e}"))?;
+    parse_scenario(&text, Path::new("exported.yaml"))
+        .map_err(|e| format!("exported scenario does not load: {e}"))?;
     Ok(text)
 }
 
@@ -98,7 +123,7 @@ fn strip_nulls(v: Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.into_iter()
-                .filter(|(k, v)| !v.is_null() && !(k == "e2e_only" && v == &Value::Bool(false)))
+                .filter(|(k, v)| keep(k, v))
                 .filter(|(_, v)| !matches!(v, Value::Object(o) if o.is_empty()))
                 .map(|(k, v)| (k, strip_nulls(v)))
                 .collect(),
@@ -106,4 +131,10 @@ fn strip_nulls(v: Value) -> Value {
         Value::Array(a) => Value::Array(a.into_iter().map(strip_nulls).collect()),
         other => other,
     }
+}
+
+/// Whether a field is worth writing: not null, not the default `e2e_only: false`.
+fn keep(key: &str, value: &Value) -> bool {
+    let default_e2e = key == "e2e_only" && value == &Value::Bool(false);
+    !value.is_null() && !default_e2e
 }

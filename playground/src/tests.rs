@@ -38,7 +38,13 @@ fn every_case_imported_decides_as_peerguard_test() {
         assert!(got.errors.is_empty(), "{}: {:?}", f.display(), got.errors);
         assert_eq!(got.results.len(), expected.len(), "{}", f.display());
         for (g, e) in got.results.iter().zip(&expected) {
-            assert_eq!(g.decision, e.decision, "{} request[{}]", f.display(), e.index);
+            assert_eq!(
+                g.decision,
+                e.decision,
+                "{} request[{}]",
+                f.display(),
+                e.index
+            );
             assert_eq!(g.e2e_only, e.decision.is_none());
             if let Some(m) = &g.mismatches {
                 assert!(m.is_empty(), "{} request[{}]: {m:?}", f.display(), e.index);
@@ -57,7 +63,12 @@ fn export_round_trips_every_case() {
         let again = import(&yaml, "exported.yaml").unwrap();
         let a = evaluate(&state);
         let b = evaluate(&again);
-        let decisions = |e: &crate::evaluate::Evaluation| e.results.iter().map(|r| r.decision.clone()).collect::<Vec<_>>();
+        let decisions = |e: &crate::evaluate::Evaluation| {
+            e.results
+                .iter()
+                .map(|r| r.decision.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(decisions(&a), decisions(&b), "{}", f.display());
     }
 }
@@ -87,7 +98,10 @@ fn a_syntax_error_denies_everything_and_names_its_line() {
 
 #[test]
 fn a_request_error_names_the_request_and_field() {
-    let s = state("", serde_json::json!([{"peer": null, "port": 80, "protocol": "http"}]));
+    let s = state(
+        "",
+        serde_json::json!([{"peer": null, "port": 80, "protocol": "http"}]),
+    );
     let e = evaluate(&s);
     let err = e.results[0].error.as_deref().unwrap();
     assert!(err.starts_with("requests[0].http:"), "{err}");

@@ -69,17 +69,43 @@ async fn handle(mut stream: TcpStream) -> std::io::Result<()> {
         Err(_) => return Ok(()),
     };
     let Some(head) = head else {
-        return respond(&mut stream, 400, "text/plain; charset=utf-8", b"bad request\n", false).await;
+        return respond(
+            &mut stream,
+            400,
+            "text/plain; charset=utf-8",
+            b"bad request\n",
+            false,
+        )
+        .await;
     };
     let mut parts = head.split(' ');
-    let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let (method, target) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
-        return respond(&mut stream, 405, "text/plain; charset=utf-8", b"only GET\n", false).await;
+        return respond(
+            &mut stream,
+            405,
+            "text/plain; charset=utf-8",
+            b"only GET\n",
+            false,
+        )
+        .await;
     }
     match assets::lookup(target) {
         Some((body, ty)) => respond(&mut stream, 200, ty, body, head_only).await,
-        None => respond(&mut stream, 404, "text/plain; charset=utf-8", b"not found\n", head_only).await,
+        None => {
+            respond(
+                &mut stream,
+                404,
+                "text/plain; charset=utf-8",
+                b"not found\n",
+                head_only,
+            )
+            .await
+        }
     }
 }
 
@@ -103,7 +129,13 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: u16, ty: &str, body: &[u8], head_only: bool) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    ty: &str,
+    body: &[u8],
+    head_only: bool,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
