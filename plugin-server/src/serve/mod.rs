@@ -5,8 +5,9 @@
 //! to the [`Store`]; the xDS services stream those snapshots to Envoy. A timer re-runs the
 //! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
 
-pub mod bench;
 mod build;
+
+pub use build::scoped;
 
 use crate::ca::{self, duration, Ca, CaSource};
 use crate::node::TokenAuth;
@@ -74,10 +75,6 @@ pub struct Args {
     /// How long the directory must stay unchanged before it is re-read.
     #[arg(long, default_value = "50ms", value_parser = duration::parse)]
     pub debounce: Duration,
-    /// Testing only: while this file exists, the policy sent over ECDS is corrupted so that
-    /// the filter rejects it (exercises NACK handling with a real Envoy).
-    #[arg(long, hide = true)]
-    pub debug_corrupt_config_if: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -145,7 +142,6 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         registry_tx,
         metrics: metrics.clone(),
         certs: Default::default(),
-        corrupt_if: args.debug_corrupt_config_if.clone(),
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
 

@@ -17,10 +17,11 @@ mod procfs;
 mod report;
 mod setup;
 
-use crate::e2e::client::{self as e2e_client, Shot};
-use crate::e2e::envoy::{find_envoy, find_wasm, EnvoyProcess, TempDir};
-use crate::e2e::pki::{CaChoice, ClientCertSpec, Issued, TestPki, SERVER_NAME};
-use crate::e2e::{http_probe, upstream};
+use peerguard_harness::client::{self as e2e_client, Shot};
+use peerguard_harness::e2e::http_probe;
+use peerguard_harness::envoy::{find_envoy, find_wasm, EnvoyProcess, TempDir};
+use peerguard_harness::pki::{CaChoice, ClientCertSpec, Issued, TestPki, SERVER_NAME};
+use peerguard_harness::upstream;
 use anyhow::{bail, Context as _};
 use load::{Outcome, Proto, Shape, Target, Timeline};
 use report::{LoadId, LoadKind, Memory, Point};
@@ -45,7 +46,7 @@ enum BenchCommand {
     Envoy(EnvoyArgs),
     /// The xDS server's goals: file write → enforced in Envoy, a push to 1,000 xDS clients
     /// and the server's memory meanwhile, compile time of a 10,000-policy mesh.
-    Server(crate::serve::bench::ServerArgs),
+    Server(crate::server::ServerArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -122,7 +123,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
                 .context("starting the tokio runtime")?;
             rt.block_on(run_envoy(a))
         }
-        BenchCommand::Server(a) => crate::serve::bench::run(a),
+        BenchCommand::Server(a) => crate::server::run(a),
     }
 }
 

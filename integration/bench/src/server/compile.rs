@@ -3,8 +3,8 @@
 //! snapshot compiled as `peerguard serve` does it (compile, JSON, the two ECDS resources).
 
 use super::ServerArgs;
-use crate::snapshot::{self, NodeSnapshot};
-use crate::source::dir::Loader;
+use peerguard_server::snapshot::{self, NodeSnapshot};
+use peerguard_server::source::dir::Loader;
 use peerguard_filter::compile::{compile, MeshConfig};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -70,7 +70,7 @@ pub fn run(dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
     for (key, entry) in &inputs.registry.workloads {
         let view = views
             .entry(key.namespace.clone())
-            .or_insert_with(|| crate::serve::build::scoped(&inputs.resources, &key.namespace, &mesh.root_namespace));
+            .or_insert_with(|| peerguard_server::serve::scoped(&inputs.resources, &key.namespace, &mesh.root_namespace));
         let policy = compile(view, &entry.to_compile(), &mesh);
         applied += policy.policies.len();
         let json = serde_json::to_string(&policy)?;

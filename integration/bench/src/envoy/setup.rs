@@ -303,7 +303,7 @@ impl BootstrapInput<'_> {
 
     fn http_chain(&self, filter: Option<&Value>) -> Value {
         let http_filters: Vec<Value> = filter.into_iter().cloned().collect();
-        json!([crate::e2e::config::inbound_hcm("bench_http", http_filters, "app_http")])
+        json!([peerguard_harness::e2e::config::inbound_hcm("bench_http", http_filters, "app_http")])
     }
 
     fn tcp_chain(&self, filter: Option<&Value>) -> Value {

@@ -2,7 +2,7 @@
 //! PEM files that the Envoy configs reference. (`peerguard serve` would deliver them over
 //! SDS; see the sandbox README for why the sandbox writes files today.)
 
-use crate::e2e::pki::{CaChoice, ClientCertSpec, TestPki};
+use peerguard_harness::pki::{CaChoice, ClientCertSpec, TestPki};
 use anyhow::Context as _;
 use std::path::{Path, PathBuf};
 

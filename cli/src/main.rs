@@ -1,12 +1,15 @@
 //! `peerguard`: the xDS extension server and the tools around it.
 //!
-//! Each subcommand lives in its own module under `cli/` (or its own domain module) and
-//! returns an exit code; `main` only parses arguments and sets up logging.
+//! Each subcommand lives in a library and returns an exit code; `main` only parses
+//! arguments and sets up logging. The product (`serve`, `bootstrap`, `compile`, `explain`,
+//! `test`) is `peerguard-server`; `test --envoy` runs on `peerguard-harness`, `sandbox` and
+//! `demo` are `peerguard-sandbox`, `bench` is `peerguard-bench`.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-use peerguard_server::{bench, bootstrap, cli, demo, sandbox, serve};
+use peerguard_sandbox::demo;
+use peerguard_server::{bootstrap, cli, serve};
 
 #[derive(Parser, Debug)]
 #[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
@@ -31,13 +34,13 @@ enum Command {
     /// Print an Envoy bootstrap for a sidecar that uses `peerguard serve`.
     Bootstrap(bootstrap::Args),
     /// The auto mTLS walkthrough as local processes: up, apply, exec, matrix, down.
-    Sandbox(sandbox::Args),
+    Sandbox(peerguard_sandbox::Args),
     /// Demo applications for the sandbox.
     #[command(hide = true)]
     Demo(demo::Args),
     /// Benchmarks with real Envoy and the real server (integration/bench/*.sh run them).
     #[command(hide = true)]
-    Bench(bench::Args),
+    Bench(peerguard_bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,14 +51,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let code = match cli.command {
-        Command::Test(a) => cli::test::run(a),
+        Command::Test(a) => cli::test::run(a, Some(&peerguard_harness::e2e::run)),
         Command::Explain(a) => cli::explain::run(a),
         Command::Compile(a) => cli::compile::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),
-        Command::Sandbox(a) => sandbox::run(a),
+        Command::Sandbox(a) => peerguard_sandbox::run(a),
         Command::Demo(a) => demo::run(a),
-        Command::Bench(a) => bench::run(a),
+        Command::Bench(a) => peerguard_bench::run(a),
     };
     match code {
         Ok(c) => ExitCode::from(c),

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-pub const DEFAULT_TOPOLOGY: &str = include_str!("../../../integration/sandbox/topology.yaml");
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../topology.yaml");
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -32,7 +32,7 @@ fn committed_compose_file_is_the_rendering() {
             .unwrap_or_else(|| committed.lines().count().min(rendered.lines().count()));
         panic!(
             "{} differs from `peerguard sandbox compose` (first at line {}):\n  committed: {:?}\n  rendered:  {:?}\n\
-             regenerate: cargo run -q -p peerguard-server -- sandbox compose > docker-compose.yaml",
+             regenerate: cargo run -q -p peerguard -- sandbox compose > docker-compose.yaml",
             path.display(),
             first + 1,
             committed.lines().nth(first).unwrap_or("<end of file>"),

@@ -14,7 +14,7 @@ mod compile;
 mod fanout;
 mod flip;
 
-use crate::ca::duration;
+use peerguard_server::ca::duration;
 use anyhow::Context;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

@@ -14,6 +14,7 @@ macro_rules! out {
 
 mod compose;
 mod config;
+pub mod demo;
 mod pki;
 mod probe;
 mod run;
@@ -26,7 +27,7 @@ use state::State;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub const STAGE_1: &str = include_str!("../../../integration/sandbox/stages/1-permissive.yaml");
+pub const STAGE_1: &str = include_str!("../stages/1-permissive.yaml");
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -2,9 +2,9 @@
 //! plaintext or mTLS with the request's certificate; HTTP/1.1 written byte for byte,
 //! HTTP/2 (ALPN `h2` on TLS, prior knowledge on plaintext), or a TCP echo probe.
 
-use super::pki::{Issued, SERVER_NAME};
-use super::upstream::{find, APP_MARKER, APP_MARKER_VALUE, APP_SAW_XFCC};
-use super::Observed;
+use crate::e2e::Observed;
+use crate::pki::{Issued, SERVER_NAME};
+use crate::upstream::{find, APP_MARKER, APP_MARKER_VALUE, APP_SAW_XFCC};
 use anyhow::Context as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::{IpAddr, SocketAddr};

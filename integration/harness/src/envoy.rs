@@ -81,8 +81,10 @@ pub fn find_wasm() -> anyhow::Result<PathBuf> {
 
 /// The repository this binary was built from (the workspace root).
 fn source_root() -> PathBuf {
+    // This crate is `integration/harness/`.
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .map(Path::to_path_buf)
         .unwrap_or_default()
 }

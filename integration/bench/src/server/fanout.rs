@@ -4,7 +4,7 @@
 //! `/proc/<pid>/status` meanwhile.
 
 use super::{write_atomic, ServerArgs, ServerProc};
-use crate::snapshot::{ECDS_TYPE, HTTP_FILTER};
+use peerguard_server::snapshot::{ECDS_TYPE, HTTP_FILTER};
 use anyhow::Context;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;

@@ -5,17 +5,16 @@
 //! from scripts/build-wasm.sh). Without them a test prints `SKIPPED: <why>` and passes,
 //! unless PEERGUARD_REQUIRE_ENVOY=1, then it fails.
 //!
-//! The runner is the library's `e2e` module, the same code as `peerguard test --envoy`.
+//! The runner is the harness's `e2e` module, the same code as `peerguard test --envoy`.
 
-use peerguard_server::e2e;
+use peerguard_harness::client::Probe;
+use peerguard_harness::e2e;
+use peerguard_harness::pki::{CaChoice, ClientCertSpec};
 
 use anyhow::{anyhow, bail, Context as _};
-use e2e::client::Probe;
-use e2e::pki::{CaChoice, ClientCertSpec};
 use e2e::{http_probe, mesh_peer, E2eRequest, E2eScenario, Observed, Options, Peer};
 use peerguard_filter::WorkloadPolicy;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 const SPOOFED_XFCC: &str =
     "By=spiffe://cluster.local/ns/foo/sa/httpbin;URI=spiffe://cluster.local/ns/foo/sa/admin";
@@ -24,11 +23,11 @@ const SPOOFED_XFCC: &str =
 fn prerequisites(with_filter: bool) -> anyhow::Result<Option<Options>> {
     let required = std::env::var("PEERGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
     let mut why = Vec::new();
-    let envoy = e2e::envoy::find_envoy()
+    let envoy = peerguard_harness::envoy::find_envoy()
         .map_err(|e| why.push(e.to_string()))
         .ok();
     let wasm = if with_filter {
-        e2e::envoy::find_wasm()
+        peerguard_harness::envoy::find_wasm()
             .map_err(|e| why.push(e.to_string()))
             .ok()
     } else {
@@ -406,41 +405,4 @@ fn untrusted_and_expired_certificates_are_refused() -> anyhow::Result<()> {
         .collect();
     check("certs-STRICT", &out[0], &expect)?;
     check("certs-PERMISSIVE", &out[1], &expect)
-}
-
-/// (a) Every conformance case through `peerguard test --envoy`.
-#[test]
-fn conformance_cases_through_envoy() -> anyhow::Result<()> {
-    if prerequisites(true)?.is_none() {
-        return Ok(());
-    }
-    let dir = std::env::var_os("CONFORMANCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases")
-        });
-    if !dir.is_dir() {
-        bail!(
-            "conformance cases not found at {} (set CONFORMANCE_DIR)",
-            dir.display()
-        );
-    }
-    let started = std::time::Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerguard"))
-        .arg("test")
-        .arg("--envoy")
-        .arg(&dir)
-        .output()
-        .context("running peerguard test --envoy")?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}\n{stderr}\n(took {:?})", started.elapsed());
-    if !out.status.success() {
-        bail!(
-            "peerguard test --envoy {} failed ({}):\n{stdout}\n{stderr}",
-            dir.display(),
-            out.status
-        );
-    }
-    Ok(())
 }

@@ -8,37 +8,27 @@
 //! `WorkloadPolicy`, in front of an in-process app (HTTP) or echo server (TCP). Each request
 //! is a fresh connection from its source address with its own certificate (test PKI).
 //!
-//! Reusable parts: [`pki::TestPki`], [`envoy::EnvoyProcess`], [`envoy::find_envoy`],
-//! [`envoy::find_wasm`], [`config::Bootstrap`], [`upstream`].
-// Parts of this API exist for the benchmark and the sandbox, which are not all built yet.
-#![allow(dead_code)]
+//! Reusable parts: [`crate::pki::TestPki`], [`crate::envoy::EnvoyProcess`],
+//! [`crate::upstream`].
 
-pub mod client;
 pub mod config;
-pub mod envoy;
-pub mod pki;
-pub mod upstream;
 
+use crate::client::{self, HttpRequest, Probe, Shot};
+use crate::envoy;
+use crate::pki::{CaChoice, ClientCertSpec, Issued, TestPki};
+use crate::upstream;
 use anyhow::{bail, Context as _};
-use client::{HttpRequest, Probe, Shot};
 use config::{Bootstrap, FilterModule, ListenerProto, ListenerSpec};
 use peerguard_filter::scenario::{HttpVersion, PeerCa, Protocol, Scenario};
 use peerguard_filter::WorkloadPolicy;
-use pki::{CaChoice, ClientCertSpec, Issued, TestPki};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What happened to one request end to end.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    pub allowed: bool,
-    /// e.g. `HTTP 403 RBAC: access denied`, `TLS handshake failed: ...`,
-    /// `HTTP 200 from the app; app saw XFCC: ...`, `payload echoed`.
-    pub detail: String,
-}
+/// What happened to one request end to end (`HTTP 200 from the app; app saw XFCC: ...`).
+pub use peerguard_server::cli::test::Observed;
 
 /// How to run. [`Options::from_env`] reads the environment.
 #[derive(Debug, Clone)]
