@@ -4,16 +4,14 @@
 //! unless PEERGUARD_REQUIRE_ENVOY=1, then it fails.
 
 use anyhow::{bail, Context as _};
+use peerguard_harness::require::{require, Needs};
 use std::path::PathBuf;
 
 /// (a) Every conformance case through `peerguard test --envoy`.
 #[test]
 fn conformance_cases_through_envoy() -> anyhow::Result<()> {
-    if let Err(why) = peerguard_harness::envoy::find_envoy().and_then(|_| peerguard_harness::envoy::find_wasm()) {
-        if std::env::var("PEERGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1") {
-            bail!("PEERGUARD_REQUIRE_ENVOY=1 but {why}");
-        }
-        println!("SKIPPED: {why}");
+    let test = "conformance_cases_through_envoy";
+    if require(test, Needs::EnvoyAndWasm)?.is_none() {
         return Ok(());
     }
     let dir = std::env::var_os("CONFORMANCE_DIR")

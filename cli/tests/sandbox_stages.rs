@@ -7,6 +7,7 @@
 //! PEERGUARD_REQUIRE_WASM=1), which turns a missing one into a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use peerguard_harness::require::{require, Needs};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -23,36 +24,6 @@ fn repo() -> PathBuf {
 
 fn stage(name: &str) -> PathBuf {
     repo().join("integration/sandbox/stages").join(name)
-}
-
-fn required(var: &str) -> bool {
-    std::env::var(var).is_ok_and(|v| v == "1")
-}
-
-fn find_envoy() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PEERGUARD_ENVOY").filter(|p| !p.is_empty()) {
-        return Some(PathBuf::from(p));
-    }
-    let env = std::fs::read_to_string(repo().join(".peerguard/env")).ok()?;
-    env.lines()
-        .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
-        .map(|p| PathBuf::from(p.trim()))
-        .filter(|p| p.is_file())
-}
-
-fn find_wasm() -> Option<PathBuf> {
-    let mut cands = Vec::new();
-    if let Some(p) = std::env::var_os("PEERGUARD_WASM").filter(|p| !p.is_empty()) {
-        cands.push(PathBuf::from(p));
-    }
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
-        cands.push(PathBuf::from(d).join("peerguard.wasm"));
-    }
-    // The binary lives in <target>/debug/.
-    if let Some(t) = Path::new(PG).parent().and_then(Path::parent) {
-        cands.push(t.join("peerguard.wasm"));
-    }
-    cands.into_iter().find(|p| p.is_file())
 }
 
 struct Sandbox {
@@ -129,15 +100,8 @@ impl Drop for Sandbox {
 
 /// `slot`: 0, 1, 2 for the three tests, so that they never pick the same addresses.
 fn start(chains: &str, xds: &str, slot: usize) -> Option<Sandbox> {
-    let envoy = find_envoy();
-    let wasm = find_wasm();
-    let (Some(envoy), Some(wasm)) = (envoy.clone(), wasm.clone()) else {
-        if required("PEERGUARD_REQUIRE_ENVOY") || required("PEERGUARD_REQUIRE_WASM") {
-            panic!("Envoy ({envoy:?}) and the wasm module ({wasm:?}) are required (PEERGUARD_REQUIRE_*=1)");
-        }
-        eprintln!("SKIPPED sandbox_stages: Envoy {envoy:?}, wasm {wasm:?} (set PEERGUARD_ENVOY / build scripts/build-wasm.sh)");
-        return None;
-    };
+    let tools = require("sandbox_stages", Needs::EnvoyAndWasm).unwrap()?;
+    let (envoy, wasm) = (tools.envoy.clone(), tools.wasm().unwrap());
     let dir = std::env::temp_dir().join(format!(
         "peerguard-sandbox-test-{}-{chains}-{xds}",
         std::process::id()
@@ -238,14 +202,8 @@ impl Sandbox {
             serde_json::from_str(&std::fs::read_to_string(self.dir.join("sandbox.json")).unwrap())
                 .unwrap();
         let net = settings["net"].as_u64().unwrap();
-        let addr = format!("127.{net}.1.20:15000");
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        use std::io::{Read, Write};
-        s.write_all(b"GET /stats HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
+        let addr: std::net::SocketAddr = format!("127.{net}.1.20:15000").parse().unwrap();
+        peerguard_harness::http1::get(addr, "/stats").unwrap().text()
     }
 }
 

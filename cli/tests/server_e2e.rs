@@ -12,235 +12,84 @@
 mod harness;
 
 use harness::*;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use peerguard_harness::pki::{self, CaChoice, ClientCertSpec, Issued, TestPki};
+use peerguard_harness::require::{require, Needs};
+use peerguard_harness::upstream::{self, APP_SAW_PATH};
+use peerguard_harness::{http1, tls};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-fn find_envoy() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PEERGUARD_ENVOY") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let env = std::fs::read_to_string(repo_root().join(".peerguard/env")).unwrap_or_default();
-    if let Some(p) = env.lines().find_map(|l| l.strip_prefix("PEERGUARD_ENVOY=")) {
-        let p = PathBuf::from(p.trim().trim_matches('"'));
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("envoy")).find(|p| p.is_file()))
-}
-
-fn find_wasm() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PEERGUARD_WASM") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let mut candidates = Vec::new();
-    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("peerguard.wasm"));
-    }
-    // The test binary's own target dir: <target>/debug/peerguard.
-    if let Some(t) = Path::new(env!("CARGO_BIN_EXE_peerguard")).parent().and_then(|d| d.parent()) {
-        candidates.push(t.join("peerguard.wasm"));
-    }
-    candidates.push(repo_root().join("target/peerguard.wasm"));
-    candidates.into_iter().find(|p| p.is_file())
-}
-
 /// `(envoy, wasm)`, or `None` after printing why the test is skipped.
 fn prerequisites(test: &str) -> Option<(PathBuf, PathBuf)> {
-    let envoy = find_envoy();
-    let wasm = find_wasm();
-    match (envoy, wasm) {
-        (Some(e), Some(w)) => Some((e, w.canonicalize().unwrap_or(w))),
-        (e, w) => {
-            let why = match (e, w) {
-                (None, _) => "no Envoy (set PEERGUARD_ENVOY or run scripts/setup.sh)",
-                _ => "no peerguard.wasm (run scripts/build-wasm.sh or set PEERGUARD_WASM)",
-            };
-            if std::env::var("PEERGUARD_REQUIRE_ENVOY").as_deref() == Ok("1") {
-                panic!("{test}: {why}, and PEERGUARD_REQUIRE_ENVOY=1");
-            }
-            println!("SKIPPED: {test}: {why}");
-            None
-        }
-    }
+    let tools = require(test, Needs::EnvoyAndWasm).unwrap()?;
+    Some((tools.envoy.clone(), tools.wasm().unwrap()))
 }
 
 // ------------------------------------------------------------------ upstream apps
 
-/// A tiny HTTP app answering `200 app-ok` to everything.
+/// `200 app-ok` to everything, the target it received in [`APP_SAW_PATH`].
 fn http_app() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 8192];
-                let mut seen = Vec::new();
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        let body = "app-ok";
-                        let resp = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
-                        if s.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    port
+    upstream::ok_app().unwrap().port()
 }
 
-/// A TCP echo app.
 fn echo_app() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = s.read(&mut buf) {
-                    if n == 0 || s.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    port
+    upstream::echo_app().unwrap().port()
 }
 
 // ------------------------------------------------------------------ clients
 
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    // The test checks what Envoy verifies about the client; SPIFFE server certificates have
-    // no DNS name for the client to check anyway.
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+/// A client certificate for `spiffe_uri`, signed by the server's CA in `state` (or by a root
+/// Envoy does not trust when `rogue`).
+fn client_cert(state: &Path, spiffe_uri: &str, rogue: bool) -> Issued {
+    if rogue {
+        let spec = ClientCertSpec { uri_sans: vec![spiffe_uri.into()], ca: CaChoice::Untrusted, expired: false };
+        return TestPki::new().unwrap().client(&spec).unwrap();
     }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    pki::issue_with_ca_files(&state.join("ca/root-cert.pem"), &state.join("ca/root-key.pem"), spiffe_uri).unwrap()
 }
 
-struct ClientCert {
-    chain: Vec<CertificateDer<'static>>,
-    key: Vec<u8>,
-}
-
-/// A client certificate for `spiffe_uri`, signed by the server's CA in `state` (or by a
-/// throwaway CA when `rogue`).
-fn client_cert(state: &Path, spiffe_uri: &str, rogue: bool) -> ClientCert {
-    let (issuer_pem, issuer_key) = if rogue {
-        let k = rcgen::KeyPair::generate().unwrap();
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
-        (p.self_signed(&k).unwrap().pem(), k)
-    } else {
-        let pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
-        let key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca/root-key.pem")).unwrap()).unwrap();
-        (pem, key)
-    };
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&issuer_pem, issuer_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.subject_alt_names = vec![rcgen::SanType::URI(spiffe_uri.try_into().unwrap())];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    ClientCert { chain: vec![cert.der().clone()], key: key.serialize_der() }
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 /// What happened to one request: `200 app-ok`, `403 RBAC: access denied`, or `closed: ...`.
-fn request(port: u16, cert: Option<&ClientCert>, tls: bool) -> String {
-    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n";
-    let mut out = Vec::new();
+fn request(port: u16, cert: Option<&Issued>, tls: bool) -> String {
+    request_path(port, cert, tls, "/get").0
+}
+
+/// One request for `path`: (`<code> <body>` or `closed: ...`, the path the app saw).
+fn request_path(port: u16, cert: Option<&Issued>, tls: bool, path: &str) -> (String, Option<String>) {
+    let req = http1::Request::get(path, "httpbin.foo");
+    let timeout = Duration::from_secs(5);
     let res = if tls {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let b = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)));
-        let cfg = match cert {
-            Some(c) => b
-                .with_client_auth_cert(c.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.clone())))
-                .unwrap(),
-            None => b.with_no_client_auth(),
-        };
-        let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
-        let mut s = rustls::StreamOwned::new(conn, tcp);
-        s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+        let cfg = tls::any_server_client_config(cert).unwrap();
+        match tls::connect_blocking(local(port), &cfg, "httpbin.foo", timeout) {
+            Ok(mut s) => http1::exchange_blocking(&mut s, &req),
+            Err(e) => return (format!("closed: {e:#}"), None),
+        }
     } else {
-        let mut s = tcp;
-        s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+        let Ok(mut s) = TcpStream::connect(local(port)) else { return ("closed: connect refused".into(), None) };
+        s.set_read_timeout(Some(timeout)).unwrap();
+        http1::exchange_blocking(&mut s, &req)
     };
-    let text = String::from_utf8_lossy(&out).to_string();
-    match (text.split_whitespace().nth(1), res) {
-        (Some(code), _) => format!("{code} {}", text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("")),
-        (None, Err(e)) => format!("closed: {e}"),
-        (None, Ok(_)) => "closed: no response".into(),
+    match res {
+        Ok(r) => (format!("{} {}", r.status, r.text()), r.header(APP_SAW_PATH).map(str::to_string)),
+        Err(e) => (format!("closed: {e}"), None),
     }
 }
 
 /// Send a line through the TCP listener; `echo` when it came back.
-fn tcp_probe(port: u16, cert: &ClientCert) -> String {
-    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
-    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-        .with_client_auth_cert(cert.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())))
-        .unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("x").unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, tcp);
+fn tcp_probe(port: u16, cert: &Issued) -> String {
+    let cfg = tls::any_server_client_config(Some(cert)).unwrap();
+    let mut s = match tls::connect_blocking(local(port), &cfg, "x", Duration::from_secs(3)) {
+        Ok(s) => s,
+        Err(e) => return format!("closed: {e:#}"),
+    };
     if let Err(e) = s.write_all(b"ping\n") {
         return format!("closed: {e}");
     }
@@ -546,7 +395,7 @@ impl rustls::client::danger::ServerCertVerifier for MeshServerVerifier {
     }
 }
 
-fn mesh_client_config(state: &Path, cert: &ClientCert) -> Arc<rustls::ClientConfig> {
+fn mesh_client_config(state: &Path, cert: &Issued) -> Arc<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let root_pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
     let (_, pem) = x509_parser::pem::parse_x509_pem(root_pem.as_bytes()).unwrap();
@@ -558,7 +407,7 @@ fn mesh_client_config(state: &Path, cert: &ClientCert) -> Arc<rustls::ClientConf
         .unwrap()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(MeshServerVerifier(inner)))
-        .with_client_auth_cert(cert.chain.clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key.clone())))
+        .with_client_auth_cert(vec![cert.cert_der.clone()], cert.private_key())
         .unwrap();
     Arc::new(cfg)
 }
@@ -570,13 +419,9 @@ fn verified_request(port: u16, cfg: &Arc<rustls::ClientConfig>) -> Result<String
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let mut out = Vec::new();
-    s.write_all(b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n")
-        .and_then(|_| s.read_to_end(&mut out))
-        .map_err(|e| format!("io: {e}"))?;
-    let text = String::from_utf8_lossy(&out);
-    if !(text.starts_with("HTTP/1.1 200") && text.ends_with("app-ok")) {
-        return Err(format!("response: {text:?}"));
+    let r = http1::exchange_blocking(&mut s, &http1::Request::get("/get", "httpbin.foo")).map_err(|e| format!("io: {e}"))?;
+    if !(r.status == 200 && r.text() == "app-ok") {
+        return Err(format!("response: {} {:?}", r.status, r.text()));
     }
     let der = s.conn.peer_certificates().and_then(|c| c.first()).ok_or("no peer certificate")?;
     let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;

@@ -3,8 +3,9 @@
 //! HTTP/2 (ALPN `h2` on TLS, prior knowledge on plaintext), or a TCP echo probe.
 
 use crate::e2e::Observed;
+use crate::http1;
 use crate::pki::{Issued, SERVER_NAME};
-use crate::upstream::{find, APP_MARKER, APP_MARKER_VALUE, APP_SAW_XFCC};
+use crate::upstream::{APP_MARKER, APP_MARKER_VALUE, APP_SAW_XFCC};
 use anyhow::Context as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::net::{IpAddr, SocketAddr};
@@ -62,7 +63,7 @@ pub async fn shoot(shot: &Shot) -> Result<Observed, RunnerError> {
                     Probe::Http(_) => vec![b"http/1.1".to_vec()],
                     Probe::Tcp => Vec::new(),
                 };
-                let config = match client_config(cert, &shot.mesh_root, alpn) {
+                let config = match crate::tls::mesh_client_config(cert, &shot.mesh_root, alpn) {
                     Ok(c) => c,
                     Err(e) => return Err(RunnerError(e)),
                 };
@@ -121,25 +122,6 @@ async fn connect(shot: &Shot) -> Result<TcpStream, RunnerError> {
     }
 }
 
-pub fn client_config(
-    cert: &Issued,
-    mesh_root: &CertificateDer<'static>,
-    alpn: Vec<Vec<u8>>,
-) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(mesh_root.clone()).context("mesh root")?;
-    // An explicit provider: independent of which crypto features other crates enable.
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(vec![cert.cert_der.clone()], cert.private_key())
-        .context("client certificate")?;
-    config.alpn_protocols = alpn;
-    Ok(config)
-}
-
 async fn exchange<S>(io: S, shot: &Shot, tls: bool) -> Result<Observed, RunnerError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -176,68 +158,19 @@ async fn tcp_echo<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) -> Observed {
 }
 
 async fn http1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, h: &HttpRequest) -> Observed {
-    let mut req = format!("{} {} HTTP/1.1\r\nhost: {}\r\n", h.method, h.path, h.host);
-    for (k, v) in &h.headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    let has = |name: &str| h.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
-    if !has("content-length")
-        && !has("transfer-encoding")
-        && h.method != "GET"
-        && h.method != "HEAD"
-    {
-        req.push_str("content-length: 0\r\n");
-    }
-    if !has("connection") {
-        req.push_str("connection: close\r\n");
-    }
-    req.push_str("\r\n");
-    if let Err(e) = io.write_all(req.as_bytes()).await {
-        return denied(format!("write failed: {}", io_detail(&e)));
-    }
-    let _ = io.flush().await;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    // Read the head, then the body by content-length, or to EOF.
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i + 4;
-        }
-        match io.read(&mut chunk).await {
-            Ok(0) if buf.is_empty() => return denied("connection closed".into()),
-            Ok(0) => return denied(format!("truncated response: {:?}", lossy(&buf))),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if buf.is_empty() => return denied(io_detail(&e)),
-            Err(e) => return denied(format!("{} after {:?}", io_detail(&e), lossy(&buf))),
-        }
+    let request = http1::Request {
+        method: h.method.clone(),
+        target: h.path.clone(),
+        host: h.host.clone(),
+        headers: h.headers.clone(),
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let content_length = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok());
-    let mut body = buf[head_end..].to_vec();
-    loop {
-        if content_length.is_some_and(|n| body.len() >= n) {
-            break;
-        }
-        match io.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => body.extend_from_slice(&chunk[..n]),
-        }
+    match http1::exchange(&mut io, &request).await {
+        Ok(r) => verdict(r.status, &r.headers, &r.body),
+        Err(http1::Failure::Write(e)) => denied(format!("write failed: {}", io_detail(&e))),
+        Err(http1::Failure::Read { error, got }) if got.is_empty() => denied(io_detail(&error)),
+        Err(http1::Failure::Read { error, got }) => denied(format!("{} after {:?}", io_detail(&error), lossy(&got))),
+        Err(other) => denied(other.to_string()),
     }
-    verdict(status, &headers, &body)
 }
 
 fn h2_request(h: &HttpRequest, tls: bool) -> anyhow::Result<http::Request<()>> {

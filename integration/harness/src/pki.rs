@@ -11,6 +11,7 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::path::Path;
 use time::{Duration, OffsetDateTime};
 
 /// The DNS name in Envoy's server certificate; clients verify it against the mesh root.
@@ -127,6 +128,18 @@ impl TestPki {
         };
         sign(params, &root.issuer)
     }
+}
+
+/// A client certificate for `uri` (Istio's shape), signed by a CA kept on disk (e.g. the
+/// built-in CA of `peerguard serve`: `<state-dir>/ca/root-{cert,key}.pem`).
+pub fn issue_with_ca_files(ca_cert: &Path, ca_key: &Path, uri: &str) -> anyhow::Result<Issued> {
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let key = KeyPair::from_pem(&read(ca_key)?).with_context(|| format!("{}: not a private key", ca_key.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&read(ca_cert)?, key).with_context(|| format!("{}: not a CA certificate", ca_cert.display()))?;
+    let mut params = leaf_params(false)?;
+    params.subject_alt_names = vec![SanType::URI(uri.try_into().with_context(|| format!("URI SAN {uri:?}"))?)];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sign(params, &issuer)
 }
 
 fn new_root(name: &str) -> anyhow::Result<Root> {

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::http1::find;
+
 /// Set on every response of the app; Envoy's own replies never carry it.
 pub const APP_MARKER: &str = "x-peerguard-app";
 pub const APP_MARKER_VALUE: &str = "reached";
@@ -15,6 +17,66 @@ pub const APP_SAW_XFCC: &str = "x-peerguard-app-saw-xfcc";
 pub const APP_SAW_PATH: &str = "x-peerguard-app-saw-path";
 
 const MAX_HEAD: usize = 64 * 1024;
+
+/// The body of [`ok_app`]'s answers.
+pub const OK_BODY: &str = "app-ok";
+
+/// A blocking app for tests without a tokio runtime: every request (keep-alive) gets
+/// `200 app-ok`, with the request target it received in [`APP_SAW_PATH`] (what Envoy
+/// forwarded after normalizing). Runs on its own threads until the process ends.
+pub fn ok_app() -> std::io::Result<SocketAddr> {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = find(&seen, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                        seen.drain(..end + 4);
+                        let target = head.split(' ').nth(1).unwrap_or("");
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\n{APP_SAW_PATH}: {}\r\ncontent-length: {}\r\n\r\n{OK_BODY}",
+                            header_safe(target),
+                            OK_BODY.len()
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// A blocking TCP echo app (see [`ok_app`]).
+pub fn echo_app() -> std::io::Result<SocketAddr> {
+    use std::io::{Read as _, Write as _};
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = s.read(&mut buf) {
+                    if n == 0 || s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
 
 /// Binds the HTTP app on 127.0.0.1 (any port) and serves it in the background of the
 /// current tokio runtime.
@@ -170,6 +232,4 @@ fn header_safe(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
 
-pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
+

@@ -10,6 +10,7 @@
 use peerguard_harness::client::Probe;
 use peerguard_harness::e2e;
 use peerguard_harness::pki::{CaChoice, ClientCertSpec};
+use peerguard_harness::require::{require, Needs};
 
 use anyhow::{anyhow, bail, Context as _};
 use e2e::{http_probe, mesh_peer, E2eRequest, E2eScenario, Observed, Options, Peer};
@@ -21,29 +22,13 @@ const SPOOFED_XFCC: &str =
 
 /// `Ok(Some(opts))` to run, `Ok(None)` after printing SKIPPED, `Err` when required.
 fn prerequisites(with_filter: bool) -> anyhow::Result<Option<Options>> {
-    let required = std::env::var("PEERGUARD_REQUIRE_ENVOY").is_ok_and(|v| v == "1");
-    let mut why = Vec::new();
-    let envoy = peerguard_harness::envoy::find_envoy()
-        .map_err(|e| why.push(e.to_string()))
-        .ok();
-    let wasm = if with_filter {
-        peerguard_harness::envoy::find_wasm()
-            .map_err(|e| why.push(e.to_string()))
-            .ok()
-    } else {
-        None
-    };
-    if !why.is_empty() {
-        let why = why.join("; ");
-        if required {
-            bail!("PEERGUARD_REQUIRE_ENVOY=1 but {why}");
-        }
-        println!("SKIPPED: {why}");
+    let needs = if with_filter { Needs::EnvoyAndWasm } else { Needs::Envoy };
+    let Some(tools) = require("envoy_e2e", needs)? else {
         return Ok(None);
-    }
+    };
     Ok(Some(Options {
-        envoy,
-        wasm,
+        envoy: Some(tools.envoy),
+        wasm: tools.wasm,
         with_filter,
         ..Options::default()
     }))

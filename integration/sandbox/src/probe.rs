@@ -11,7 +11,7 @@ use anyhow::{bail, Context as _};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use peerguard_harness::http1;
 use tokio::net::TcpSocket;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -91,69 +91,22 @@ async fn request_inner(
         .connect(to)
         .await
         .with_context(|| format!("connecting to {to}"))?;
-    let req = format!("{method} {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: peerguard-sandbox\r\naccept: */*\r\nconnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.context("sending")?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .await
-        .context("receiving (connection reset)")?;
-    parse_response(&buf)
-}
-
-fn parse_response(buf: &[u8]) -> anyhow::Result<Response> {
-    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-        bail!("connection closed without a response ({} bytes)", buf.len());
+    let request = http1::Request {
+        method: method.into(),
+        target: path.into(),
+        host: host.into(),
+        headers: vec![
+            ("user-agent".into(), "peerguard-sandbox".into()),
+            ("accept".into(), "*/*".into()),
+        ],
     };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap_or_default();
-    let code: u16 = status
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("bad status line {status:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect();
-    let mut body = buf[end + 4..].to_vec();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    if chunked {
-        body = dechunk(&body);
-    }
+    let r = http1::exchange(&mut stream, &request).await?;
     Ok(Response {
-        code,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        code: r.status,
+        body: r.text(),
+        headers: r.headers,
         error: None,
     })
-}
-
-fn dechunk(mut b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(i) = b.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..i])
-                .split(';')
-                .next()
-                .unwrap_or("0")
-                .trim(),
-            16,
-        )
-        .unwrap_or(0);
-        b = &b[i + 2..];
-        if size == 0 || b.len() < size {
-            break;
-        }
-        out.extend_from_slice(&b[..size]);
-        b = b.get(size + 2..).unwrap_or_default();
-    }
-    out
 }
 
 /// Where a request from `pod` to `host:port` goes.
@@ -339,16 +292,7 @@ mod tests {
     }
 
     #[test]
-    fn responses_and_urls() {
-        let r = parse_response(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 3\r\n\r\nabc")
-            .unwrap();
-        assert_eq!((r.code, r.body.as_str()), (503, "abc"));
-        let r = parse_response(
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!(r.body, "abcd");
-        assert!(parse_response(b"").is_err());
+    fn urls() {
         assert_eq!(
             parse_url("http://httpbin.partial:8000/headers").unwrap(),
             ("httpbin.partial".into(), 8000, "/headers".into())

@@ -54,55 +54,21 @@ pub fn envoy_args(pod: &super::topology::Pod) -> Vec<String> {
     .to_vec()
 }
 
-/// Envoy: `--envoy`, `PEERGUARD_ENVOY`, `.peerguard/env` in this or a parent directory,
-/// then `envoy` on PATH.
-pub fn find_envoy(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
+/// Envoy: `--envoy`, else the harness's search (`PEERGUARD_ENVOY`, `.peerguard/env`, PATH).
+pub fn envoy_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match explicit {
+        Some(p) => Ok(p.to_path_buf()),
+        None => peerguard_harness::envoy::find_envoy(),
     }
-    if let Some(p) = std::env::var_os("PEERGUARD_ENVOY").filter(|p| !p.is_empty()) {
-        return Ok(PathBuf::from(p));
-    }
-    let mut dir = std::env::current_dir().ok();
-    while let Some(d) = dir {
-        if let Ok(text) = std::fs::read_to_string(d.join(".peerguard/env")) {
-            if let Some(p) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
-            {
-                return Ok(PathBuf::from(p.trim().trim_matches('"')));
-            }
-        }
-        dir = d.parent().map(Path::to_path_buf);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("envoy"))
-        .find(|p| p.is_file())
-        .context("no Envoy: set PEERGUARD_ENVOY or run `bash scripts/setup.sh`")
 }
 
-/// The wasm filter: `--wasm PATH`, or with `auto` `PEERGUARD_WASM`,
-/// `$CARGO_TARGET_DIR/peerguard.wasm`, then `peerguard.wasm` next to the binary's target
-/// directory. `off` runs the sidecars without it.
-pub fn find_wasm(choice: &str) -> anyhow::Result<Option<PathBuf>> {
+/// The wasm filter: `--wasm PATH`, or with `auto` the harness's search (`PEERGUARD_WASM`,
+/// `$CARGO_TARGET_DIR/peerguard.wasm`, next to the binary); `off` runs the sidecars without
+/// it.
+pub fn wasm_module(choice: &str) -> anyhow::Result<Option<PathBuf>> {
     match choice {
         "off" => Ok(None),
-        "auto" => {
-            let mut cands: Vec<PathBuf> = Vec::new();
-            if let Some(p) = std::env::var_os("PEERGUARD_WASM").filter(|p| !p.is_empty()) {
-                cands.push(PathBuf::from(p));
-            }
-            if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|p| !p.is_empty()) {
-                cands.push(PathBuf::from(d).join("peerguard.wasm"));
-            }
-            if let Ok(exe) = std::env::current_exe() {
-                if let Some(target) = exe.parent().and_then(Path::parent) {
-                    cands.push(target.join("peerguard.wasm"));
-                }
-            }
-            Ok(cands.into_iter().find(|p| p.is_file()))
-        }
+        "auto" => Ok(peerguard_harness::envoy::find_wasm().ok()),
         path => {
             let p = PathBuf::from(path);
             if !p.is_file() {
@@ -169,11 +135,11 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
     let settings = Settings {
         net: args.net,
         topology: args.topology.clone(),
-        wasm: find_wasm(&args.wasm)?,
+        wasm: wasm_module(&args.wasm)?,
         envoy: match args.containers {
             // The sidecar containers run Envoy; this process never does.
             Some(_) => PathBuf::from("envoy"),
-            None => find_envoy(args.envoy.as_deref())?,
+            None => envoy_binary(args.envoy.as_deref())?,
         },
         chains: args.inbound_chains,
         xds: args.xds,

@@ -16,6 +16,7 @@
 //! echo, a timeout) at any time is counted: a point with errors is not valid.
 
 use anyhow::{bail, Context as _};
+use peerguard_harness::http1;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -246,57 +247,27 @@ async fn tls_connect(target: &Target) -> anyhow::Result<TlsStream<TcpStream>> {
         .context("TLS handshake")
 }
 
-/// One request on a keep-alive connection; `Ok` only for a complete `200` response.
+/// One request on a keep-alive connection; `Ok` only for a complete `200` response. The
+/// response is framed by the harness's HTTP/1 parser; `buf` is reused between requests.
 async fn http_exchange(io: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> anyhow::Result<()> {
     io.write_all(REQUEST).await.context("writing the request")?;
     io.flush().await.context("flushing the request")?;
     buf.clear();
     let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = find(buf, b"\r\n\r\n") {
-            break i + 4;
+    let response = loop {
+        if let Some(r) = http1::parse(buf, false)? {
+            break r;
         }
         let n = io.read(&mut chunk).await.context("reading the response")?;
         if n == 0 {
-            bail!("connection closed before a response");
+            bail!("connection closed before a complete response");
         }
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = &buf[..head_end];
-    let length = content_length(head).context("response without content-length")?;
-    let total = head_end + length;
-    while buf.len() < total {
-        let n = io.read(&mut chunk).await.context("reading the body")?;
-        if n == 0 {
-            bail!("connection closed inside the body");
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    if buf.get(9..12) != Some(b"200".as_slice()) {
-        let first_line = buf.split(|&b| b == b'\r').next().unwrap_or_default();
-        bail!(
-            "response {:?} (expected 200 from the app)",
-            String::from_utf8_lossy(first_line)
-        );
+    if response.status != 200 {
+        bail!("response {} (expected 200 from the app)", response.status);
     }
     Ok(())
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    for line in head.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|&b| b == b':') else {
-            continue;
-        };
-        if line[..colon].eq_ignore_ascii_case(b"content-length") {
-            return std::str::from_utf8(&line[colon + 1..])
-                .ok()?
-                .trim()
-                .parse()
-                .ok();
-        }
-    }
-    None
 }
 
 async fn tcp_round_trip(target: &Target) -> anyhow::Result<()> {
@@ -315,10 +286,6 @@ async fn tcp_round_trip(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 /// The `q` quantile (0..=1) of sorted values (nearest rank).
 pub fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
     if sorted.is_empty() {
@@ -331,13 +298,6 @@ pub fn quantile(sorted: &[u32], q: f64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_length_is_found_case_insensitively() {
-        let head = b"HTTP/1.1 200 OK\r\nserver: envoy\r\nContent-Length: 42\r\n\r\n";
-        assert_eq!(content_length(head), Some(42));
-        assert_eq!(content_length(b"HTTP/1.1 200 OK\r\n\r\n"), None);
-    }
 
     #[test]
     fn quantiles_use_the_nearest_rank() {

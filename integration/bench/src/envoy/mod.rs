@@ -722,7 +722,7 @@ fn target(world: &World, addr: SocketAddr, http: bool) -> anyhow::Result<Target>
     } else {
         Vec::new()
     };
-    let mut config = e2e_client::client_config(&world.client, world.pki.mesh_root_der(), alpn)?;
+    let mut config = peerguard_harness::tls::mesh_client_config(&world.client, world.pki.mesh_root_der(), alpn)?;
     // Every TCP op is a full handshake, as for a new sidecar connection.
     config.resumption = rustls::client::Resumption::disabled();
     let server_name = ServerName::try_from(SERVER_NAME)

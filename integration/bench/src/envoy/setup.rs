@@ -371,8 +371,7 @@ fn cluster(name: &str, addr: SocketAddr) -> Value {
 
 /// The listeners' bound addresses, from the admin endpoint (`/listeners?format=json`).
 pub fn listener_addresses(body: &str) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let body = dechunk(body).unwrap_or_else(|| body.to_string());
-    let v: Value = serde_json::from_str(&body).context("admin /listeners: not JSON")?;
+    let v: Value = serde_json::from_str(body).context("admin /listeners: not JSON")?;
     let statuses = v["listener_statuses"]
         .as_array()
         .context("admin /listeners: no listener_statuses")?;
@@ -389,22 +388,6 @@ pub fn listener_addresses(body: &str) -> anyhow::Result<(SocketAddr, SocketAddr)
             .with_context(|| format!("listener {name} address"))
     };
     Ok((find(HTTP_LISTENER)?, find(TCP_LISTENER)?))
-}
-
-/// The admin client reads raw HTTP/1.1; Envoy's admin answers with a chunked body.
-/// `None` when `body` is not chunked.
-fn dechunk(body: &str) -> Option<String> {
-    let mut out = String::new();
-    let mut rest = body;
-    loop {
-        let (size_line, after) = rest.split_once("\r\n")?;
-        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(after.get(..size)?);
-        rest = after.get(size..)?.strip_prefix("\r\n")?;
-    }
 }
 
 #[cfg(test)]
@@ -477,8 +460,6 @@ mod tests {
             {"name":"bench_tcp","local_address":{"socket_address":{"address":"127.0.0.1","port_value":4002}}}]}"#;
         let (h, t) = listener_addresses(body)?;
         assert_eq!((h.port(), t.port()), (4001, 4002));
-        let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
-        assert_eq!(listener_addresses(&chunked)?, (h, t));
         assert!(listener_addresses("{}").is_err());
         Ok(())
     }

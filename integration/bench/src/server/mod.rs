@@ -16,7 +16,6 @@ mod flip;
 
 use peerguard_server::ca::duration;
 use anyhow::Context;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -79,7 +78,7 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
     if args.skip_envoy {
         println!("\n[a] file write -> enforced decision: skipped (--skip-envoy)");
     } else {
-        match (flip::find_envoy(), flip::find_wasm()) {
+        match (peerguard_harness::envoy::find_envoy().ok(), peerguard_harness::envoy::find_wasm().ok().and_then(|w| w.canonicalize().ok())) {
             (Some(envoy), Some(wasm)) => {
                 println!("\n[a] file write -> enforced decision in Envoy ({} flips, probe every {:?}, server --poll-interval {:?} --debounce {:?})", args.flips, args.probe_interval, args.poll_interval, args.debounce);
                 let r = flip::run(&exe, &work.join("flip"), &envoy, &wasm, &args)?;
@@ -237,15 +236,10 @@ impl Drop for ServerProc {
     }
 }
 
-/// Minimal HTTP/1.1 GET against the ops endpoint.
+/// GET on the ops endpoint: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+    let r = peerguard_harness::http1::get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).ok()?;
+    Some((r.status, r.text()))
 }
 
 /// Writes through a temporary name, as editors and `kubectl cp` do.
