@@ -283,6 +283,75 @@ fn tcp_network_filter_over_ecds() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+const DENY_ADMIN: &str = "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: foo}
+spec:
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin, /admin/*]}}]}]
+";
+
+/// A sidecar from `peerguard bootstrap` normalizes the path before the filter decides and
+/// the app receives the same normalized path (Istio: the normalized request is used for
+/// authorization and sent to the backend). Without it the app got
+/// `/admin/%2e%2e/public` raw while the filter decided on `/public`.
+#[test]
+fn bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app() {
+    let test = "bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app";
+    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let dir = temp_dir("e2e-paths");
+    let app = http_app();
+    write(&dir.join("cfg/workloads.yaml"), &workloads(app));
+    write(&dir.join("cfg/deny-admin.yaml"), DENY_ADMIN);
+    let server = Server::start(&dir, &wasm.display().to_string(), &[]);
+    let app_port = app.to_string();
+    let (base, base_port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app_port], "paths-base");
+    let (decode, decode_port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app_port, "--path-normalization", "DECODE_AND_MERGE_SLASHES"],
+        "paths-decode",
+    );
+    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let long = Duration::from_secs(30);
+    for (envoy, port) in [(&base, base_port), (&decode, decode_port)] {
+        eventually("the DENY on /admin in force", long, envoy, &server, || request_path(port, Some(&sleep), true, "/admin").0, "403 RBAC: access denied");
+    }
+    // (path sent, BASE: what the app sees or None for 403, DECODE_AND_MERGE_SLASHES: same)
+    let cases: [(&str, Option<&str>, Option<&str>); 8] = [
+        ("/public", Some("/public"), Some("/public")),
+        ("/admin/%2e%2e/public", Some("/public"), Some("/public")),
+        ("/admin/x\\..\\..\\public", Some("/public"), Some("/public")),
+        ("/public/../admin", None, None),
+        ("/public/%2E%2E/admin/x", None, None),
+        ("/Public/..\\admin", None, None),
+        // Escaped slashes and doubled slashes: kept by BASE (the filter and the app both see
+        // them, and `/admin%2Fx` is not `/admin/x`), decoded and merged by the other setting.
+        ("/admin%2Fx", Some("/admin%2Fx"), None),
+        ("//admin", Some("//admin"), None),
+    ];
+    for (sent, want_base, want_decode) in cases {
+        for (envoy, port, want, setting) in [(&base, base_port, want_base, "BASE"), (&decode, decode_port, want_decode, "DECODE_AND_MERGE_SLASHES")] {
+            for tls in [true, false] {
+                let cert = tls.then_some(&sleep);
+                let (got, saw) = request_path(port, cert, tls, sent);
+                match want {
+                    Some(path) => assert_eq!(
+                        (got.as_str(), saw.as_deref()),
+                        ("200 app-ok", Some(path)),
+                        "{setting}: {sent} (tls {tls}) should reach the app as {path}\n{}",
+                        envoy.log_tail()
+                    ),
+                    None => assert_eq!(got, "403 RBAC: access denied", "{setting}: {sent} (tls {tls}) must stay denied; app saw {saw:?}"),
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_config_envoy_rejects_is_counted_and_fails_closed() {
     let Some((envoy_bin, wasm)) = prerequisites("a_config_envoy_rejects_is_counted_and_fails_closed") else { return };

@@ -6,6 +6,7 @@
 pub mod bootstrap;
 pub mod ca;
 pub mod cli;
+pub mod envoy_config;
 pub mod node;
 pub mod ops;
 pub mod registry;

@@ -391,3 +391,75 @@ fn untrusted_and_expired_certificates_are_refused() -> anyhow::Result<()> {
     check("certs-STRICT", &out[0], &expect)?;
     check("certs-PERMISSIVE", &out[1], &expect)
 }
+
+/// One port without a declared protocol serves HTTP (connection manager + HTTP filter) and
+/// raw TCP (network filter + tcp_proxy), plaintext and mTLS, told apart per connection as
+/// Istio's inbound listener does (protocol sniffing). Before, a scenario sending both to one
+/// port aborted the whole run.
+#[test]
+fn one_port_serves_http_and_tcp_by_sniffing() -> anyhow::Result<()> {
+    let Some(opts) = prerequisites(true)? else {
+        return Ok(());
+    };
+    let sleep = "cluster.local/ns/foo/sa/sleep";
+    let other = "cluster.local/ns/foo/sa/other";
+    let h2 = |path: &str| http_probe("GET", path, "httpbin.foo:7070", &[], true);
+    let requests = || {
+        vec![
+            req(Peer::Plaintext, 7070, get("/ip")),
+            req(Peer::Plaintext, 7070, h2("/ip")),
+            req(Peer::Plaintext, 7070, Probe::Tcp),
+            req(mesh_peer(sleep), 7070, get("/ip")),
+            req(mesh_peer(sleep), 7070, h2("/ip")),
+            req(mesh_peer(sleep), 7070, Probe::Tcp),
+            req(mesh_peer(other), 7070, get("/ip")),
+            req(mesh_peer(other), 7070, Probe::Tcp),
+        ]
+    };
+    let open = scenario("sniff-open", policy("PERMISSIVE", serde_json::json!([]))?, requests());
+    let allow_sleep = scenario(
+        "sniff-allow-sleep",
+        policy(
+            "PERMISSIVE",
+            serde_json::json!([{
+                "policy": {"namespace": "foo", "name": "allow-sleep"},
+                "action": "ALLOW",
+                "rules": [{"from": [{"principals": {"values": [{"exact": sleep}]}}]}],
+            }]),
+        )?,
+        requests(),
+    );
+    let out = e2e::run_e2e(&[open, allow_sleep], &opts)?;
+    // HTTP answers come from the app through the connection manager (plaintext: no XFCC;
+    // mTLS: the verified URI); TCP payloads come back from the echo app through tcp_proxy.
+    check(
+        "sniff-open",
+        &out[0],
+        &[
+            (true, Some("app saw XFCC: -")),
+            (true, Some("HTTP 200 from the app")),
+            (true, Some("echoed")),
+            (true, Some("URI=spiffe://cluster.local/ns/foo/sa/sleep")),
+            (true, Some("HTTP 200 from the app")),
+            (true, Some("echoed")),
+            (true, Some("URI=spiffe://cluster.local/ns/foo/sa/other")),
+            (true, Some("echoed")),
+        ],
+    )?;
+    // The same policy decides on both paths: HTTP denials are the HTTP filter's 403, TCP
+    // denials the network filter's closed connection.
+    check(
+        "sniff-allow-sleep",
+        &out[1],
+        &[
+            (false, Some("HTTP 403 RBAC: access denied")),
+            (false, Some("HTTP 403 RBAC: access denied")),
+            (false, None),
+            (true, Some("URI=spiffe://cluster.local/ns/foo/sa/sleep")),
+            (true, Some("HTTP 200 from the app")),
+            (true, Some("echoed")),
+            (false, Some("HTTP 403 RBAC: access denied")),
+            (false, None),
+        ],
+    )
+}

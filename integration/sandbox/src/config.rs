@@ -25,19 +25,12 @@ use peerguard_filter::client::{
 use peerguard_filter::compile::compile;
 use peerguard_filter::istio::Resource;
 use peerguard_filter::schema::{MtlsMode, WorkloadPolicy};
+use peerguard_server::envoy_config::listener;
+use peerguard_server::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub const HTTP_ROOT_ID: &str = "peerguard_http";
-/// Istio's ALPN values that select the mTLS chain of a PERMISSIVE HTTP port.
-const ISTIO_ALPNS: [&str; 5] = [
-    "istio",
-    "istio-peer-exchange",
-    "istio-http/1.0",
-    "istio-http/1.1",
-    "istio-h2",
-];
 const TLS_MATCH_KEY: &str = "peerguard.tls";
 
 /// Where one sidecar's files live.
@@ -92,6 +85,8 @@ pub struct Inputs<'a> {
     /// make Envoy fetch the filter config (ECDS) and certificates (SDS) from `peerguard serve`.
     pub xds: Option<&'a BTreeMap<String, XdsParts>>,
     pub version: u64,
+    /// Istio's `meshConfig.pathNormalization` for every sidecar.
+    pub path_normalization: PathNormalization,
 }
 
 /// What a sidecar takes from its `peerguard bootstrap` output when `peerguard serve`
@@ -100,38 +95,33 @@ pub struct Inputs<'a> {
 pub struct XdsParts {
     /// Static cluster `peerguard-xds`.
     pub cluster: Value,
-    /// The HTTP filter with `config_discovery` (ECDS; deny-all RBAC as default config).
-    pub http_filter: Value,
-    /// The config source (gRPC to the server with the node's token) for SDS.
+    /// The config source (gRPC to the server with the node's token) for ECDS and SDS.
     pub source: Value,
 }
 
 impl XdsParts {
-    /// Extracts the parts from a `peerguard bootstrap --protocol http` document.
+    /// Extracts the parts from a `peerguard bootstrap` document.
     pub fn from_bootstrap(b: &Value) -> anyhow::Result<XdsParts> {
         let cluster = b
             .pointer("/static_resources/clusters")
             .and_then(Value::as_array)
-            .and_then(|cs| cs.iter().find(|c| c["name"] == "peerguard-xds"))
+            .and_then(|cs| cs.iter().find(|c| c["name"] == ec::XDS_CLUSTER))
             .cloned()
             .context("peerguard bootstrap: no static cluster peerguard-xds")?;
-        let hcm = b
-            .pointer("/static_resources/listeners/0/filter_chains/0/filters/0/typed_config")
-            .context("peerguard bootstrap: no inbound HCM")?;
-        let http_filter = hcm["http_filters"]
-            .as_array()
-            .and_then(|fs| fs.iter().find(|f| f.get("config_discovery").is_some()))
+        let source = find_key(b, "config_discovery")
+            .and_then(|d| d.get("config_source"))
             .cloned()
-            .context("peerguard bootstrap: no ECDS HTTP filter")?;
-        let source = http_filter
-            .pointer("/config_discovery/config_source")
-            .cloned()
-            .context("peerguard bootstrap: no config source")?;
-        Ok(XdsParts {
-            cluster,
-            http_filter,
-            source,
-        })
+            .context("peerguard bootstrap: no ECDS config source")?;
+        Ok(XdsParts { cluster, source })
+    }
+}
+
+/// The first value under `key`, depth first.
+fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => m.get(key).or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
+        _ => None,
     }
 }
 
@@ -281,7 +271,7 @@ pub fn generate(inputs: &Inputs<'_>) -> anyhow::Result<BTreeMap<String, Sidecar>
                 clusters.push(inbound);
             }
         }
-        listeners.push(outbound_listener(t, pod));
+        listeners.push(outbound_listener(inputs, pod));
         for svc in &t.services {
             clusters.push(outbound_cluster(inputs, &policies, pod, svc)?);
         }
@@ -330,161 +320,56 @@ fn bootstrap(t: &Topology, pod: &Pod, paths: &SidecarPaths, xds: Option<&XdsPart
             "resource_api_version": "V3",
         })
     };
-    let mut b = json!({
-        "node": {
-            "id": format!("sidecar~{}~{}~{}.svc.{}", pod.ip, pod.id(), pod.namespace, t.dns_domain),
-            "cluster": pod.id(),
-            // How `peerguard serve` names the node (its Workload in the registry).
-            "metadata": {"NAMESPACE": pod.namespace, "WORKLOAD_NAME": pod.name},
-        },
-        "admin": {"address": socket(&pod.ip.to_string(), t.ports.admin)},
-        "dynamic_resources": {"lds_config": watched(paths.lds()), "cds_config": watched(paths.cds())},
+    let node = json!({
+        "id": format!("sidecar~{}~{}~{}.svc.{}", pod.ip, pod.id(), pod.namespace, t.dns_domain),
+        "cluster": pod.id(),
+        // How `peerguard serve` names the node (its Workload in the registry).
+        "metadata": {"NAMESPACE": pod.namespace, "WORKLOAD_NAME": pod.name},
     });
-    if let Some(x) = xds {
-        b["static_resources"] = json!({"clusters": [x.cluster]});
-    }
+    let clusters = xds.map(|x| vec![x.cluster.clone()]).unwrap_or_default();
+    let mut b = ec::bootstrap(Some(node), ec::admin(&pod.ip.to_string(), t.ports.admin), Vec::new(), clusters);
+    b["dynamic_resources"] = json!({"lds_config": watched(paths.lds()), "cds_config": watched(paths.cds())});
     b
 }
 
-fn socket(ip: &str, port: u16) -> Value {
-    json!({"socket_address": {"address": ip, "port_value": port}})
-}
-
-fn inbound_listener(
-    inputs: &Inputs<'_>,
-    pod: &Pod,
-    port: u16,
-    mode: MtlsMode,
-    policy_json: &str,
-) -> Value {
+fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, policy_json: &str) -> Value {
     let t = inputs.topology;
-    let name = format!("inbound_{}_{port}", pod.ip);
-    let hcm = |chain: &str| inbound_hcm(inputs, pod, &format!("{name}_{chain}"), port, policy_json);
-    let tls_chain = |alpn: bool| {
-        let mut m = json!({"transport_protocol": "tls"});
-        if alpn {
-            m["application_protocols"] = json!(ISTIO_ALPNS);
-        }
-        json!({
-            "name": "mtls",
-            "filter_chain_match": m,
-            "transport_socket": downstream_tls(inputs, t, pod),
-            "filters": [hcm("mtls")],
-        })
+    let authz = match (inputs.xds.and_then(|m| m.get(&pod.id())), inputs.wasm) {
+        (Some(x), _) => Authz::Ecds { source: x.source.clone() },
+        (None, Some(wasm)) => Authz::Wasm { module: wasm.display().to_string(), policy_json: Some(policy_json.to_string()) },
+        (None, None) => Authz::None,
     };
-    let tls_inspector = json!([{
-        "name": "envoy.filters.listener.tls_inspector",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
-    }]);
-    let both = || {
-        vec![
-            tls_chain(false),
-            json!({"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [hcm("plaintext")]}),
-        ]
-    };
-    let (listener_filters, chains) = match (inputs.chains, mode) {
-        (InboundChains::Filter, _) => (tls_inspector, both()),
-        (InboundChains::Istio, MtlsMode::Strict) => (tls_inspector, vec![tls_chain(false)]),
-        (InboundChains::Istio, MtlsMode::Permissive) => (
-            tls_inspector,
-            vec![
-                tls_chain(true),
-                json!({"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": [hcm("plaintext")]}),
-            ],
-        ),
-        (InboundChains::Istio, MtlsMode::Disable) => (
-            json!([]),
-            vec![json!({"name": "plaintext", "filters": [hcm("plaintext")]})],
-        ),
-    };
-    json!({
-        "name": name,
-        "address": socket(&pod.ip.to_string(), port),
-        "listener_filters": listener_filters,
-        "filter_chains": chains,
-    })
-}
-
-fn inbound_hcm(inputs: &Inputs<'_>, pod: &Pod, stat: &str, port: u16, policy_json: &str) -> Value {
-    let mut http_filters = Vec::new();
-    if let Some(x) = inputs.xds.and_then(|m| m.get(&pod.id())) {
-        http_filters.push(x.http_filter.clone());
-    } else if let Some(wasm) = inputs.wasm {
-        http_filters.push(json!({
-            "name": "peerguard",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "peerguard",
-                    "root_id": HTTP_ROOT_ID,
-                    "fail_open": false,
-                    "vm_config": {
-                        "vm_id": "peerguard",
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": wasm.display().to_string()}},
-                    },
-                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": policy_json},
-                },
-            },
-        }));
-    }
-    http_filters.push(router());
-    json!({
-        "name": "envoy.filters.network.http_connection_manager",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": stat,
-            "codec_type": "AUTO",
-            "normalize_path": true,
-            // The app only ever sees the verified peer, never a client-sent header (spec 6).
-            "forward_client_cert_details": "SANITIZE_SET",
-            "set_current_client_cert_details": {"uri": true},
-            "route_config": {
-                "name": format!("inbound|{port}"),
-                "virtual_hosts": [{
-                    "name": "inbound",
-                    "domains": ["*"],
-                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": format!("inbound|{port}||"), "timeout": "5s"}}],
-                }],
-            },
-            "http_filters": http_filters,
+    Inbound {
+        name: format!("inbound_{}_{port}", pod.ip),
+        address: pod.ip.to_string(),
+        port,
+        protocol: AppProtocol::Http,
+        // Only SPIFFE identities of this mesh's trust domain (spec 1.3).
+        trust_domains: vec![t.trust_domain.clone()],
+        certs: certs(inputs, pod),
+        authz,
+        chains: match inputs.chains {
+            InboundChains::Filter => Chains::Both,
+            InboundChains::Istio => Chains::Istio(mode),
         },
-    })
+        path_normalization: inputs.path_normalization,
+        http_cluster: format!("inbound|{port}||"),
+        tcp_cluster: format!("inbound|{port}||"),
+        route_timeout: Some("5s".into()),
+    }
+    .listener()
 }
 
-fn router() -> Value {
-    json!({
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    })
-}
-
-fn workload_cert(state: &Path, pod: &Pod) -> Value {
-    let dir = pki::cert_dir(state, &pod.namespace, &pod.service_account);
-    json!([{
-        "certificate_chain": {"filename": dir.join("cert.pem").display().to_string()},
-        "private_key": {"filename": dir.join("key.pem").display().to_string()},
-    }])
-}
-
-/// Certificate and trust: files written by the sandbox, or SDS (`default`, `ROOTCA`)
-/// from `peerguard serve`. `sans`: the peer URI SAN matchers.
-fn tls_common(inputs: &Inputs<'_>, pod: &Pod, sans: Value) -> Value {
+/// Certificate and trust: files written by the sandbox, or SDS (`default`, `ROOTCA`) from
+/// `peerguard serve`.
+fn certs(inputs: &Inputs<'_>, pod: &Pod) -> Certs {
     match inputs.xds.and_then(|m| m.get(&pod.id())) {
-        Some(x) => json!({
-            "tls_certificate_sds_secret_configs": [{"name": "default", "sds_config": x.source}],
-            "combined_validation_context": {
-                "default_validation_context": {"match_typed_subject_alt_names": sans},
-                "validation_context_sds_secret_config": {"name": "ROOTCA", "sds_config": x.source},
-            },
-        }),
-        None => json!({
-            "tls_certificates": workload_cert(inputs.state, pod),
-            "validation_context": {
-                "trusted_ca": {"filename": pki::ca_path(inputs.state).display().to_string()},
-                "match_typed_subject_alt_names": sans,
-            },
-        }),
+        Some(x) => Certs::Sds { source: x.source.clone() },
+        None => {
+            let dir = pki::cert_dir(inputs.state, &pod.namespace, &pod.service_account);
+            let path = |p: PathBuf| p.display().to_string();
+            Certs::Files { cert: path(dir.join("cert.pem")), key: path(dir.join("key.pem")), ca: path(pki::ca_path(inputs.state)) }
+        }
     }
 }
 
@@ -498,20 +383,8 @@ fn xds_parts<'a>(inputs: &Inputs<'a>, pod: &Pod) -> anyhow::Result<Option<&'a Xd
     }
 }
 
-fn downstream_tls(inputs: &Inputs<'_>, t: &Topology, pod: &Pod) -> Value {
-    // Only SPIFFE identities of this mesh's trust domain (spec 1.3).
-    let sans = json!([{"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", t.trust_domain)}}]);
-    json!({
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": true,
-            "common_tls_context": tls_common(inputs, pod, sans),
-        },
-    })
-}
-
-fn outbound_listener(t: &Topology, pod: &Pod) -> Value {
+fn outbound_listener(inputs: &Inputs<'_>, pod: &Pod) -> Value {
+    let t = inputs.topology;
     let vhosts: Vec<Value> = t
         .services
         .iter()
@@ -528,22 +401,13 @@ fn outbound_listener(t: &Topology, pod: &Pod) -> Value {
             })
         })
         .collect();
-    json!({
-        "name": format!("outbound_{}_{}", pod.ip, t.ports.outbound),
-        "address": socket(&pod.ip.to_string(), t.ports.outbound),
-        "filter_chains": [{
-            "filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": "outbound",
-                    "codec_type": "AUTO",
-                    "route_config": {"name": "outbound", "virtual_hosts": vhosts},
-                    "http_filters": [router()],
-                },
-            }],
-        }],
-    })
+    listener::outbound(
+        &format!("outbound_{}_{}", pod.ip, t.ports.outbound),
+        &pod.ip.to_string(),
+        t.ports.outbound,
+        inputs.path_normalization,
+        vhosts,
+    )
 }
 
 fn outbound_name(t: &Topology, s: &Service) -> String {
@@ -556,7 +420,7 @@ fn static_cluster(name: &str, endpoints: &[EndpointSpec], matches: Option<Vec<Va
     let lb: Vec<Value> = endpoints
         .iter()
         .map(|(ip, port, tls)| {
-            let mut e = json!({"endpoint": {"address": socket(ip, *port)}});
+            let mut e = json!({"endpoint": {"address": ec::socket(ip, *port)}});
             if let Some(tls) = tls {
                 e["metadata"] = json!({"filter_metadata": {"envoy.transport_socket_match": {TLS_MATCH_KEY: tls_label(*tls)}}});
             }
@@ -650,7 +514,7 @@ fn upstream_tls(
                     .map(|s| json!({"san_type": "URI", "matcher": {"exact": s}}))
                     .collect()
             };
-            ctx = tls_common(inputs, client_pod, json!(matchers));
+            ctx = certs(inputs, client_pod).common_tls_context(matchers);
             ctx["alpn_protocols"] = json!(["istio-http/1.1", "istio"]);
             sni = format!("outbound_.{}_._.{}", svc.port, svc.fqdn(&t.dns_domain));
         }
@@ -709,6 +573,7 @@ mod tests {
             wasm: None,
             xds: None,
             version: 3,
+            path_normalization: PathNormalization::Base,
         })
         .unwrap()
     }

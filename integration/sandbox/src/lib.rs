@@ -112,6 +112,10 @@ pub struct UpArgs {
     /// from `peerguard bootstrap`). Listeners and clusters are files either way.
     #[arg(long, value_enum, default_value = "serve")]
     xds: state::XdsMode,
+    /// Istio's `meshConfig.pathNormalization` for every sidecar: NONE, BASE,
+    /// MERGE_SLASHES or DECODE_AND_MERGE_SLASHES.
+    #[arg(long, value_enum, default_value = "BASE")]
+    path_normalization: peerguard_server::envoy_config::PathNormalization,
     /// Initial resources instead of stage 1 (repeatable).
     #[arg(long = "resources")]
     resources: Vec<PathBuf>,
@@ -211,6 +215,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
                 wasm: settings.wasm.as_deref(),
                 xds: None,
                 version: 0,
+                path_normalization: settings.path_normalization,
             };
             let plan = config::plan(&inputs);
             let procs = run::running(st);

@@ -144,6 +144,7 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         chains: args.inbound_chains,
         xds: args.xds,
         containers: args.containers,
+        path_normalization: args.path_normalization,
     };
     if settings.xds == XdsMode::Serve && settings.wasm.is_none() {
         bail!("--xds serve sends the wasm filter's configuration over ECDS: it needs the wasm module (--wasm)");
@@ -331,6 +332,7 @@ pub fn write_configs(
         state: &st.dir,
         wasm: settings.wasm.as_deref(),
         version,
+        path_normalization: settings.path_normalization,
     };
     let sidecars = config::generate(&inputs)?;
     for pod in t.pods.iter().filter(|p| p.sidecar) {
@@ -471,6 +473,7 @@ async fn wait_filters(
         state: &st.dir,
         wasm: settings.wasm.as_deref(),
         version: 0,
+        path_normalization: settings.path_normalization,
     };
     xds::wait_ecds(t, &config::policies(&inputs), deadline).await
 }

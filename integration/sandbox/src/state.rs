@@ -31,6 +31,9 @@ pub struct Settings {
     /// app or sidecar itself, it configures and probes them over the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub containers: Option<[u8; 2]>,
+    /// Istio's `meshConfig.pathNormalization` for every sidecar.
+    #[serde(default)]
+    pub path_normalization: peerguard_server::envoy_config::PathNormalization,
 }
 
 impl Settings {

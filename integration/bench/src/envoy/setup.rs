@@ -1,16 +1,18 @@
 //! What is benchmarked: the variants (no filter, native RBAC, a no-op wasm filter,
 //! peerguard), the policies each one holds, and the Envoy bootstrap that serves them.
 //!
-//! Every variant runs the same Envoy shape (the reference sidecar's: `tls_inspector`, an mTLS
-//! chain requiring a client certificate from the mesh root with a `spiffe://<td>/` URI SAN,
-//! a plaintext chain, Istio's HCM settings) with an HTTP listener and a TCP listener; only
-//! the authorization filter differs, so the measured difference is the filter's.
+//! Every variant runs the product's inbound listener (`peerguard_server::envoy_config`:
+//! `tls_inspector`, an mTLS chain requiring a client certificate from the mesh root with a
+//! `spiffe://<td>/` URI SAN, a plaintext chain, the same connection manager) with an HTTP
+//! listener and a TCP listener; only the authorization filter differs, so the measured
+//! difference is the filter's.
 
 use anyhow::Context as _;
 use peerguard_filter::schema::{
     Action, AuthzPolicy, Field, ModeFrom, MtlsMode, MtlsPolicy, PolicyRef, Rule, Source, StrMatch,
     WorkloadPolicy, WorkloadRef, SCHEMA_VERSION,
 };
+use peerguard_server::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -169,204 +171,78 @@ pub const HTTP_LISTENER: &str = "bench_http";
 pub const TCP_LISTENER: &str = "bench_tcp";
 
 impl BootstrapInput<'_> {
+    /// The product's inbound listener (the one vocabulary); only the authorization filter
+    /// differs between variants.
     pub fn to_json(&self) -> anyhow::Result<Value> {
-        let (http_filter, net_filter) = self.filters()?;
-        Ok(json!({
-            "admin": {"address": socket("127.0.0.1", 0)},
-            "static_resources": {
-                "listeners": [
-                    self.listener(HTTP_LISTENER, true, self.http_chain(http_filter.as_ref())),
-                    self.listener(TCP_LISTENER, false, self.tcp_chain(net_filter.as_ref())),
-                ],
-                "clusters": [
-                    cluster("app_http", self.http_upstream),
-                    cluster("app_tcp", self.tcp_upstream),
-                ],
-            },
-        }))
+        let authz = self.authz()?;
+        let listener = |name: &str, protocol: AppProtocol| {
+            Inbound {
+                name: name.into(),
+                address: "127.0.0.1".into(),
+                port: 0,
+                protocol,
+                trust_domains: vec![TRUST_DOMAIN.into()],
+                certs: Certs::Inline {
+                    cert_pem: self.server_cert_pem.into(),
+                    key_pem: self.server_key_pem.into(),
+                    ca_pem: self.mesh_root_pem.into(),
+                },
+                authz: authz.clone(),
+                chains: Chains::Both,
+                path_normalization: PathNormalization::Base,
+                http_cluster: "app_http".into(),
+                tcp_cluster: "app_tcp".into(),
+                route_timeout: Some("5s".into()),
+            }
+            .listener()
+        };
+        let cluster = |name: &str, a: SocketAddr| ec::static_cluster(name, &[(a.ip().to_string(), a.port())]);
+        Ok(ec::bootstrap(
+            None,
+            ec::admin("127.0.0.1", 0),
+            vec![listener(HTTP_LISTENER, AppProtocol::Http), listener(TCP_LISTENER, AppProtocol::Tcp)],
+            vec![cluster("app_http", self.http_upstream), cluster("app_tcp", self.tcp_upstream)],
+        ))
     }
 
-    /// (HTTP filter, network filter) placed before the router / tcp_proxy, if any.
-    fn filters(&self) -> anyhow::Result<(Option<Value>, Option<Value>)> {
+    /// The variant's authorization filters, placed before the router / tcp_proxy.
+    fn authz(&self) -> anyhow::Result<Authz> {
         let n = self.variant.policies;
         Ok(match self.variant.kind {
-            Kind::None => (None, None),
+            Kind::None => Authz::None,
             Kind::Rbac => {
                 let rules = rbac_rules(n);
-                (
-                    Some(json!({
+                Authz::Custom {
+                    http: json!({
                         "name": "envoy.filters.http.rbac",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
                             "rules": rules,
                         },
-                    })),
-                    Some(json!({
+                    }),
+                    network: json!({
                         "name": "envoy.filters.network.rbac",
                         "typed_config": {
                             "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
                             "stat_prefix": "bench_tcp_rbac",
                             "rules": rules,
                         },
-                    })),
-                )
+                    }),
+                }
             }
-            Kind::Noop => (
-                Some(wasm_filter(
-                    true,
-                    self.modules.noop,
-                    "noop",
-                    "noop_http",
-                    None,
-                )),
-                Some(wasm_filter(
-                    false,
-                    self.modules.noop,
-                    "noop",
-                    "noop_tcp",
-                    None,
-                )),
-            ),
-            Kind::Peerguard => {
-                let policy = serde_json::to_string(&workload_policy(n))
-                    .context("serializing the WorkloadPolicy")?;
-                (
-                    Some(wasm_filter(
-                        true,
-                        self.modules.peerguard,
-                        "peerguard",
-                        "peerguard_http",
-                        Some(&policy),
-                    )),
-                    Some(wasm_filter(
-                        false,
-                        self.modules.peerguard,
-                        "peerguard",
-                        "peerguard_tcp",
-                        Some(&policy),
-                    )),
-                )
+            Kind::Noop => {
+                let module = self.modules.noop.display().to_string();
+                Authz::Custom {
+                    http: ec::wasm_filter(true, "noop", "noop", "noop_http", &module, None),
+                    network: ec::wasm_filter(false, "noop", "noop", "noop_tcp", &module, None),
+                }
             }
-        })
-    }
-
-    fn listener(&self, name: &str, http: bool, filters: Value) -> Value {
-        json!({
-            "name": name,
-            "address": socket("127.0.0.1", 0),
-            "listener_filters": [{
-                "name": "envoy.filters.listener.tls_inspector",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
-            }],
-            "filter_chains": [
-                {
-                    "name": "mtls",
-                    "filter_chain_match": {"transport_protocol": "tls"},
-                    "transport_socket": self.downstream_tls(http),
-                    "filters": filters.clone(),
-                },
-                {
-                    "name": "plaintext",
-                    "filter_chain_match": {"transport_protocol": "raw_buffer"},
-                    "filters": filters,
-                },
-            ],
-        })
-    }
-
-    fn downstream_tls(&self, http: bool) -> Value {
-        let mut common = json!({
-            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
-            "tls_certificates": [{
-                "certificate_chain": {"inline_string": self.server_cert_pem},
-                "private_key": {"inline_string": self.server_key_pem},
-            }],
-            "validation_context": {
-                "trusted_ca": {"inline_string": self.mesh_root_pem},
-                "match_typed_subject_alt_names": [
-                    {"san_type": "URI", "matcher": {"prefix": format!("spiffe://{TRUST_DOMAIN}/")}},
-                ],
-            },
-        });
-        if http {
-            common["alpn_protocols"] = json!(["h2", "http/1.1"]);
-        }
-        json!({
-            "name": "envoy.transport_sockets.tls",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "require_client_certificate": true,
-                "common_tls_context": common,
+            Kind::Peerguard => Authz::Wasm {
+                module: self.modules.peerguard.display().to_string(),
+                policy_json: Some(serde_json::to_string(&workload_policy(n)).context("serializing the WorkloadPolicy")?),
             },
         })
     }
-
-    fn http_chain(&self, filter: Option<&Value>) -> Value {
-        let http_filters: Vec<Value> = filter.into_iter().cloned().collect();
-        json!([peerguard_harness::e2e::config::inbound_hcm("bench_http", http_filters, "app_http")])
-    }
-
-    fn tcp_chain(&self, filter: Option<&Value>) -> Value {
-        let mut filters: Vec<Value> = filter.into_iter().cloned().collect();
-        filters.push(json!({
-            "name": "envoy.filters.network.tcp_proxy",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": "bench_tcp",
-                "cluster": "app_tcp",
-            },
-        }));
-        Value::Array(filters)
-    }
-}
-
-/// A wasm filter as the reference sidecar declares it (one VM per worker shared by the HTTP
-/// and the network filter: same `vm_id` and code), FAIL_CLOSED.
-fn wasm_filter(
-    http: bool,
-    module: &Path,
-    vm_id: &str,
-    root_id: &str,
-    configuration: Option<&str>,
-) -> Value {
-    let mut config = json!({
-        "name": vm_id,
-        "root_id": root_id,
-        "vm_config": {
-            "vm_id": vm_id,
-            "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": module.display().to_string()}},
-        },
-        "failure_policy": "FAIL_CLOSED",
-    });
-    if let Some(c) = configuration {
-        config["configuration"] = json!({
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": c,
-        });
-    }
-    let ty = if http {
-        "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-    } else {
-        "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
-    };
-    json!({"name": vm_id, "typed_config": {"@type": ty, "config": config}})
-}
-
-fn socket(address: &str, port: u16) -> Value {
-    json!({"socket_address": {"address": address, "port_value": port}})
-}
-
-fn cluster(name: &str, addr: SocketAddr) -> Value {
-    json!({
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {
-            "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket(&addr.ip().to_string(), addr.port())}}]}],
-        },
-    })
 }
 
 /// The listeners' bound addresses, from the admin endpoint (`/listeners?format=json`).

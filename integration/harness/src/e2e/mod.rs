@@ -2,11 +2,12 @@
 //!
 //! All scenarios of a run share ONE Envoy process: scenario `i` gets its own loopback
 //! address (127.0.x.y) with one listener per port its requests use, so the filter sees the
-//! scenario's workload port as `destination.port`. Every listener has an mTLS chain (client
-//! certificate required, mesh root, `spiffe://<td>/` SAN prefixes: Istio's handshake) and
-//! a plaintext chain, both running the wasm filter configured with that scenario's
-//! `WorkloadPolicy`, in front of an in-process app (HTTP) or echo server (TCP). Each request
-//! is a fresh connection from its source address with its own certificate (test PKI).
+//! scenario's workload port as `destination.port`. Every listener is the product's inbound
+//! listener ([`config`]): an mTLS chain (client certificate required, mesh root,
+//! `spiffe://<td>/` SAN prefixes: Istio's handshake) and a plaintext chain, both running the
+//! wasm filter configured with that scenario's `WorkloadPolicy`, in front of an in-process app
+//! (HTTP) or echo server (TCP); a port used for both sniffs the protocol. Each request is a
+//! fresh connection from its source address with its own certificate (test PKI).
 //!
 //! Reusable parts: [`crate::pki::TestPki`], [`crate::envoy::EnvoyProcess`],
 //! [`crate::upstream`].
@@ -18,7 +19,8 @@ use crate::envoy;
 use crate::pki::{CaChoice, ClientCertSpec, Issued, TestPki};
 use crate::upstream;
 use anyhow::{bail, Context as _};
-use config::{Bootstrap, FilterModule, ListenerProto, ListenerSpec};
+use config::{Bootstrap, FilterModule, ListenerSpec};
+use peerguard_server::envoy_config::{AppProtocol, PathNormalization};
 use peerguard_filter::scenario::{HttpVersion, PeerCa, Protocol, Scenario};
 use peerguard_filter::WorkloadPolicy;
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +50,8 @@ pub struct Options {
     pub concurrency: u32,
     /// Keep the run's directory (Envoy config and log) even when the run succeeds.
     pub keep_dir: bool,
+    /// Istio's `meshConfig.pathNormalization` for every listener.
+    pub path_normalization: PathNormalization,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             parallelism: 16,
             concurrency: 1,
             keep_dir: false,
+            path_normalization: PathNormalization::Base,
         }
     }
 }
@@ -225,7 +230,7 @@ fn random_base() -> usize {
     usize::try_from(h.finish() % ADDRESS_SLOTS as u64).unwrap_or(0)
 }
 
-/// Listeners: one per (scenario, port); a port carries one protocol.
+/// Listeners: one per (scenario, port); a port with HTTP and TCP requests sniffs.
 fn plan_listeners(
     scenarios: &[E2eScenario],
     base: usize,
@@ -235,21 +240,17 @@ fn plan_listeners(
     for (i, s) in scenarios.iter().enumerate() {
         let addr = scenario_address(base, i)?;
         addrs.push(addr);
-        let mut ports: BTreeMap<u16, ListenerProto> = BTreeMap::new();
+        let mut ports: BTreeMap<u16, AppProtocol> = BTreeMap::new();
         for r in &s.requests {
             let proto = match r.probe {
-                Probe::Http(_) => ListenerProto::Http,
-                Probe::Tcp => ListenerProto::Tcp,
+                Probe::Http(_) => AppProtocol::Http,
+                Probe::Tcp => AppProtocol::Tcp,
             };
-            if let Some(prev) = ports.insert(r.port, proto) {
-                if prev != proto {
-                    bail!(
-                        "scenario {}: port {} is used for both http and tcp requests; one listener serves one protocol",
-                        s.name,
-                        r.port
-                    );
-                }
-            }
+            let merged = match ports.get(&r.port) {
+                Some(prev) if *prev != proto => AppProtocol::Sniff,
+                _ => proto,
+            };
+            ports.insert(r.port, merged);
         }
         let policy_json = serde_json::to_string(&s.policy)
             .with_context(|| format!("scenario {}: serializing its WorkloadPolicy", s.name))?;
@@ -258,7 +259,7 @@ fn plan_listeners(
                 name: format!("s{i}_{port}"),
                 address: addr,
                 port,
-                proto,
+                protocol: proto,
                 trust_domains: s.trust_domains.clone(),
                 policy_json: policy_json.clone(),
             });
@@ -321,6 +322,7 @@ async fn run_async(
             server_key_pem: &pki.server().key_pem,
             http_upstream: http_app,
             tcp_upstream: tcp_app,
+            path_normalization: opts.path_normalization,
         };
         let mut dir = envoy::TempDir::new("peerguard-e2e")?;
         let config_path = dir.path().join("envoy.json");
