@@ -169,7 +169,21 @@ fn walkthrough_with_peerguard_serve() {
 fn walkthrough_with_files() {
     if let Some(sb) = start("filter", "files", 1) {
         walkthrough(&sb);
+        // `up` over a running sandbox is refused and leaves it running.
+        let pids = std::fs::read_to_string(sb.dir.join("pids")).unwrap();
+        let again = sb.pg(&["up", "--no-matrix"]);
+        assert!(!again.status.success(), "a second `up` must fail");
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already running"), "{}", String::from_utf8_lossy(&again.stderr));
+        assert_eq!(std::fs::read_to_string(sb.dir.join("pids")).unwrap(), pids, "the running sandbox was touched");
+        sb.expect_matrix("after a refused second up", &STAGE_5);
+        let dir = sb.dir.clone();
         stop(sb, 7);
+        // Stopped: the commands that talk to the sidecars fail, with a non-zero exit.
+        for args in [&["matrix"][..], &["status"], &["apply", stage("3-strict.yaml").to_str().unwrap()]] {
+            let o = Command::new(PG).arg("sandbox").arg("--dir").arg(&dir).args(args).output().unwrap();
+            assert!(!o.status.success(), "{args:?} on a stopped sandbox must fail");
+            assert!(String::from_utf8_lossy(&o.stderr).contains("is not running"), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
     }
 }
 
@@ -302,18 +316,18 @@ fn walkthrough(sb: &Sandbox) {
 
     // 5: DestinationRule ISTIO_MUTUAL towards the plaintext-only httpbin.full: 503.
     sb.apply("5-dr-istio-mutual.yaml");
-    sb.expect_matrix(
-        "stage 5 (DR ISTIO_MUTUAL)",
-        &[
-            (F, HF, 503, None),
-            (F, HP, 200, Some(SLEEP_FULL)),
-            (F, HL, 200, None),
-            (L, HF, 200, None),
-            (L, HP, 200, None),
-            (L, HL, 200, None),
-        ],
-    );
+    sb.expect_matrix("stage 5 (DR ISTIO_MUTUAL)", &STAGE_5);
 }
+
+/// The matrix after stage 5.
+const STAGE_5: [(&str, &str, u64, Option<&str>); 6] = [
+    (F, HF, 503, None),
+    (F, HP, 200, Some(SLEEP_FULL)),
+    (F, HL, 200, None),
+    (L, HF, 200, None),
+    (L, HP, 200, None),
+    (L, HL, 200, None),
+];
 
 /// `down` stops everything it started.
 fn stop(sb: Sandbox, processes: usize) {

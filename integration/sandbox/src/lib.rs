@@ -159,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
     match cmd {
         Cmd::Up(a) => {
+            run::refuse_if_running(st)?;
             if let Err(e) = run::up(st, &a).await {
                 run::down(st)?;
                 return Err(e);
@@ -181,14 +182,21 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Compose(a) => compose::run(&a),
-        Cmd::Apply { file } => change(st, |st| st.apply(&file)).await,
-        Cmd::Delete { file } => change(st, |st| st.delete(&file)).await,
+        Cmd::Apply { file } => {
+            ensure_up(st).await?;
+            change(st, |st| st.apply(&file)).await
+        }
+        Cmd::Delete { file } => {
+            ensure_up(st).await?;
+            change(st, |st| st.delete(&file)).await
+        }
         Cmd::Exec {
             pod,
             request,
             include,
         } => exec(st, &pod, &request, include).await,
         Cmd::Matrix { output, from } => {
+            ensure_up(st).await?;
             let mut t = run::topology(&st.settings()?)?;
             if !from.is_empty() {
                 for f in &from {
@@ -204,6 +212,7 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
             Ok(0)
         }
         Cmd::Status { output } => {
+            ensure_up(st).await?;
             let settings = st.settings()?;
             let t = run::topology(&settings)?;
             let resources = st.resources()?;
@@ -294,7 +303,14 @@ async fn change(
     }
 }
 
+/// [`run::ensure_up`] for the sandbox in `st`.
+async fn ensure_up(st: &State) -> anyhow::Result<()> {
+    let settings = st.settings()?;
+    run::ensure_up(st, &settings, &run::topology(&settings)?).await
+}
+
 async fn exec(st: &State, pod: &str, request: &[String], include: bool) -> anyhow::Result<u8> {
+    ensure_up(st).await?;
     let t = run::topology(&st.settings()?)?;
     let p = t.pod(pod)?;
     let (method, url) = match request {

@@ -98,14 +98,48 @@ pub fn running(st: &State) -> Vec<(u32, String)> {
         .collect()
 }
 
-pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
+/// Refuses to start over a running sandbox. Checked before `up` touches anything: a failed
+/// `up` stops what it started, and that must never be the sandbox already running.
+pub fn refuse_if_running(st: &State) -> anyhow::Result<()> {
     if !running(st).is_empty() {
         bail!(
             "a sandbox is already running in {} (run `peerguard sandbox down` first)",
             st.dir.display()
         );
     }
+    Ok(())
+}
+
+/// Commands that talk to the sidecars fail on a stopped sandbox instead of reporting what
+/// a stopped one looks like (an all-`0` matrix). With `--containers` the processes live in
+/// other containers, so a sidecar's admin port answering is the sign of life.
+pub async fn ensure_up(st: &State, settings: &Settings, t: &Topology) -> anyhow::Result<()> {
+    let up = match settings.containers {
+        None => !running(st).is_empty(),
+        Some(_) => {
+            let mut any = false;
+            for pod in t.pods.iter().filter(|p| p.sidecar) {
+                let admin = SocketAddr::new(IpAddr::V4(pod.ip), t.ports.admin);
+                if matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(admin)).await, Ok(Ok(_))) {
+                    any = true;
+                    break;
+                }
+            }
+            any
+        }
+    };
+    if !up {
+        bail!(
+            "the sandbox in {} is not running (run `peerguard sandbox up`)",
+            st.dir.display()
+        );
+    }
+    Ok(())
+}
+
+pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    refuse_if_running(st)?;
     // A fresh state: old configs, certs and resources belong to the previous sandbox.
     for sub in ["envoy", "certs", "resources", "apps"] {
         let p = st.dir.join(sub);
