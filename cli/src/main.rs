@@ -12,7 +12,11 @@ use peerguard_sandbox::demo;
 use peerguard_server::{bootstrap, cli, serve};
 
 #[derive(Parser, Debug)]
-#[command(name = "peerguard", version, about = "Istio-grade mTLS and peer authorization for stock Envoy")]
+#[command(
+    name = "peerguard",
+    version,
+    about = "Istio-grade mTLS and peer authorization for stock Envoy"
+)]
 struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), also from `RUST_LOG`.
     #[arg(long, global = true, default_value = "info")]

@@ -1,5 +1,7 @@
 //! The human-facing commands as users run them: output and exit codes of the real binary.
 
+#![cfg(test)]
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -43,7 +45,17 @@ spec:
 
 fn explain(dir: &Path, extra: &[&str]) -> Output {
     let dir = dir.to_string_lossy().into_owned();
-    let mut args = vec!["explain", "--config", &dir, "--workload", "foo/httpbin", "--labels", "app=httpbin", "--port", "8080"];
+    let mut args = vec![
+        "explain",
+        "--config",
+        &dir,
+        "--workload",
+        "foo/httpbin",
+        "--labels",
+        "app=httpbin",
+        "--port",
+        "8080",
+    ];
     args.extend_from_slice(extra);
     peerguard(&args)
 }
@@ -54,20 +66,33 @@ fn explain_names_the_policy_and_the_mode() {
     write(&dir, "p.yaml", POLICIES);
     let get = ["--method", "GET", "--path", "/ip", "--host", "httpbin.foo"];
 
-    let o = explain(&dir, &[&["--peer", "cluster.local/ns/foo/sa/sleep"][..], &get].concat());
+    let o = explain(
+        &dir,
+        &[&["--peer", "cluster.local/ns/foo/sa/sleep"][..], &get].concat(),
+    );
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
     assert!(out.starts_with("ALLOW"), "{out}");
     assert!(out.contains("foo/allow-sleep"), "{out}");
 
-    let o = explain(&dir, &[&["--peer", "cluster.local/ns/bar/sa/sleep", "--fail-on-deny"][..], &get].concat());
+    let o = explain(
+        &dir,
+        &[
+            &["--peer", "cluster.local/ns/bar/sa/sleep", "--fail-on-deny"][..],
+            &get,
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(stdout(&o).starts_with("DENY"));
 
     let o = explain(&dir, &["--plaintext", "--tcp"]);
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
-    assert!(out.starts_with("DENY") && out.contains("STRICT") && out.contains("foo/default"), "{out}");
+    assert!(
+        out.starts_with("DENY") && out.contains("STRICT") && out.contains("foo/default"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -79,11 +104,29 @@ fn explain_exits_2_on_invalid_resources_and_still_fails_closed() {
         "bad.yaml",
         "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: foo}\nspec: {action: DENIED}\n",
     );
-    let o = explain(&dir, &["--peer", "cluster.local/ns/foo/sa/sleep", "--method", "GET", "--path", "/", "--host", "h"]);
+    let o = explain(
+        &dir,
+        &[
+            "--peer",
+            "cluster.local/ns/foo/sa/sleep",
+            "--method",
+            "GET",
+            "--path",
+            "/",
+            "--host",
+            "h",
+        ],
+    );
     assert_eq!(o.status.code(), Some(2));
     let out = stdout(&o);
-    assert!(out.starts_with("DENY"), "an invalid DENY policy denies what it selects: {out}");
-    assert!(out.contains("bad.yaml: AuthorizationPolicy foo/x: spec.action: unknown value `DENIED`"), "{out}");
+    assert!(
+        out.starts_with("DENY"),
+        "an invalid DENY policy denies what it selects: {out}"
+    );
+    assert!(
+        out.contains("bad.yaml: AuthorizationPolicy foo/x: spec.action: unknown value `DENIED`"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -98,7 +141,11 @@ fn test_command_exit_codes() {
     let d = dir.to_string_lossy().into_owned();
     let o = peerguard(&["test", &d]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).trim_end().ends_with("1 passed, 0 failed"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).trim_end().ends_with("1 passed, 0 failed"),
+        "{}",
+        stdout(&o)
+    );
 
     write(&dir, "a.yaml", &case("allow"));
     let o = peerguard(&["test", &d]);
@@ -115,18 +162,33 @@ fn compile_prints_the_filter_configuration_or_refuses() {
     let dir = tempdir("compile");
     write(&dir, "p.yaml", POLICIES);
     let d = dir.to_string_lossy().into_owned();
-    let args = ["compile", "--config", &d, "--workload", "foo/httpbin", "--labels", "app=httpbin"];
+    let args = [
+        "compile",
+        "--config",
+        &d,
+        "--workload",
+        "foo/httpbin",
+        "--labels",
+        "app=httpbin",
+    ];
     let o = peerguard(&args);
     assert_eq!(o.status.code(), Some(0));
     let policy: peerguard_filter::WorkloadPolicy =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not a WorkloadPolicy: {e}"));
-    assert_eq!(policy.mtls.default.mode, peerguard_filter::schema::MtlsMode::Strict);
+    assert_eq!(
+        policy.mtls.default.mode,
+        peerguard_filter::schema::MtlsMode::Strict
+    );
     assert_eq!(policy.policies.len(), 1);
     assert_eq!(policy.policies[0].policy.to_string(), "foo/allow-sleep");
 
     write(&dir, "bad.yaml", "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: x, namespace: foo}\nspec: {mtls: {mode: STRCT}}\n");
     let o = peerguard(&args);
     assert_eq!(o.status.code(), Some(2));
-    assert!(o.stdout.is_empty(), "nothing printed for a broken configuration");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("bad.yaml: PeerAuthentication foo/x: spec.mtls.mode"));
+    assert!(
+        o.stdout.is_empty(),
+        "nothing printed for a broken configuration"
+    );
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("bad.yaml: PeerAuthentication foo/x: spec.mtls.mode"));
 }

@@ -3,6 +3,8 @@
 //! Needs Envoy and the wasm module; without them it prints `SKIPPED: <why>` and passes,
 //! unless PEERGUARD_REQUIRE_ENVOY=1, then it fails.
 
+#![cfg(test)]
+
 use anyhow::{bail, Context as _};
 use peerguard_harness::require::{require, Needs};
 use std::path::PathBuf;

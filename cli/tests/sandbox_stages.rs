@@ -5,7 +5,7 @@
 //!
 //! SKIPPED without Envoy or the wasm module unless PEERGUARD_REQUIRE_ENVOY=1 (or
 //! PEERGUARD_REQUIRE_WASM=1), which turns a missing one into a failure.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
 use peerguard_harness::require::{require, Needs};
 use serde_json::Value;
@@ -173,16 +173,41 @@ fn walkthrough_with_files() {
         let pids = std::fs::read_to_string(sb.dir.join("pids")).unwrap();
         let again = sb.pg(&["up", "--no-matrix"]);
         assert!(!again.status.success(), "a second `up` must fail");
-        assert!(String::from_utf8_lossy(&again.stderr).contains("already running"), "{}", String::from_utf8_lossy(&again.stderr));
-        assert_eq!(std::fs::read_to_string(sb.dir.join("pids")).unwrap(), pids, "the running sandbox was touched");
+        assert!(
+            String::from_utf8_lossy(&again.stderr).contains("already running"),
+            "{}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_eq!(
+            std::fs::read_to_string(sb.dir.join("pids")).unwrap(),
+            pids,
+            "the running sandbox was touched"
+        );
         sb.expect_matrix("after a refused second up", &STAGE_5);
         let dir = sb.dir.clone();
         stop(sb, 7);
         // Stopped: the commands that talk to the sidecars fail, with a non-zero exit.
-        for args in [&["matrix"][..], &["status"], &["apply", stage("3-strict.yaml").to_str().unwrap()]] {
-            let o = Command::new(PG).arg("sandbox").arg("--dir").arg(&dir).args(args).output().unwrap();
-            assert!(!o.status.success(), "{args:?} on a stopped sandbox must fail");
-            assert!(String::from_utf8_lossy(&o.stderr).contains("is not running"), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        for args in [
+            &["matrix"][..],
+            &["status"],
+            &["apply", stage("3-strict.yaml").to_str().unwrap()],
+        ] {
+            let o = Command::new(PG)
+                .arg("sandbox")
+                .arg("--dir")
+                .arg(&dir)
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                !o.status.success(),
+                "{args:?} on a stopped sandbox must fail"
+            );
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("is not running"),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
@@ -217,7 +242,9 @@ impl Sandbox {
                 .unwrap();
         let net = settings["net"].as_u64().unwrap();
         let addr: std::net::SocketAddr = format!("127.{net}.1.20:15000").parse().unwrap();
-        peerguard_harness::http1::get(addr, "/stats").unwrap().text()
+        peerguard_harness::http1::get(addr, "/stats")
+            .unwrap()
+            .text()
     }
 }
 

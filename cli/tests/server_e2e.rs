@@ -6,9 +6,8 @@
 //! PATH) and the module (`PEERGUARD_WASM` or `$CARGO_TARGET_DIR/peerguard.wasm` from
 //! `scripts/build-wasm.sh`). Missing either prints `SKIPPED: ...` and passes, unless
 //! `PEERGUARD_REQUIRE_ENVOY=1`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
-#[path = "server_harness.rs"]
 mod harness;
 
 use harness::*;
@@ -47,10 +46,19 @@ fn echo_app() -> u16 {
 /// Envoy does not trust when `rogue`).
 fn client_cert(state: &Path, spiffe_uri: &str, rogue: bool) -> Issued {
     if rogue {
-        let spec = ClientCertSpec { uri_sans: vec![spiffe_uri.into()], ca: CaChoice::Untrusted, expired: false };
+        let spec = ClientCertSpec {
+            uri_sans: vec![spiffe_uri.into()],
+            ca: CaChoice::Untrusted,
+            expired: false,
+        };
         return TestPki::new().unwrap().client(&spec).unwrap();
     }
-    pki::issue_with_ca_files(&state.join("ca/root-cert.pem"), &state.join("ca/root-key.pem"), spiffe_uri).unwrap()
+    pki::issue_with_ca_files(
+        &state.join("ca/root-cert.pem"),
+        &state.join("ca/root-key.pem"),
+        spiffe_uri,
+    )
+    .unwrap()
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -63,7 +71,12 @@ fn request(port: u16, cert: Option<&Issued>, tls: bool) -> String {
 }
 
 /// One request for `path`: (`<code> <body>` or `closed: ...`, the path the app saw).
-fn request_path(port: u16, cert: Option<&Issued>, tls: bool, path: &str) -> (String, Option<String>) {
+fn request_path(
+    port: u16,
+    cert: Option<&Issued>,
+    tls: bool,
+    path: &str,
+) -> (String, Option<String>) {
     let req = http1::Request::get(path, "httpbin.foo");
     let timeout = Duration::from_secs(5);
     let res = if tls {
@@ -73,12 +86,17 @@ fn request_path(port: u16, cert: Option<&Issued>, tls: bool, path: &str) -> (Str
             Err(e) => return (format!("closed: {e:#}"), None),
         }
     } else {
-        let Ok(mut s) = TcpStream::connect(local(port)) else { return ("closed: connect refused".into(), None) };
+        let Ok(mut s) = TcpStream::connect(local(port)) else {
+            return ("closed: connect refused".into(), None);
+        };
         s.set_read_timeout(Some(timeout)).unwrap();
         http1::exchange_blocking(&mut s, &req)
     };
     match res {
-        Ok(r) => (format!("{} {}", r.status, r.text()), r.header(APP_SAW_PATH).map(str::to_string)),
+        Ok(r) => (
+            format!("{} {}", r.status, r.text()),
+            r.header(APP_SAW_PATH).map(str::to_string),
+        ),
         Err(e) => (format!("closed: {e}"), None),
     }
 }
@@ -109,27 +127,57 @@ struct Envoy {
 }
 
 impl Envoy {
-    fn start(envoy: &Path, dir: &Path, server: &Server, wasm: &Path, extra: &[&str], name: &str) -> (Envoy, u16) {
+    fn start(
+        envoy: &Path,
+        dir: &Path,
+        server: &Server,
+        wasm: &Path,
+        extra: &[&str],
+        name: &str,
+    ) -> (Envoy, u16) {
         let inbound = free_port();
         let admin = free_port();
         let out = Command::new(env!("CARGO_BIN_EXE_peerguard"))
-            .args(["bootstrap", "--node", "foo/httpbin", "--server", &format!("127.0.0.1:{}", server.grpc_port)])
+            .args([
+                "bootstrap",
+                "--node",
+                "foo/httpbin",
+                "--server",
+                &format!("127.0.0.1:{}", server.grpc_port),
+            ])
             .arg("--token-file")
             .arg(dir.join("state/tokens/foo/httpbin.token"))
             .arg("--wasm")
             .arg(wasm)
-            .args(["--inbound-address", "127.0.0.1", "--inbound-port", &inbound.to_string(), "--admin-port", &admin.to_string()])
+            .args([
+                "--inbound-address",
+                "127.0.0.1",
+                "--inbound-port",
+                &inbound.to_string(),
+                "--admin-port",
+                &admin.to_string(),
+            ])
             .args(extra)
             .output()
             .unwrap();
-        assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let cfg = dir.join(format!("envoy-{name}.yaml"));
         std::fs::write(&cfg, &out.stdout).unwrap();
         let log = dir.join(format!("envoy-{name}.log"));
         let child = Command::new(envoy)
             .arg("-c")
             .arg(&cfg)
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "info",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -152,7 +200,14 @@ impl Drop for Envoy {
 }
 
 /// Polls until `probe()` returns something starting with `want`.
-fn eventually(what: &str, timeout: Duration, envoy: &Envoy, server: &Server, mut probe: impl FnMut() -> String, want: &str) {
+fn eventually(
+    what: &str,
+    timeout: Duration,
+    envoy: &Envoy,
+    server: &Server,
+    mut probe: impl FnMut() -> String,
+    want: &str,
+) {
     let deadline = Instant::now() + timeout;
     let mut last = String::new();
     while Instant::now() < deadline {
@@ -165,7 +220,16 @@ fn eventually(what: &str, timeout: Duration, envoy: &Envoy, server: &Server, mut
     panic!(
         "{what}: wanted {want:?}, last saw {last:?}\n--- envoy log ---\n{}\n--- server log ---\n{}",
         envoy.log_tail(),
-        server.log_text().lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n")
+        server
+            .log_text()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 
@@ -189,47 +253,138 @@ spec: {mtls: {mode: STRICT}}
 
 #[test]
 fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
-    let Some((envoy_bin, wasm)) = prerequisites("http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart") else { return };
+    let Some((envoy_bin, wasm)) =
+        prerequisites("http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart")
+    else {
+        return;
+    };
     let dir = temp_dir("e2e-http");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
     let wasm_s = wasm.display().to_string();
     let mut server = Server::start(&dir, &wasm_s, &[]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "http");
-    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app.to_string()],
+        "http",
+    );
+    let sleep = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        false,
+    );
     let long = Duration::from_secs(30);
 
     // No policy: PERMISSIVE, everything allowed, over mTLS (certs from SDS) and plaintext.
-    eventually("mTLS request once ECDS+SDS arrived", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
-    eventually("plaintext under PERMISSIVE", long, &envoy, &server, || request(port, None, false), "200 app-ok");
+    eventually(
+        "mTLS request once ECDS+SDS arrived",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "200 app-ok",
+    );
+    eventually(
+        "plaintext under PERMISSIVE",
+        long,
+        &envoy,
+        &server,
+        || request(port, None, false),
+        "200 app-ok",
+    );
     // The handshake itself: client certificate required, from the mesh CA, in the trust domain.
-    assert!(request(port, None, true).starts_with("closed"), "TLS without a client certificate must fail");
-    let rogue = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", true);
-    assert!(request(port, Some(&rogue), true).starts_with("closed"), "an untrusted CA must fail the handshake");
-    let other_td = client_cert(&dir.join("state"), "spiffe://other.td/ns/bar/sa/sleep", false);
-    assert!(request(port, Some(&other_td), true).starts_with("closed"), "another trust domain must fail the handshake");
+    assert!(
+        request(port, None, true).starts_with("closed"),
+        "TLS without a client certificate must fail"
+    );
+    let rogue = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        true,
+    );
+    assert!(
+        request(port, Some(&rogue), true).starts_with("closed"),
+        "an untrusted CA must fail the handshake"
+    );
+    let other_td = client_cert(
+        &dir.join("state"),
+        "spiffe://other.td/ns/bar/sa/sleep",
+        false,
+    );
+    assert!(
+        request(port, Some(&other_td), true).starts_with("closed"),
+        "another trust domain must fail the handshake"
+    );
 
     // Editing YAML flips live decisions: allow → deny → allow.
     write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
-    eventually("DENY policy applied", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
+    eventually(
+        "DENY policy applied",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "403 RBAC: access denied",
+    );
     std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
-    eventually("DENY policy removed", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    eventually(
+        "DENY policy removed",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "200 app-ok",
+    );
     write(&dir.join("cfg/strict.yaml"), STRICT);
-    eventually("STRICT refuses plaintext", long, &envoy, &server, || request(port, None, false), "closed");
+    eventually(
+        "STRICT refuses plaintext",
+        long,
+        &envoy,
+        &server,
+        || request(port, None, false),
+        "closed",
+    );
     write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
-    eventually("DENY policy re-applied", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
-    assert_eq!(server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "Envoy rejected a config:\n{}", envoy.log_tail());
+    eventually(
+        "DENY policy re-applied",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "403 RBAC: access denied",
+    );
+    assert_eq!(
+        server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"),
+        0.0,
+        "Envoy rejected a config:\n{}",
+        envoy.log_tail()
+    );
 
     // The DENY file broken into invalid YAML (its kind is unreadable, nothing of it parses):
     // its last good content stays in force, and the degradation is loud.
-    write(&dir.join("cfg/deny.yaml"), &DENY_SLEEP.replace("action: DENY", "action: [DENY"));
-    wait_for("the unreadable file to be reported", long, || server.metric("peerguard_config_unreadable_files") == 1.0);
+    write(
+        &dir.join("cfg/deny.yaml"),
+        &DENY_SLEEP.replace("action: DENY", "action: [DENY"),
+    );
+    wait_for("the unreadable file to be reported", long, || {
+        server.metric("peerguard_config_unreadable_files") == 1.0
+    });
     let readyz = http_get(server.http_port, "/readyz").unwrap();
     assert_eq!(readyz.0, 200);
-    assert!(readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("last successfully read"), "{readyz:?}");
+    assert!(
+        readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("last successfully read"),
+        "{readyz:?}"
+    );
     assert!(server.log_text().contains("FAIL-CLOSED: deny.yaml"));
     for _ in 0..5 {
-        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"), "the broken DENY must stay enforced");
+        assert_eq!(
+            request(port, Some(&sleep), true).split_whitespace().next(),
+            Some("403"),
+            "the broken DENY must stay enforced"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -238,7 +393,10 @@ fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
     let _ = server.child.kill();
     let _ = server.child.wait();
     for _ in 0..5 {
-        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"));
+        assert_eq!(
+            request(port, Some(&sleep), true).split_whitespace().next(),
+            Some("403")
+        );
         assert!(request(port, None, false).starts_with("closed"));
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -247,39 +405,98 @@ fn http_policy_over_ecds_certs_over_sds_live_edit_and_server_restart() {
     // deciding with its last accepted policy while it reconnects.
     drop(server);
     let server = Server::spawn_on(&dir, &wasm_s, grpc, http, &[]);
-    wait_for("Envoy to reconnect", long, || server.metric("peerguard_xds_connected_nodes") >= 1.0);
+    wait_for("Envoy to reconnect", long, || {
+        server.metric("peerguard_xds_connected_nodes") >= 1.0
+    });
     assert_eq!(server.metric("peerguard_policy_updates_held"), 1.0);
     let readyz = http_get(server.http_port, "/readyz").unwrap();
     assert_eq!(readyz.0, 503, "{readyz:?}");
-    assert!(readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("held"), "{readyz:?}");
+    assert!(
+        readyz.1.contains("deny.yaml: unreadable") && readyz.1.contains("held"),
+        "{readyz:?}"
+    );
     for _ in 0..5 {
-        assert_eq!(request(port, Some(&sleep), true).split_whitespace().next(), Some("403"));
+        assert_eq!(
+            request(port, Some(&sleep), true).split_whitespace().next(),
+            Some("403")
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), 0.0, "no policy while held");
+    assert_eq!(
+        server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"),
+        0.0,
+        "no policy while held"
+    );
     // ...and it follows the restarted server: removing the DENY allows again.
     std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
-    eventually("edit after restart", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    eventually(
+        "edit after restart",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "200 app-ok",
+    );
     server.wait_ready();
-    assert!(request(port, None, false).starts_with("closed"), "STRICT still in force");
+    assert!(
+        request(port, None, false).starts_with("closed"),
+        "STRICT still in force"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn tcp_network_filter_over_ecds() {
-    let Some((envoy_bin, wasm)) = prerequisites("tcp_network_filter_over_ecds") else { return };
+    let Some((envoy_bin, wasm)) = prerequisites("tcp_network_filter_over_ecds") else {
+        return;
+    };
     let dir = temp_dir("e2e-tcp");
     let app = echo_app();
-    write(&dir.join("cfg/workloads.yaml"), &workloads(app).replace("protocol: http", "protocol: tcp"));
+    write(
+        &dir.join("cfg/workloads.yaml"),
+        &workloads(app).replace("protocol: http", "protocol: tcp"),
+    );
     let server = Server::start(&dir, &wasm.display().to_string(), &[]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--protocol", "tcp", "--app-port", &app.to_string()], "tcp");
-    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--protocol", "tcp", "--app-port", &app.to_string()],
+        "tcp",
+    );
+    let sleep = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        false,
+    );
     let long = Duration::from_secs(30);
-    eventually("TCP allowed with no policy", long, &envoy, &server, || tcp_probe(port, &sleep), "echo");
+    eventually(
+        "TCP allowed with no policy",
+        long,
+        &envoy,
+        &server,
+        || tcp_probe(port, &sleep),
+        "echo",
+    );
     write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
-    eventually("TCP denied by the DENY policy", long, &envoy, &server, || tcp_probe(port, &sleep), "closed");
+    eventually(
+        "TCP denied by the DENY policy",
+        long,
+        &envoy,
+        &server,
+        || tcp_probe(port, &sleep),
+        "closed",
+    );
     std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
-    eventually("TCP allowed again", long, &envoy, &server, || tcp_probe(port, &sleep), "echo");
+    eventually(
+        "TCP allowed again",
+        long,
+        &envoy,
+        &server,
+        || tcp_probe(port, &sleep),
+        "echo",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -298,26 +515,51 @@ spec:
 #[test]
 fn bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app() {
     let test = "bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app";
-    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let Some((envoy_bin, wasm)) = prerequisites(test) else {
+        return;
+    };
     let dir = temp_dir("e2e-paths");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
     write(&dir.join("cfg/deny-admin.yaml"), DENY_ADMIN);
     let server = Server::start(&dir, &wasm.display().to_string(), &[]);
     let app_port = app.to_string();
-    let (base, base_port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app_port], "paths-base");
+    let (base, base_port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app_port],
+        "paths-base",
+    );
     let (decode, decode_port) = Envoy::start(
         &envoy_bin,
         &dir,
         &server,
         &wasm,
-        &["--app-port", &app_port, "--path-normalization", "DECODE_AND_MERGE_SLASHES"],
+        &[
+            "--app-port",
+            &app_port,
+            "--path-normalization",
+            "DECODE_AND_MERGE_SLASHES",
+        ],
         "paths-decode",
     );
-    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let sleep = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        false,
+    );
     let long = Duration::from_secs(30);
     for (envoy, port) in [(&base, base_port), (&decode, decode_port)] {
-        eventually("the DENY on /admin in force", long, envoy, &server, || request_path(port, Some(&sleep), true, "/admin").0, "403 RBAC: access denied");
+        eventually(
+            "the DENY on /admin in force",
+            long,
+            envoy,
+            &server,
+            || request_path(port, Some(&sleep), true, "/admin").0,
+            "403 RBAC: access denied",
+        );
     }
     // (path sent, BASE: what the app sees or None for 403, DECODE_AND_MERGE_SLASHES: same)
     let cases: [(&str, Option<&str>, Option<&str>); 8] = [
@@ -333,7 +575,15 @@ fn bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app() {
         ("//admin", Some("//admin"), None),
     ];
     for (sent, want_base, want_decode) in cases {
-        for (envoy, port, want, setting) in [(&base, base_port, want_base, "BASE"), (&decode, decode_port, want_decode, "DECODE_AND_MERGE_SLASHES")] {
+        for (envoy, port, want, setting) in [
+            (&base, base_port, want_base, "BASE"),
+            (
+                &decode,
+                decode_port,
+                want_decode,
+                "DECODE_AND_MERGE_SLASHES",
+            ),
+        ] {
             for tls in [true, false] {
                 let cert = tls.then_some(&sleep);
                 let (got, saw) = request_path(port, cert, tls, sent);
@@ -344,7 +594,10 @@ fn bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app() {
                         "{setting}: {sent} (tls {tls}) should reach the app as {path}\n{}",
                         envoy.log_tail()
                     ),
-                    None => assert_eq!(got, "403 RBAC: access denied", "{setting}: {sent} (tls {tls}) must stay denied; app saw {saw:?}"),
+                    None => assert_eq!(
+                        got, "403 RBAC: access denied",
+                        "{setting}: {sent} (tls {tls}) must stay denied; app saw {saw:?}"
+                    ),
                 }
             }
         }
@@ -354,29 +607,57 @@ fn bootstrap_sidecar_normalizes_paths_for_the_filter_and_the_app() {
 
 #[test]
 fn a_config_envoy_rejects_is_counted_and_fails_closed() {
-    let Some((envoy_bin, wasm)) = prerequisites("a_config_envoy_rejects_is_counted_and_fails_closed") else { return };
+    let Some((envoy_bin, wasm)) =
+        prerequisites("a_config_envoy_rejects_is_counted_and_fails_closed")
+    else {
+        return;
+    };
     let dir = temp_dir("e2e-nack");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
     // The server announces a module path that does not exist: Envoy must NACK it.
     let missing = dir.join("missing.wasm").display().to_string();
     let server = Server::start(&dir, &missing, &[]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "nack");
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app.to_string()],
+        "nack",
+    );
     let long = Duration::from_secs(30);
-    wait_for("a NACK", long, || server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0);
-    assert!(server.log_text().contains("missing.wasm"), "the NACK's error_detail is logged");
+    wait_for("a NACK", long, || {
+        server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0
+    });
+    assert!(
+        server.log_text().contains("missing.wasm"),
+        "the NACK's error_detail is logged"
+    );
     // No configuration accepted: the deny-all default applies, never the app.
-    eventually("deny-all default config", long, &envoy, &server, || request(port, None, false), "403 RBAC: access denied");
+    eventually(
+        "deny-all default config",
+        long,
+        &envoy,
+        &server,
+        || request(port, None, false),
+        "403 RBAC: access denied",
+    );
     // The rejected version is not re-sent in a loop.
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), 1.0);
+    assert_eq!(
+        server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"),
+        1.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_config_envoy_refuses_is_nacked_and_the_previous_policy_keeps_deciding() {
     let test = "a_config_envoy_refuses_is_nacked_and_the_previous_policy_keeps_deciding";
-    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let Some((envoy_bin, wasm)) = prerequisites(test) else {
+        return;
+    };
     let dir = temp_dir("e2e-refused");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
@@ -387,34 +668,91 @@ fn a_config_envoy_refuses_is_nacked_and_the_previous_policy_keeps_deciding() {
     let module = dir.join("module.wasm");
     std::fs::copy(&wasm, &module).unwrap();
     let server = Server::start(&dir, &module.display().to_string(), &[]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &module, &["--app-port", &app.to_string()], "refused");
-    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
-    let other = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/baz/sa/other", false);
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &module,
+        &["--app-port", &app.to_string()],
+        "refused",
+    );
+    let sleep = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        false,
+    );
+    let other = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/baz/sa/other",
+        false,
+    );
     let long = Duration::from_secs(30);
-    eventually("the DENY policy in force", long, &envoy, &server, || request(port, Some(&sleep), true), "403 RBAC: access denied");
-    eventually("others allowed", long, &envoy, &server, || request(port, Some(&other), true), "200 app-ok");
-    assert_eq!(server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0);
+    eventually(
+        "the DENY policy in force",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "403 RBAC: access denied",
+    );
+    eventually(
+        "others allowed",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&other), true),
+        "200 app-ok",
+    );
+    assert_eq!(
+        server.metric("peerguard_xds_rejects_total{type=\"ecds\"}"),
+        0.0
+    );
 
     // The next configuration (the DENY removed) cannot be loaded: Envoy NACKs it and the
     // previous policy keeps deciding live traffic.
     std::fs::write(&module, b"not a wasm module").unwrap();
     std::fs::remove_file(dir.join("cfg/deny.yaml")).unwrap();
-    wait_for("the NACK", long, || server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0);
-    assert!(server.log_text().contains("NACK"), "the NACK is logged:\n{}", server.log_text());
+    wait_for("the NACK", long, || {
+        server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") >= 1.0
+    });
+    assert!(
+        server.log_text().contains("NACK"),
+        "the NACK is logged:\n{}",
+        server.log_text()
+    );
     for _ in 0..10 {
-        assert_eq!(request(port, Some(&sleep), true), "403 RBAC: access denied", "the previous policy still denies");
-        assert_eq!(request(port, Some(&other), true), "200 app-ok", "the previous policy still allows");
+        assert_eq!(
+            request(port, Some(&sleep), true),
+            "403 RBAC: access denied",
+            "the previous policy still denies"
+        );
+        assert_eq!(
+            request(port, Some(&other), true),
+            "200 app-ok",
+            "the previous policy still allows"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let pushes = server.metric("peerguard_xds_pushes_total{type=\"ecds\"}");
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"), pushes, "a rejected version is not re-sent");
+    assert_eq!(
+        server.metric("peerguard_xds_pushes_total{type=\"ecds\"}"),
+        pushes,
+        "a rejected version is not re-sent"
+    );
 
     // A loadable configuration goes through again: the module is back and the policy changed
     // (the same policy would be the rejected version, which is not re-sent).
     std::fs::copy(&wasm, &module).unwrap();
     write(&dir.join("cfg/strict.yaml"), STRICT);
-    eventually("the new policy after the fix", long, &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    eventually(
+        "the new policy after the fix",
+        long,
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "200 app-ok",
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -437,9 +775,9 @@ impl rustls::client::danger::ServerCertVerifier for MeshServerVerifier {
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
         use rustls::CertificateError as C;
         match self.0.verify_server_cert(end, im, name, ocsp, now) {
-            Err(rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. })) => {
-                Ok(rustls::client::danger::ServerCertVerified::assertion())
-            }
+            Err(rustls::Error::InvalidCertificate(
+                C::NotValidForName | C::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -470,7 +808,12 @@ fn mesh_client_config(state: &Path, cert: &Issued) -> Arc<rustls::ClientConfig> 
     let (_, pem) = x509_parser::pem::parse_x509_pem(root_pem.as_bytes()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(CertificateDer::from(pem.contents)).unwrap();
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().unwrap();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -486,13 +829,20 @@ fn mesh_client_config(state: &Path, cert: &Issued) -> Arc<rustls::ClientConfig> 
 fn verified_request(port: u16, cfg: &Arc<rustls::ClientConfig>) -> Result<String, String> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
+    let conn =
+        rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap())
+            .unwrap();
     let mut s = rustls::StreamOwned::new(conn, tcp);
-    let r = http1::exchange_blocking(&mut s, &http1::Request::get("/get", "httpbin.foo")).map_err(|e| format!("io: {e}"))?;
+    let r = http1::exchange_blocking(&mut s, &http1::Request::get("/get", "httpbin.foo"))
+        .map_err(|e| format!("io: {e}"))?;
     if !(r.status == 200 && r.text() == "app-ok") {
         return Err(format!("response: {} {:?}", r.status, r.text()));
     }
-    let der = s.conn.peer_certificates().and_then(|c| c.first()).ok_or("no peer certificate")?;
+    let der = s
+        .conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no peer certificate")?;
     let (_, x) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
     Ok(x.raw_serial_as_string())
 }
@@ -500,16 +850,40 @@ fn verified_request(port: u16, cfg: &Arc<rustls::ClientConfig>) -> Result<String
 #[test]
 fn certificate_rotation_under_continuous_mtls_traffic_fails_no_request() {
     let test = "certificate_rotation_under_continuous_mtls_traffic_fails_no_request";
-    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let Some((envoy_bin, wasm)) = prerequisites(test) else {
+        return;
+    };
     let dir = temp_dir("e2e-rotation");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
     // Certificates live 6 s and are replaced at 80% of that.
-    let server = Server::start(&dir, &wasm.display().to_string(), &["--workload-cert-ttl", "6s"]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "rotation");
-    let sleep = client_cert(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep", false);
+    let server = Server::start(
+        &dir,
+        &wasm.display().to_string(),
+        &["--workload-cert-ttl", "6s"],
+    );
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app.to_string()],
+        "rotation",
+    );
+    let sleep = client_cert(
+        &dir.join("state"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+        false,
+    );
     let cfg = mesh_client_config(&dir.join("state"), &sleep);
-    eventually("mTLS up", Duration::from_secs(30), &envoy, &server, || request(port, Some(&sleep), true), "200 app-ok");
+    eventually(
+        "mTLS up",
+        Duration::from_secs(30),
+        &envoy,
+        &server,
+        || request(port, Some(&sleep), true),
+        "200 app-ok",
+    );
     let issued_before = server.metric("peerguard_certs_issued_total");
 
     // Continuous traffic, one new handshake per request, across at least two rotations.
@@ -527,10 +901,20 @@ fn certificate_rotation_under_continuous_mtls_traffic_fails_no_request() {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    println!("rotation: {ok} requests, {} failed, served serials {serials:?}", failed.len());
-    assert!(failed.is_empty(), "failed requests during rotation: {failed:?}\n{}", envoy.log_tail());
+    println!(
+        "rotation: {ok} requests, {} failed, served serials {serials:?}",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failed requests during rotation: {failed:?}\n{}",
+        envoy.log_tail()
+    );
     assert!(ok >= 100, "too little traffic to mean anything: {ok}");
-    assert!(serials.len() >= 3, "Envoy's certificate must have changed at least twice: {serials:?}");
+    assert!(
+        serials.len() >= 3,
+        "Envoy's certificate must have changed at least twice: {serials:?}"
+    );
     assert!(server.metric("peerguard_certs_issued_total") >= issued_before + 2.0);
     assert!(server.metric("peerguard_xds_pushes_total{type=\"sds\"}") >= 3.0);
     let _ = std::fs::remove_dir_all(&dir);

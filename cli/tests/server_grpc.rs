@@ -1,15 +1,14 @@
 //! `peerguard serve` over real gRPC (no Envoy needed): ECDS content and pushes, ACK/NACK,
 //! SDS token checks, unknown nodes, certificate rotation, ops endpoints, TTL refusal.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg(test)]
 
-#[path = "server_harness.rs"]
 mod harness;
 
 use envoy_types::pb::envoy::config::core::v3::{Node, TypedExtensionConfig};
 use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, Secret};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_client::ExtensionConfigDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::google::protobuf::StringValue;
@@ -29,14 +28,28 @@ struct XdsStream {
     rx: Streaming<DiscoveryResponse>,
 }
 
-fn request(node: &str, type_url: &str, names: &[&str], version: &str, nonce: &str, nack: Option<&str>) -> DiscoveryRequest {
+fn request(
+    node: &str,
+    type_url: &str,
+    names: &[&str],
+    version: &str,
+    nonce: &str,
+    nack: Option<&str>,
+) -> DiscoveryRequest {
     DiscoveryRequest {
-        node: Some(Node { id: node.into(), ..Default::default() }),
+        node: Some(Node {
+            id: node.into(),
+            ..Default::default()
+        }),
         type_url: type_url.into(),
         resource_names: names.iter().map(|s| s.to_string()).collect(),
         version_info: version.into(),
         response_nonce: nonce.into(),
-        error_detail: nack.map(|m| RpcStatus { code: 3, message: m.into(), details: vec![] }),
+        error_detail: nack.map(|m| RpcStatus {
+            code: 3,
+            message: m.into(),
+            details: vec![],
+        }),
         ..Default::default()
     }
 }
@@ -48,27 +61,62 @@ enum Svc {
     Ads,
 }
 
-async fn open(port: u16, sds: bool, token: Option<&str>, first: DiscoveryRequest) -> Result<XdsStream, tonic::Status> {
+async fn open(
+    port: u16,
+    sds: bool,
+    token: Option<&str>,
+    first: DiscoveryRequest,
+) -> Result<XdsStream, tonic::Status> {
     open_svc(port, if sds { Svc::Sds } else { Svc::Ecds }, token, first).await
 }
 
-async fn open_svc(port: u16, svc: Svc, token: Option<&str>, first: DiscoveryRequest) -> Result<XdsStream, tonic::Status> {
+async fn open_svc(
+    port: u16,
+    svc: Svc,
+    token: Option<&str>,
+    first: DiscoveryRequest,
+) -> Result<XdsStream, tonic::Status> {
     let (tx, rx) = mpsc::channel(8);
     tx.send(first).await.unwrap();
     let mut req = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(t) = token {
-        req.metadata_mut().insert("x-peerguard-token", t.parse().unwrap());
+        req.metadata_mut()
+            .insert("x-peerguard-token", t.parse().unwrap());
     }
     let url = format!("http://127.0.0.1:{port}");
     let stream = match svc {
-        Svc::Sds => SecretDiscoveryServiceClient::connect(url).await.unwrap().stream_secrets(req).await?,
-        Svc::Ecds => ExtensionConfigDiscoveryServiceClient::connect(url).await.unwrap().stream_extension_configs(req).await?,
-        Svc::Ads => AggregatedDiscoveryServiceClient::connect(url).await.unwrap().stream_aggregated_resources(req).await?,
+        Svc::Sds => {
+            SecretDiscoveryServiceClient::connect(url)
+                .await
+                .unwrap()
+                .stream_secrets(req)
+                .await?
+        }
+        Svc::Ecds => {
+            ExtensionConfigDiscoveryServiceClient::connect(url)
+                .await
+                .unwrap()
+                .stream_extension_configs(req)
+                .await?
+        }
+        Svc::Ads => {
+            AggregatedDiscoveryServiceClient::connect(url)
+                .await
+                .unwrap()
+                .stream_aggregated_resources(req)
+                .await?
+        }
     };
-    Ok(XdsStream { tx, rx: stream.into_inner() })
+    Ok(XdsStream {
+        tx,
+        rx: stream.into_inner(),
+    })
 }
 
-async fn next(s: &mut XdsStream, wait: Duration) -> Option<Result<DiscoveryResponse, tonic::Status>> {
+async fn next(
+    s: &mut XdsStream,
+    wait: Duration,
+) -> Option<Result<DiscoveryResponse, tonic::Status>> {
     match tokio::time::timeout(wait, s.rx.message()).await {
         Err(_) => None,
         Ok(Ok(Some(r))) => Some(Ok(r)),
@@ -123,36 +171,98 @@ async fn ecds_serves_the_compiled_policy_pushes_on_edit_and_counts_nacks() {
     write(&dir.join("cfg/broken.yaml"), "apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: x, namespace: foo}\nspec: {serviceAccount: x, sidecar: perhaps}\n");
     let server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
     assert_eq!(server.metric("peerguard_config_errors"), 1.0);
-    assert!(server.log_text().contains("broken.yaml: Workload foo/x: spec.sidecar: "), "{}", server.log_text());
+    assert!(
+        server
+            .log_text()
+            .contains("broken.yaml: Workload foo/x: spec.sidecar: "),
+        "{}",
+        server.log_text()
+    );
 
-    let mut s = open(server.grpc_port, false, None, request("foo/httpbin", ECDS, &["peerguard-http"], "", "", None)).await.unwrap();
-    let r1 = next(&mut s, Duration::from_secs(5)).await.expect("initial push").unwrap();
+    let mut s = open(
+        server.grpc_port,
+        false,
+        None,
+        request("foo/httpbin", ECDS, &["peerguard-http"], "", "", None),
+    )
+    .await
+    .unwrap();
+    let r1 = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("initial push")
+        .unwrap();
     let p1 = policy_json(&r1);
     assert_eq!(p1["workload"]["namespace"], "foo");
     assert_eq!(p1["workload"]["name"], "httpbin");
-    s.tx.send(request("foo/httpbin", ECDS, &["peerguard-http"], &r1.version_info, &r1.nonce, None)).await.unwrap();
-    assert!(next(&mut s, Duration::from_millis(500)).await.is_none(), "an ACK gets no response");
+    s.tx.send(request(
+        "foo/httpbin",
+        ECDS,
+        &["peerguard-http"],
+        &r1.version_info,
+        &r1.nonce,
+        None,
+    ))
+    .await
+    .unwrap();
+    assert!(
+        next(&mut s, Duration::from_millis(500)).await.is_none(),
+        "an ACK gets no response"
+    );
 
     // Editing a file pushes a new version to this node.
     write(&dir.join("cfg/deny.yaml"), DENY_SLEEP);
-    let r2 = next(&mut s, Duration::from_secs(5)).await.expect("push after edit").unwrap();
+    let r2 = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("push after edit")
+        .unwrap();
     assert_ne!(r2.version_info, r1.version_info);
     let p2 = policy_json(&r2);
     assert_ne!(p1, p2);
     assert!(serde_json::to_string(&p2).unwrap().contains("deny-sleep"));
 
     // NACK: counted, not re-sent, last accepted stays.
-    s.tx.send(request("foo/httpbin", ECDS, &["peerguard-http"], &r1.version_info, &r2.nonce, Some("on_configure failed"))).await.unwrap();
-    assert!(next(&mut s, Duration::from_millis(700)).await.is_none(), "a rejected version is not re-sent");
-    wait_for("reject metric", Duration::from_secs(3), || server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") == 1.0);
+    s.tx.send(request(
+        "foo/httpbin",
+        ECDS,
+        &["peerguard-http"],
+        &r1.version_info,
+        &r2.nonce,
+        Some("on_configure failed"),
+    ))
+    .await
+    .unwrap();
+    assert!(
+        next(&mut s, Duration::from_millis(700)).await.is_none(),
+        "a rejected version is not re-sent"
+    );
+    wait_for("reject metric", Duration::from_secs(3), || {
+        server.metric("peerguard_xds_rejects_total{type=\"ecds\"}") == 1.0
+    });
     assert!(server.log_text().contains("on_configure failed"));
 
     // Reconnect with the current version: nothing to send.
-    let mut s2 = open(server.grpc_port, false, None, request("foo/httpbin", ECDS, &["peerguard-http"], &r2.version_info, "", None)).await.unwrap();
+    let mut s2 = open(
+        server.grpc_port,
+        false,
+        None,
+        request(
+            "foo/httpbin",
+            ECDS,
+            &["peerguard-http"],
+            &r2.version_info,
+            "",
+            None,
+        ),
+    )
+    .await
+    .unwrap();
     assert!(next(&mut s2, Duration::from_millis(700)).await.is_none());
     let m = server.metrics();
     assert!(m.contains("peerguard_xds_connected_nodes 1"), "{m}");
-    assert!(m.contains("peerguard_xds_pushes_total{type=\"ecds\"} 2"), "{m}");
+    assert!(
+        m.contains("peerguard_xds_pushes_total{type=\"ecds\"} 2"),
+        "{m}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -161,14 +271,45 @@ async fn unknown_nodes_are_refused_with_a_clear_error() {
     let dir = temp_dir("grpc-unknown");
     write(&dir.join("cfg/workloads.yaml"), WORKLOADS);
     let server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
-    let mut s = open(server.grpc_port, false, None, request("foo/ghost", ECDS, &["peerguard-http"], "", "", None)).await.unwrap();
-    let err = next(&mut s, Duration::from_secs(5)).await.expect("an error").unwrap_err();
+    let mut s = open(
+        server.grpc_port,
+        false,
+        None,
+        request("foo/ghost", ECDS, &["peerguard-http"], "", "", None),
+    )
+    .await
+    .unwrap();
+    let err = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("an error")
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    assert!(err.message().contains("unknown node foo/ghost"), "{}", err.message());
-    let mut s = open(server.grpc_port, false, None, request("no-slash", ECDS, &["peerguard-http"], "", "", None)).await.unwrap();
-    let err = next(&mut s, Duration::from_secs(5)).await.expect("an error").unwrap_err();
-    assert!(err.message().contains("<namespace>/<name>"), "{}", err.message());
-    assert_eq!(server.metric("peerguard_xds_refused_streams_total{reason=\"unknown_node\"}"), 2.0);
+    assert!(
+        err.message().contains("unknown node foo/ghost"),
+        "{}",
+        err.message()
+    );
+    let mut s = open(
+        server.grpc_port,
+        false,
+        None,
+        request("no-slash", ECDS, &["peerguard-http"], "", "", None),
+    )
+    .await
+    .unwrap();
+    let err = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("an error")
+        .unwrap_err();
+    assert!(
+        err.message().contains("<namespace>/<name>"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        server.metric("peerguard_xds_refused_streams_total{reason=\"unknown_node\"}"),
+        2.0
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -181,41 +322,100 @@ async fn secrets_need_the_node_token_and_rotate() {
     let req = || request("foo/httpbin", SDS, &names, "", "", None);
 
     // No token, and another workload's token: refused, no secret.
-    for token in [None, Some(server.token("bar", "sleep")), Some("00".repeat(32))] {
-        let mut s = open(server.grpc_port, true, token.as_deref(), req()).await.unwrap();
-        let got = next(&mut s, Duration::from_secs(5)).await.expect("a refusal");
+    for token in [
+        None,
+        Some(server.token("bar", "sleep")),
+        Some("00".repeat(32)),
+    ] {
+        let mut s = open(server.grpc_port, true, token.as_deref(), req())
+            .await
+            .unwrap();
+        let got = next(&mut s, Duration::from_secs(5))
+            .await
+            .expect("a refusal");
         let err = got.expect_err("no secret without a valid token");
         assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
     }
-    assert_eq!(server.metric("peerguard_xds_refused_streams_total{reason=\"unauthenticated\"}"), 3.0);
+    assert_eq!(
+        server.metric("peerguard_xds_refused_streams_total{reason=\"unauthenticated\"}"),
+        3.0
+    );
 
     let token = server.token("foo", "httpbin");
-    let mut s = open(server.grpc_port, true, Some(&token), req()).await.unwrap();
-    let r1 = next(&mut s, Duration::from_secs(5)).await.expect("cert").unwrap();
+    let mut s = open(server.grpc_port, true, Some(&token), req())
+        .await
+        .unwrap();
+    let r1 = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("cert")
+        .unwrap();
     let sec = secret_of(&r1);
     assert_eq!(sec.name, "default");
-    let Some(secret::Type::TlsCertificate(tls)) = sec.r#type else { panic!("not a tls_certificate") };
+    let Some(secret::Type::TlsCertificate(tls)) = sec.r#type else {
+        panic!("not a tls_certificate")
+    };
     let chain = match tls.certificate_chain.unwrap().specifier.unwrap() {
         envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(s) => s,
         other => panic!("{other:?}"),
     };
-    assert_eq!(uri_sans(&chain), vec!["spiffe://cluster.local/ns/foo/sa/httpbin"]);
-    s.tx.send(request("foo/httpbin", SDS, &names, &r1.version_info, &r1.nonce, None)).await.unwrap();
+    assert_eq!(
+        uri_sans(&chain),
+        vec!["spiffe://cluster.local/ns/foo/sa/httpbin"]
+    );
+    s.tx.send(request(
+        "foo/httpbin",
+        SDS,
+        &names,
+        &r1.version_info,
+        &r1.nonce,
+        None,
+    ))
+    .await
+    .unwrap();
     // 5s TTL: rotated at 80% (4s), pushed on the open stream.
-    let r2 = next(&mut s, Duration::from_secs(8)).await.expect("rotated cert").unwrap();
+    let r2 = next(&mut s, Duration::from_secs(8))
+        .await
+        .expect("rotated cert")
+        .unwrap();
     assert_ne!(r2.version_info, r1.version_info);
-    assert!(server.metric("peerguard_certs_issued_total") >= 3.0, "{}", server.metrics());
+    assert!(
+        server.metric("peerguard_certs_issued_total") >= 3.0,
+        "{}",
+        server.metrics()
+    );
 
     // ROOTCA is the CA in the state dir.
-    let mut s = open(server.grpc_port, true, Some(&token), request("foo/httpbin", SDS, &["ROOTCA"], "", "", None)).await.unwrap();
-    let r = next(&mut s, Duration::from_secs(5)).await.expect("root").unwrap();
-    let Some(secret::Type::ValidationContext(vc)) = secret_of(&r).r#type else { panic!("not a validation_context") };
+    let mut s = open(
+        server.grpc_port,
+        true,
+        Some(&token),
+        request("foo/httpbin", SDS, &["ROOTCA"], "", "", None),
+    )
+    .await
+    .unwrap();
+    let r = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("root")
+        .unwrap();
+    let Some(secret::Type::ValidationContext(vc)) = secret_of(&r).r#type else {
+        panic!("not a validation_context")
+    };
     let root_file = std::fs::read_to_string(dir.join("state/ca/root-cert.pem")).unwrap();
-    assert_eq!(vc.trusted_ca.unwrap().specifier, Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(root_file)));
+    assert_eq!(
+        vc.trusted_ca.unwrap().specifier,
+        Some(
+            envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(
+                root_file
+            )
+        )
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.join("state/ca/root-key.pem")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.join("state/ca/root-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
     assert!(!server.log_text().contains("PRIVATE KEY"));
@@ -227,11 +427,26 @@ fn ops_endpoints_and_graceful_shutdown() {
     let dir = temp_dir("grpc-ops");
     write(&dir.join("cfg/workloads.yaml"), WORKLOADS);
     let mut server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
-    assert_eq!(http_get(server.http_port, "/healthz").map(|r| r.0), Some(200));
-    assert_eq!(http_get(server.http_port, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(
+        http_get(server.http_port, "/healthz").map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        http_get(server.http_port, "/readyz").map(|r| r.0),
+        Some(200)
+    );
     let m = server.metrics();
-    for name in ["peerguard_xds_connected_nodes", "peerguard_xds_rejects_total", "peerguard_config_errors", "peerguard_workload_cert_expiry_timestamp_seconds", "peerguard_ca_cert_expiry_timestamp_seconds"] {
-        assert!(m.contains(&format!("# TYPE {name} ")), "{name} missing:\n{m}");
+    for name in [
+        "peerguard_xds_connected_nodes",
+        "peerguard_xds_rejects_total",
+        "peerguard_config_errors",
+        "peerguard_workload_cert_expiry_timestamp_seconds",
+        "peerguard_ca_cert_expiry_timestamp_seconds",
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {name} ")),
+            "{name} missing:\n{m}"
+        );
     }
     assert_eq!(server.metric("peerguard_workloads"), 2.0);
     let st = server.stop();
@@ -247,12 +462,24 @@ fn a_ttl_above_the_maximum_is_refused() {
         .arg(dir.join("cfg"))
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .args(["--wasm", "/x.wasm", "--workload-cert-ttl", "91d", "--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args([
+            "--wasm",
+            "/x.wasm",
+            "--workload-cert-ttl",
+            "91d",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("greater than the max allowed TTL 90d"), "{err}");
+    assert!(
+        err.contains("greater than the max allowed TTL 90d"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -262,19 +489,64 @@ async fn ads_serves_extension_configs_and_secrets_on_one_stream() {
     write(&dir.join("cfg/workloads.yaml"), WORKLOADS);
     let server = Server::start(&dir, "/opt/peerguard.wasm", &[]);
     let token = server.token("bar", "sleep");
-    let mut s = open_svc(server.grpc_port, Svc::Ads, Some(&token), request("bar/sleep", ECDS, &["peerguard-http", "peerguard-tcp"], "", "", None)).await.unwrap();
-    let r = next(&mut s, Duration::from_secs(5)).await.expect("ecds").unwrap();
+    let mut s = open_svc(
+        server.grpc_port,
+        Svc::Ads,
+        Some(&token),
+        request(
+            "bar/sleep",
+            ECDS,
+            &["peerguard-http", "peerguard-tcp"],
+            "",
+            "",
+            None,
+        ),
+    )
+    .await
+    .unwrap();
+    let r = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("ecds")
+        .unwrap();
     assert_eq!(r.type_url, ECDS);
     assert_eq!(r.resources.len(), 2);
-    s.tx.send(request("bar/sleep", SDS, &["default", "ROOTCA"], "", "", None)).await.unwrap();
-    let r = next(&mut s, Duration::from_secs(5)).await.expect("sds").unwrap();
+    s.tx.send(request(
+        "bar/sleep",
+        SDS,
+        &["default", "ROOTCA"],
+        "",
+        "",
+        None,
+    ))
+    .await
+    .unwrap();
+    let r = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("sds")
+        .unwrap();
     assert_eq!(r.type_url, SDS);
-    let mut names: Vec<String> = r.resources.iter().map(|a| Secret::decode(a.value.as_slice()).unwrap().name).collect();
+    let mut names: Vec<String> = r
+        .resources
+        .iter()
+        .map(|a| Secret::decode(a.value.as_slice()).unwrap().name)
+        .collect();
     names.sort();
     assert_eq!(names, vec!["ROOTCA", "default"]);
     // A type ADS does not serve is refused.
-    s.tx.send(request("bar/sleep", "type.googleapis.com/envoy.config.listener.v3.Listener", &[], "", "", None)).await.unwrap();
-    let err = next(&mut s, Duration::from_secs(5)).await.expect("refusal").unwrap_err();
+    s.tx.send(request(
+        "bar/sleep",
+        "type.googleapis.com/envoy.config.listener.v3.Listener",
+        &[],
+        "",
+        "",
+        None,
+    ))
+    .await
+    .unwrap();
+    let err = next(&mut s, Duration::from_secs(5))
+        .await
+        .expect("refusal")
+        .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -571,7 +571,6 @@ pub fn describe_reason(r: &Reason) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -11,7 +11,9 @@
 //!   server: an HTTP and a TCP listener, certificates from files, the module and its
 //!   `WorkloadPolicy` (`--policy-file`) inline.
 
-use crate::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
+use crate::envoy_config::{
+    self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
+};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -129,7 +131,10 @@ pub fn build(args: &Args) -> anyhow::Result<Value> {
     };
     if let Some(w) = &args.wasm {
         if !w.is_file() {
-            bail!("--wasm {}: no such file (build it with scripts/build-wasm.sh)", w.display());
+            bail!(
+                "--wasm {}: no such file (build it with scripts/build-wasm.sh)",
+                w.display()
+            );
         }
     }
     let xds = ec::xds_cluster(&args.server).with_context(|| "--server".to_string())?;
@@ -140,7 +145,9 @@ pub fn build(args: &Args) -> anyhow::Result<Value> {
         port: args.inbound_port,
         protocol: args.protocol,
         trust_domains: trust_domains(args),
-        certs: Certs::Sds { source: source.clone() },
+        certs: Certs::Sds {
+            source: source.clone(),
+        },
         authz: Authz::Ecds { source },
         chains: Chains::Both,
         path_normalization: args.path_normalization,
@@ -186,8 +193,15 @@ pub fn reference(r: &Reference) -> Value {
             port,
             protocol,
             trust_domains: r.trust_domains.clone(),
-            certs: Certs::Files { cert: r.cert.clone(), key: r.key.clone(), ca: r.ca.clone() },
-            authz: Authz::Wasm { module: r.wasm.clone(), policy_json: r.policy_json.clone() },
+            certs: Certs::Files {
+                cert: r.cert.clone(),
+                key: r.key.clone(),
+                ca: r.ca.clone(),
+            },
+            authz: Authz::Wasm {
+                module: r.wasm.clone(),
+                policy_json: r.policy_json.clone(),
+            },
             chains: Chains::Both,
             path_normalization: r.path_normalization,
             http_cluster: APP_CLUSTER.into(),
@@ -199,14 +213,19 @@ pub fn reference(r: &Reference) -> Value {
     ec::bootstrap(
         None,
         ec::admin("127.0.0.1", r.admin_port),
-        vec![listener("inbound_http", r.http_port, AppProtocol::Http), listener("inbound_tcp", r.tcp_port, AppProtocol::Tcp)],
+        vec![
+            listener("inbound_http", r.http_port, AppProtocol::Http),
+            listener("inbound_tcp", r.tcp_port, AppProtocol::Tcp),
+        ],
         vec![app_cluster(&r.app_address, r.app_port)],
     )
 }
 
 fn build_static(args: &Args) -> anyhow::Result<Value> {
     let file = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<String> {
-        let p: &Path = p.as_deref().with_context(|| format!("--static needs --{flag}"))?;
+        let p: &Path = p
+            .as_deref()
+            .with_context(|| format!("--static needs --{flag}"))?;
         if !p.is_file() {
             bail!("--{flag} {}: no such file", p.display());
         }
@@ -216,7 +235,12 @@ fn build_static(args: &Args) -> anyhow::Result<Value> {
         None => None,
         // Embedded as written: the filter validates it and refuses an invalid one (Envoy does
         // not start), the same check as for a configuration from the server.
-        Some(f) => Some(std::fs::read_to_string(f).with_context(|| format!("reading --policy-file {}", f.display()))?.trim().to_string()),
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading --policy-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
     };
     Ok(reference(&Reference {
         wasm: file("wasm", &args.wasm)?,
@@ -236,7 +260,6 @@ fn build_static(args: &Args) -> anyhow::Result<Value> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::envoy_config::listener::{HTTP_FILTER, TCP_FILTER};
@@ -263,26 +286,41 @@ mod tests {
         assert_eq!(chains.len(), 2);
         let tls = &chains[0]["transport_socket"]["typed_config"];
         assert_eq!(tls["require_client_certificate"], true);
-        let sans = &tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"];
+        let sans = &tls["common_tls_context"]["combined_validation_context"]
+            ["default_validation_context"]["match_typed_subject_alt_names"];
         assert_eq!(sans[0]["matcher"]["prefix"], "spiffe://cluster.local/");
         assert_eq!(sans[1]["matcher"]["prefix"], "spiffe://old.td/");
         let hcm = &chains[0]["filters"][0]["typed_config"];
         assert_eq!(hcm["forward_client_cert_details"], "SANITIZE_SET");
         let f = &hcm["http_filters"][0];
         assert_eq!(f["name"], HTTP_FILTER);
-        assert_eq!(f["config_discovery"]["config_source"]["initial_fetch_timeout"], "0s");
-        let md = &f["config_discovery"]["config_source"]["api_config_source"]["grpc_services"][0]["initial_metadata"][0];
+        assert_eq!(
+            f["config_discovery"]["config_source"]["initial_fetch_timeout"],
+            "0s"
+        );
+        let md = &f["config_discovery"]["config_source"]["api_config_source"]["grpc_services"][0]
+            ["initial_metadata"][0];
         assert_eq!(md["key"], "x-peerguard-token");
         assert_eq!(md["value"], "abc");
     }
 
     #[test]
     fn tcp_bootstrap_uses_the_network_filter() {
-        let b = build(&args(&["--protocol", "tcp", "--server", "unix:/run/pg.sock"])).unwrap();
+        let b = build(&args(&[
+            "--protocol",
+            "tcp",
+            "--server",
+            "unix:/run/pg.sock",
+        ]))
+        .unwrap();
         let f = &b["static_resources"]["listeners"][0]["filter_chains"][1]["filters"];
         assert_eq!(f[0]["name"], TCP_FILTER);
         assert_eq!(f[1]["name"], "envoy.filters.network.tcp_proxy");
-        assert_eq!(b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"], "/run/pg.sock");
+        assert_eq!(
+            b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                [0]["endpoint"]["address"]["pipe"]["path"],
+            "/run/pg.sock"
+        );
     }
 
     #[test]
@@ -300,26 +338,55 @@ mod tests {
 
     #[test]
     fn path_normalization_is_a_setting() {
-        let hcm = |extra: &[&str]| build(&args(extra)).unwrap()["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"].clone();
+        let hcm = |extra: &[&str]| {
+            build(&args(extra)).unwrap()["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"]
+                .clone()
+        };
         let base = hcm(&[]);
-        assert_eq!((base["normalize_path"].clone(), base["merge_slashes"].clone()), (json!(true), json!(false)));
+        assert_eq!(
+            (
+                base["normalize_path"].clone(),
+                base["merge_slashes"].clone()
+            ),
+            (json!(true), json!(false))
+        );
         assert_eq!(base["use_remote_address"], true);
         assert_eq!(base["xff_num_trusted_hops"], 0);
         let decode = hcm(&["--path-normalization", "DECODE_AND_MERGE_SLASHES"]);
-        assert_eq!(decode["path_with_escaped_slashes_action"], "UNESCAPE_AND_FORWARD");
+        assert_eq!(
+            decode["path_with_escaped_slashes_action"],
+            "UNESCAPE_AND_FORWARD"
+        );
         assert_eq!(decode["merge_slashes"], true);
-        assert_eq!(hcm(&["--path-normalization", "NONE"])["normalize_path"], false);
+        assert_eq!(
+            hcm(&["--path-normalization", "NONE"])["normalize_path"],
+            false
+        );
     }
 
     #[test]
     fn static_sidecar_needs_its_files() {
         let r = T::try_parse_from(["x", "--static", "--wasm", "/m.wasm"]);
-        assert!(r.is_err(), "--static without --cert-file/--key-file/--ca-file");
+        assert!(
+            r.is_err(),
+            "--static without --cert-file/--key-file/--ca-file"
+        );
         let a = T::try_parse_from([
-            "x", "--static", "--wasm", "/nonexistent.wasm", "--cert-file", "/c", "--key-file", "/k", "--ca-file", "/ca",
+            "x",
+            "--static",
+            "--wasm",
+            "/nonexistent.wasm",
+            "--cert-file",
+            "/c",
+            "--key-file",
+            "/k",
+            "--ca-file",
+            "/ca",
         ])
         .unwrap()
         .a;
-        assert!(format!("{:#}", build(&a).unwrap_err()).contains("--wasm /nonexistent.wasm: no such file"));
+        assert!(format!("{:#}", build(&a).unwrap_err())
+            .contains("--wasm /nonexistent.wasm: no such file"));
     }
 }

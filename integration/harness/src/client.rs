@@ -168,7 +168,9 @@ async fn http1<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, h: &HttpRequest) ->
         Ok(r) => verdict(r.status, &r.headers, &r.body),
         Err(http1::Failure::Write(e)) => denied(format!("write failed: {}", io_detail(&e))),
         Err(http1::Failure::Read { error, got }) if got.is_empty() => denied(io_detail(&error)),
-        Err(http1::Failure::Read { error, got }) => denied(format!("{} after {:?}", io_detail(&error), lossy(&got))),
+        Err(http1::Failure::Read { error, got }) => {
+            denied(format!("{} after {:?}", io_detail(&error), lossy(&got)))
+        }
         Err(other) => denied(other.to_string()),
     }
 }

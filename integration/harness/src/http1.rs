@@ -39,11 +39,18 @@ impl Request {
     /// `content-length: 0` for a method other than GET/HEAD without a body header (Envoy
     /// would otherwise wait for a body).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = format!("{} {} HTTP/1.1\r\nhost: {}\r\n", self.method, self.target, self.host);
+        let mut out = format!(
+            "{} {} HTTP/1.1\r\nhost: {}\r\n",
+            self.method, self.target, self.host
+        );
         for (k, v) in &self.headers {
             out.push_str(&format!("{k}: {v}\r\n"));
         }
-        let has = |name: &str| self.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let has = |name: &str| {
+            self.headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name))
+        };
         if !has("content-length")
             && !has("transfer-encoding")
             && self.method != "GET"
@@ -86,9 +93,14 @@ impl Response {
 #[derive(Debug)]
 pub enum Failure {
     Write(std::io::Error),
-    Read { error: std::io::Error, got: Vec<u8> },
+    Read {
+        error: std::io::Error,
+        got: Vec<u8>,
+    },
     /// The connection ended before a complete response.
-    Closed { got: Vec<u8> },
+    Closed {
+        got: Vec<u8>,
+    },
     Malformed(String),
 }
 
@@ -128,28 +140,40 @@ pub fn parse(buf: &[u8], eof: bool) -> Result<Option<Response>, Failure> {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let rest = &buf[head_end + 4..];
-    let get = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let body = if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
-        match dechunk(rest) {
-            Some(b) => b,
-            None if eof => return Err(closed()),
-            None => return Ok(None),
-        }
-    } else if let Some(len) = get("content-length") {
-        let len: usize = len.parse().map_err(|_| Failure::Malformed(format!("content-length {len:?}")))?;
-        match rest.get(..len) {
-            Some(b) => b.to_vec(),
-            None if eof => return Err(closed()),
-            None => return Ok(None),
-        }
-    } else if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if eof {
-        rest.to_vec()
-    } else {
-        return Ok(None);
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     };
-    Ok(Some(Response { status, headers, body }))
+    let body =
+        if get("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            match dechunk(rest) {
+                Some(b) => b,
+                None if eof => return Err(closed()),
+                None => return Ok(None),
+            }
+        } else if let Some(len) = get("content-length") {
+            let len: usize = len
+                .parse()
+                .map_err(|_| Failure::Malformed(format!("content-length {len:?}")))?;
+            match rest.get(..len) {
+                Some(b) => b.to_vec(),
+                None if eof => return Err(closed()),
+                None => return Ok(None),
+            }
+        } else if status == 204 || status == 304 || (100..200).contains(&status) {
+            Vec::new()
+        } else if eof {
+            rest.to_vec()
+        } else {
+            return Ok(None);
+        };
+    Ok(Some(Response {
+        status,
+        headers,
+        body,
+    }))
 }
 
 /// A complete chunked body (trailers skipped), or `None` while incomplete.
@@ -158,7 +182,8 @@ fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
     loop {
         let line_end = find(b, b"\r\n")?;
         let size_text = String::from_utf8_lossy(&b[..line_end]).into_owned();
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).ok()?;
         b = &b[line_end + 2..];
         if size == 0 {
             // Trailers until an empty line.
@@ -180,8 +205,13 @@ pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 /// Sends `request` and reads one complete response (async).
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request: &Request) -> Result<Response, Failure> {
-    io.write_all(&request.encode()).await.map_err(Failure::Write)?;
+pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    request: &Request,
+) -> Result<Response, Failure> {
+    io.write_all(&request.encode())
+        .await
+        .map_err(Failure::Write)?;
     let _ = io.flush().await;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -198,7 +228,10 @@ pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request: &R
 }
 
 /// Sends `request` and reads one complete response (blocking).
-pub fn exchange_blocking<S: Read + Write>(io: &mut S, request: &Request) -> Result<Response, Failure> {
+pub fn exchange_blocking<S: Read + Write>(
+    io: &mut S,
+    request: &Request,
+) -> Result<Response, Failure> {
     io.write_all(&request.encode()).map_err(Failure::Write)?;
     let _ = io.flush();
     let mut buf = Vec::new();
@@ -217,9 +250,11 @@ pub fn exchange_blocking<S: Read + Write>(io: &mut S, request: &Request) -> Resu
 
 /// A plain `GET` on a fresh connection (admin and ops endpoints).
 pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).with_context(|| format!("connecting to {addr}"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    exchange_blocking(&mut s, &Request::get(path, "localhost")).with_context(|| format!("GET {path} on {addr}"))
+    exchange_blocking(&mut s, &Request::get(path, "localhost"))
+        .with_context(|| format!("GET {path} on {addr}"))
 }
 
 #[cfg(test)]
@@ -247,11 +282,20 @@ mod tests {
         let full = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\n\r\nabc";
         assert!(parse(&full[..full.len() - 1], false).unwrap().is_none());
         let r = parse(full, false).unwrap().unwrap();
-        assert_eq!((r.status, r.text().as_str(), r.header("content-length")), (503, "abc", Some("3")));
-        assert!(matches!(parse(&full[..full.len() - 1], true), Err(Failure::Closed { .. })));
+        assert_eq!(
+            (r.status, r.text().as_str(), r.header("content-length")),
+            (503, "abc", Some("3"))
+        );
+        assert!(matches!(
+            parse(&full[..full.len() - 1], true),
+            Err(Failure::Closed { .. })
+        ));
 
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
-        assert!(parse(&chunked[..chunked.len() - 2], false).unwrap().is_none());
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n1\r\nd\r\n0\r\n\r\n";
+        assert!(parse(&chunked[..chunked.len() - 2], false)
+            .unwrap()
+            .is_none());
         assert_eq!(parse(chunked, false).unwrap().unwrap().text(), "abcd");
 
         let until_close = b"HTTP/1.1 200 OK\r\n\r\nstream";
@@ -259,6 +303,9 @@ mod tests {
         assert_eq!(parse(until_close, true).unwrap().unwrap().text(), "stream");
 
         assert!(matches!(parse(b"", true), Err(Failure::Closed { got }) if got.is_empty()));
-        assert!(matches!(parse(b"garbage\r\n\r\n", false), Err(Failure::Malformed(_))));
+        assert!(matches!(
+            parse(b"garbage\r\n\r\n", false),
+            Err(Failure::Malformed(_))
+        ));
     }
 }

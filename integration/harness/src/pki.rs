@@ -133,11 +133,16 @@ impl TestPki {
 /// A client certificate for `uri` (Istio's shape), signed by a CA kept on disk (e.g. the
 /// built-in CA of `peerguard serve`: `<state-dir>/ca/root-{cert,key}.pem`).
 pub fn issue_with_ca_files(ca_cert: &Path, ca_key: &Path, uri: &str) -> anyhow::Result<Issued> {
-    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
-    let key = KeyPair::from_pem(&read(ca_key)?).with_context(|| format!("{}: not a private key", ca_key.display()))?;
-    let issuer = Issuer::from_ca_cert_pem(&read(ca_cert)?, key).with_context(|| format!("{}: not a CA certificate", ca_cert.display()))?;
+    let read =
+        |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let key = KeyPair::from_pem(&read(ca_key)?)
+        .with_context(|| format!("{}: not a private key", ca_key.display()))?;
+    let issuer = Issuer::from_ca_cert_pem(&read(ca_cert)?, key)
+        .with_context(|| format!("{}: not a CA certificate", ca_cert.display()))?;
     let mut params = leaf_params(false)?;
-    params.subject_alt_names = vec![SanType::URI(uri.try_into().with_context(|| format!("URI SAN {uri:?}"))?)];
+    params.subject_alt_names = vec![SanType::URI(
+        uri.try_into().with_context(|| format!("URI SAN {uri:?}"))?,
+    )];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     sign(params, &issuer)
 }

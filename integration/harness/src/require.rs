@@ -23,7 +23,9 @@ pub struct Tools {
 impl Tools {
     /// The module (asked for with [`Needs::EnvoyAndWasm`]).
     pub fn wasm(&self) -> anyhow::Result<PathBuf> {
-        self.wasm.clone().ok_or_else(|| anyhow::anyhow!("the wasm module was not asked for"))
+        self.wasm
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("the wasm module was not asked for"))
     }
 }
 
@@ -47,7 +49,8 @@ pub fn require(test: &str, needs: Needs) -> anyhow::Result<Option<Tools>> {
         Some(envoy) if why.is_empty() => Ok(Some(Tools { envoy, wasm })),
         _ => {
             let why = why.join("; ");
-            let required = flag("PEERGUARD_REQUIRE_ENVOY") || (needs == Needs::EnvoyAndWasm && flag("PEERGUARD_REQUIRE_WASM"));
+            let required = flag("PEERGUARD_REQUIRE_ENVOY")
+                || (needs == Needs::EnvoyAndWasm && flag("PEERGUARD_REQUIRE_WASM"));
             if required {
                 anyhow::bail!("{test}: {why}, and PEERGUARD_REQUIRE_ENVOY=1 / PEERGUARD_REQUIRE_WASM=1 make that a failure");
             }

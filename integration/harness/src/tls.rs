@@ -16,7 +16,11 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Presents `cert`, verifies the server against `mesh_root` (name [`crate::pki::SERVER_NAME`]).
-pub fn mesh_client_config(cert: &Issued, mesh_root: &CertificateDer<'static>, alpn: Vec<Vec<u8>>) -> anyhow::Result<rustls::ClientConfig> {
+pub fn mesh_client_config(
+    cert: &Issued,
+    mesh_root: &CertificateDer<'static>,
+    alpn: Vec<Vec<u8>>,
+) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(mesh_root.clone()).context("mesh root")?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
@@ -30,7 +34,9 @@ pub fn mesh_client_config(cert: &Issued, mesh_root: &CertificateDer<'static>, al
 }
 
 /// Presents `cert` (or no certificate), accepts any server certificate.
-pub fn any_server_client_config(cert: Option<&Issued>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+pub fn any_server_client_config(
+    cert: Option<&Issued>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let p = provider();
     let b = rustls::ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
@@ -38,7 +44,9 @@ pub fn any_server_client_config(cert: Option<&Issued>) -> anyhow::Result<Arc<rus
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(p)));
     let config = match cert {
-        Some(c) => b.with_client_auth_cert(vec![c.cert_der.clone()], c.private_key()).context("client certificate")?,
+        Some(c) => b
+            .with_client_auth_cert(vec![c.cert_der.clone()], c.private_key())
+            .context("client certificate")?,
         None => b.with_no_client_auth(),
     };
     Ok(Arc::new(config))
@@ -51,9 +59,11 @@ pub fn connect_blocking(
     server_name: &str,
     timeout: Duration,
 ) -> anyhow::Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>> {
-    let tcp = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+    let tcp = TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
     tcp.set_read_timeout(Some(timeout))?;
-    let name = ServerName::try_from(server_name.to_string()).with_context(|| format!("server name {server_name:?}"))?;
+    let name = ServerName::try_from(server_name.to_string())
+        .with_context(|| format!("server name {server_name:?}"))?;
     let conn = rustls::ClientConnection::new(config.clone(), name).context("TLS client")?;
     Ok(rustls::StreamOwned::new(conn, tcp))
 }
@@ -72,10 +82,20 @@ impl ServerCertVerifier for AcceptAnyServer {
     ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
-    fn verify_tls12_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
-    fn verify_tls13_signature(&self, m: &[u8], c: &CertificateDer<'_>, d: &rustls::DigitallySignedStruct) -> Result<HandshakeSignatureValid, rustls::Error> {
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

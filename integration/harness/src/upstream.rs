@@ -231,5 +231,3 @@ async fn fill(conn: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
 fn header_safe(v: &str) -> String {
     v.chars().filter(|c| !c.is_control()).collect()
 }
-
-

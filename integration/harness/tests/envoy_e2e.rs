@@ -7,6 +7,8 @@
 //!
 //! The runner is the harness's `e2e` module, the same code as `peerguard test --envoy`.
 
+#![cfg(test)]
+
 use peerguard_harness::client::Probe;
 use peerguard_harness::e2e;
 use peerguard_harness::pki::{CaChoice, ClientCertSpec};
@@ -22,7 +24,11 @@ const SPOOFED_XFCC: &str =
 
 /// `Ok(Some(opts))` to run, `Ok(None)` after printing SKIPPED, `Err` when required.
 fn prerequisites(with_filter: bool) -> anyhow::Result<Option<Options>> {
-    let needs = if with_filter { Needs::EnvoyAndWasm } else { Needs::Envoy };
+    let needs = if with_filter {
+        Needs::EnvoyAndWasm
+    } else {
+        Needs::Envoy
+    };
     let Some(tools) = require("envoy_e2e", needs)? else {
         return Ok(None);
     };
@@ -416,7 +422,11 @@ fn one_port_serves_http_and_tcp_by_sniffing() -> anyhow::Result<()> {
             req(mesh_peer(other), 7070, Probe::Tcp),
         ]
     };
-    let open = scenario("sniff-open", policy("PERMISSIVE", serde_json::json!([]))?, requests());
+    let open = scenario(
+        "sniff-open",
+        policy("PERMISSIVE", serde_json::json!([]))?,
+        requests(),
+    );
     let allow_sleep = scenario(
         "sniff-allow-sleep",
         policy(

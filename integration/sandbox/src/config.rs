@@ -26,7 +26,9 @@ use peerguard_filter::compile::compile;
 use peerguard_filter::istio::Resource;
 use peerguard_filter::schema::{MtlsMode, WorkloadPolicy};
 use peerguard_server::envoy_config::listener;
-use peerguard_server::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
+use peerguard_server::envoy_config::{
+    self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -119,7 +121,9 @@ impl XdsParts {
 /// The first value under `key`, depth first.
 fn find_key<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
     match v {
-        Value::Object(m) => m.get(key).or_else(|| m.values().find_map(|x| find_key(x, key))),
+        Value::Object(m) => m
+            .get(key)
+            .or_else(|| m.values().find_map(|x| find_key(x, key))),
         Value::Array(a) => a.iter().find_map(|x| find_key(x, key)),
         _ => None,
     }
@@ -327,16 +331,33 @@ fn bootstrap(t: &Topology, pod: &Pod, paths: &SidecarPaths, xds: Option<&XdsPart
         "metadata": {"NAMESPACE": pod.namespace, "WORKLOAD_NAME": pod.name},
     });
     let clusters = xds.map(|x| vec![x.cluster.clone()]).unwrap_or_default();
-    let mut b = ec::bootstrap(Some(node), ec::admin(&pod.ip.to_string(), t.ports.admin), Vec::new(), clusters);
-    b["dynamic_resources"] = json!({"lds_config": watched(paths.lds()), "cds_config": watched(paths.cds())});
+    let mut b = ec::bootstrap(
+        Some(node),
+        ec::admin(&pod.ip.to_string(), t.ports.admin),
+        Vec::new(),
+        clusters,
+    );
+    b["dynamic_resources"] =
+        json!({"lds_config": watched(paths.lds()), "cds_config": watched(paths.cds())});
     b
 }
 
-fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, policy_json: &str) -> Value {
+fn inbound_listener(
+    inputs: &Inputs<'_>,
+    pod: &Pod,
+    port: u16,
+    mode: MtlsMode,
+    policy_json: &str,
+) -> Value {
     let t = inputs.topology;
     let authz = match (inputs.xds.and_then(|m| m.get(&pod.id())), inputs.wasm) {
-        (Some(x), _) => Authz::Ecds { source: x.source.clone() },
-        (None, Some(wasm)) => Authz::Wasm { module: wasm.display().to_string(), policy_json: Some(policy_json.to_string()) },
+        (Some(x), _) => Authz::Ecds {
+            source: x.source.clone(),
+        },
+        (None, Some(wasm)) => Authz::Wasm {
+            module: wasm.display().to_string(),
+            policy_json: Some(policy_json.to_string()),
+        },
         (None, None) => Authz::None,
     };
     Inbound {
@@ -364,11 +385,17 @@ fn inbound_listener(inputs: &Inputs<'_>, pod: &Pod, port: u16, mode: MtlsMode, p
 /// `peerguard serve`.
 fn certs(inputs: &Inputs<'_>, pod: &Pod) -> Certs {
     match inputs.xds.and_then(|m| m.get(&pod.id())) {
-        Some(x) => Certs::Sds { source: x.source.clone() },
+        Some(x) => Certs::Sds {
+            source: x.source.clone(),
+        },
         None => {
             let dir = pki::cert_dir(inputs.state, &pod.namespace, &pod.service_account);
             let path = |p: PathBuf| p.display().to_string();
-            Certs::Files { cert: path(dir.join("cert.pem")), key: path(dir.join("key.pem")), ca: path(pki::ca_path(inputs.state)) }
+            Certs::Files {
+                cert: path(dir.join("cert.pem")),
+                key: path(dir.join("key.pem")),
+                ca: path(pki::ca_path(inputs.state)),
+            }
         }
     }
 }
@@ -557,7 +584,6 @@ fn upstream_tls(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use peerguard_filter::istio::parse::parse_str;

@@ -2,8 +2,8 @@
 //! PEM files that the Envoy configs reference. (`peerguard serve` would deliver them over
 //! SDS; see the sandbox README for why the sandbox writes files today.)
 
-use peerguard_harness::pki::{CaChoice, ClientCertSpec, TestPki};
 use anyhow::Context as _;
+use peerguard_harness::pki::{CaChoice, ClientCertSpec, TestPki};
 use std::path::{Path, PathBuf};
 
 /// `certs/ca.pem` and `certs/<ns>-<sa>/{cert,key}.pem`.
@@ -21,8 +21,14 @@ pub fn generate(state: &Path, identities: &[(String, String, String)]) -> anyhow
     let pki = TestPki::new()?;
     write(&ca_path(state), pki.mesh_root_pem())?;
     for (ns, sa, uri) in identities {
-        let spec = ClientCertSpec { uri_sans: vec![uri.clone()], ca: CaChoice::Mesh, expired: false };
-        let cert = pki.client(&spec).with_context(|| format!("certificate for {uri}"))?;
+        let spec = ClientCertSpec {
+            uri_sans: vec![uri.clone()],
+            ca: CaChoice::Mesh,
+            expired: false,
+        };
+        let cert = pki
+            .client(&spec)
+            .with_context(|| format!("certificate for {uri}"))?;
         let dir = cert_dir(state, ns, sa);
         write(&dir.join("cert.pem"), &cert.cert_pem)?;
         write(&dir.join("key.pem"), &cert.key_pem)?;

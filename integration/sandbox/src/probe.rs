@@ -8,10 +8,10 @@
 
 use super::topology::{Pod, Service, Topology};
 use anyhow::{bail, Context as _};
+use peerguard_harness::http1;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
-use peerguard_harness::http1;
 use tokio::net::TcpSocket;
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -274,7 +274,6 @@ pub async fn admin_get(ip: IpAddr, port: u16, path: &str) -> Response {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

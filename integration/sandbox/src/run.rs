@@ -120,7 +120,14 @@ pub async fn ensure_up(st: &State, settings: &Settings, t: &Topology) -> anyhow:
             let mut any = false;
             for pod in t.pods.iter().filter(|p| p.sidecar) {
                 let admin = SocketAddr::new(IpAddr::V4(pod.ip), t.ports.admin);
-                if matches!(tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(admin)).await, Ok(Ok(_))) {
+                if matches!(
+                    tokio::time::timeout(
+                        Duration::from_secs(1),
+                        tokio::net::TcpStream::connect(admin)
+                    )
+                    .await,
+                    Ok(Ok(_))
+                ) {
                     any = true;
                     break;
                 }

@@ -353,7 +353,6 @@ fn now_rfc3339() -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::panic)]
 mod tests {
     use super::*;
 

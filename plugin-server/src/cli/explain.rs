@@ -262,7 +262,6 @@ fn render(e: &Explanation) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::Parser;

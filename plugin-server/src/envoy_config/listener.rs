@@ -10,7 +10,10 @@
 //! `http_inspector` names the plaintext protocol (`http/1.0`, `http/1.1`, `h2c`), ALPN names
 //! the protocol inside TLS, anything else is TCP.
 
-use super::{socket, wasm_filter, PathNormalization, HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, VM_ID};
+use super::{
+    socket, wasm_filter, PathNormalization, HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE,
+    TCP_ROOT_ID, VM_ID,
+};
 use peerguard_filter::schema::MtlsMode;
 use serde_json::{json, Value};
 
@@ -22,7 +25,9 @@ pub const SECRET_CERT: &str = "default";
 pub const SECRET_ROOT: &str = "ROOTCA";
 
 /// What is spoken on the port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AppProtocol {
     /// HTTP: connection manager + the HTTP filter.
@@ -37,8 +42,16 @@ pub enum AppProtocol {
 /// Where the workload certificate and the trusted roots come from.
 #[derive(Debug, Clone)]
 pub enum Certs {
-    Inline { cert_pem: String, key_pem: String, ca_pem: String },
-    Files { cert: String, key: String, ca: String },
+    Inline {
+        cert_pem: String,
+        key_pem: String,
+        ca_pem: String,
+    },
+    Files {
+        cert: String,
+        key: String,
+        ca: String,
+    },
     /// SDS from `peerguard serve` (secrets `default` and `ROOTCA`) over this config source.
     Sds { source: Value },
 }
@@ -47,7 +60,11 @@ impl Certs {
     /// `common_tls_context` with the certificate, the roots and the peer URI SAN matchers.
     pub fn common_tls_context(&self, san_matchers: Vec<Value>) -> Value {
         match self {
-            Certs::Inline { cert_pem, key_pem, ca_pem } => json!({
+            Certs::Inline {
+                cert_pem,
+                key_pem,
+                ca_pem,
+            } => json!({
                 "tls_certificates": [{"certificate_chain": {"inline_string": cert_pem}, "private_key": {"inline_string": key_pem}}],
                 "validation_context": {"trusted_ca": {"inline_string": ca_pem}, "match_typed_subject_alt_names": san_matchers},
             }),
@@ -81,7 +98,10 @@ pub enum Authz {
     None,
     /// peerguard's module from a local file, its `WorkloadPolicy` JSON inline (`None`: no
     /// configuration, the filter denies everything).
-    Wasm { module: String, policy_json: Option<String> },
+    Wasm {
+        module: String,
+        policy_json: Option<String>,
+    },
     /// peerguard from `peerguard serve` over ECDS; a deny-all RBAC until the first config
     /// arrives if the fetch fails.
     Ecds { source: Value },
@@ -93,7 +113,17 @@ impl Authz {
     fn http(&self) -> Option<Value> {
         match self {
             Authz::None => None,
-            Authz::Wasm { module, policy_json } => Some(wasm_filter(true, "peerguard", VM_ID, HTTP_ROOT_ID, module, policy_json.as_deref())),
+            Authz::Wasm {
+                module,
+                policy_json,
+            } => Some(wasm_filter(
+                true,
+                "peerguard",
+                VM_ID,
+                HTTP_ROOT_ID,
+                module,
+                policy_json.as_deref(),
+            )),
             Authz::Ecds { source } => Some(json!({
                 "name": HTTP_FILTER,
                 "config_discovery": {
@@ -109,7 +139,17 @@ impl Authz {
     fn network(&self) -> Option<Value> {
         match self {
             Authz::None => None,
-            Authz::Wasm { module, policy_json } => Some(wasm_filter(false, "peerguard", VM_ID, TCP_ROOT_ID, module, policy_json.as_deref())),
+            Authz::Wasm {
+                module,
+                policy_json,
+            } => Some(wasm_filter(
+                false,
+                "peerguard",
+                VM_ID,
+                TCP_ROOT_ID,
+                module,
+                policy_json.as_deref(),
+            )),
             Authz::Ecds { source } => Some(json!({
                 "name": TCP_FILTER,
                 "config_discovery": {
@@ -135,9 +175,21 @@ pub enum Chains {
 }
 
 /// Istio's ALPN values that select the mTLS chain of a PERMISSIVE port.
-const ISTIO_ALPNS: [&str; 5] = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"];
+const ISTIO_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 /// ALPN inside TLS that means HTTP: what HTTP clients send, and Istio's sidecar values.
-const TLS_HTTP_ALPNS: [&str; 5] = ["h2", "http/1.1", "istio-http/1.0", "istio-http/1.1", "istio-h2"];
+const TLS_HTTP_ALPNS: [&str; 5] = [
+    "h2",
+    "http/1.1",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 /// What `http_inspector` reports for plaintext HTTP.
 const PLAINTEXT_HTTP_PROTOCOLS: [&str; 3] = ["http/1.0", "http/1.1", "h2c"];
 
@@ -170,7 +222,9 @@ enum Transport {
 impl Inbound {
     pub fn listener(&self) -> Value {
         let transports: &[Transport] = match self.chains {
-            Chains::Both | Chains::Istio(MtlsMode::Permissive) => &[Transport::Tls, Transport::Plain],
+            Chains::Both | Chains::Istio(MtlsMode::Permissive) => {
+                &[Transport::Tls, Transport::Plain]
+            }
             Chains::Istio(MtlsMode::Strict) => &[Transport::Tls],
             Chains::Istio(MtlsMode::Disable) => &[Transport::Plain],
         };
@@ -191,7 +245,8 @@ impl Inbound {
                 "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"},
             }));
         }
-        let sniff_plaintext = self.protocol == AppProtocol::Sniff && transports.contains(&Transport::Plain);
+        let sniff_plaintext =
+            self.protocol == AppProtocol::Sniff && transports.contains(&Transport::Plain);
         if sniff_plaintext {
             listener_filters.push(json!({
                 "name": "envoy.filters.listener.http_inspector",
@@ -215,9 +270,17 @@ impl Inbound {
     fn chain(&self, t: Transport, p: AppProtocol) -> Value {
         let sniff = self.protocol == AppProtocol::Sniff;
         let mut name = self.name.clone();
-        name.push_str(if t == Transport::Tls { "_mtls" } else { "_plaintext" });
+        name.push_str(if t == Transport::Tls {
+            "_mtls"
+        } else {
+            "_plaintext"
+        });
         if sniff {
-            name.push_str(if p == AppProtocol::Http { "_http" } else { "_tcp" });
+            name.push_str(if p == AppProtocol::Http {
+                "_http"
+            } else {
+                "_tcp"
+            });
         }
         let mut m = serde_json::Map::new();
         match t {
@@ -235,7 +298,10 @@ impl Inbound {
                     m.insert("transport_protocol".into(), json!("raw_buffer"));
                 }
                 if sniff && p == AppProtocol::Http {
-                    m.insert("application_protocols".into(), json!(PLAINTEXT_HTTP_PROTOCOLS));
+                    m.insert(
+                        "application_protocols".into(),
+                        json!(PLAINTEXT_HTTP_PROTOCOLS),
+                    );
                 }
             }
         }
@@ -258,7 +324,11 @@ impl Inbound {
         if http {
             common["alpn_protocols"] = json!(["h2", "http/1.1"]);
         }
-        if let (Some(c), Value::Object(certs)) = (common.as_object_mut(), self.certs.common_tls_context(trust_domain_matchers(&self.trust_domains))) {
+        if let (Some(c), Value::Object(certs)) = (
+            common.as_object_mut(),
+            self.certs
+                .common_tls_context(trust_domain_matchers(&self.trust_domains)),
+        ) {
             c.extend(certs);
         }
         json!({
@@ -296,7 +366,12 @@ impl Inbound {
         let vhost = json!({"name": "inbound", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": route}]});
         let mut http_filters: Vec<Value> = self.authz.http().into_iter().collect();
         http_filters.push(router());
-        let mut hcm = connection_manager(&self.name, self.path_normalization, json!({"name": self.name, "virtual_hosts": [vhost]}), http_filters);
+        let mut hcm = connection_manager(
+            &self.name,
+            self.path_normalization,
+            json!({"name": self.name, "virtual_hosts": [vhost]}),
+            http_filters,
+        );
         hcm["use_remote_address"] = json!(true);
         hcm["xff_num_trusted_hops"] = json!(0);
         hcm["forward_client_cert_details"] = json!("SANITIZE_SET");
@@ -315,7 +390,12 @@ fn router() -> Value {
     })
 }
 
-fn connection_manager(stat_prefix: &str, paths: PathNormalization, route_config: Value, http_filters: Vec<Value>) -> Value {
+fn connection_manager(
+    stat_prefix: &str,
+    paths: PathNormalization,
+    route_config: Value,
+    http_filters: Vec<Value>,
+) -> Value {
     let (normalize, merge, escaped) = paths.hcm_fields();
     json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -332,8 +412,19 @@ fn connection_manager(stat_prefix: &str, paths: PathNormalization, route_config:
 /// A sidecar's outbound listener (the sandbox): plain HTTP from the local app, routed by
 /// `virtual_hosts`. As Istio's outbound side: the same path normalization, and the app's
 /// address is not taken as a remote client (`use_remote_address: false`).
-pub fn outbound(name: &str, address: &str, port: u16, paths: PathNormalization, virtual_hosts: Vec<Value>) -> Value {
-    let mut hcm = connection_manager("outbound", paths, json!({"name": "outbound", "virtual_hosts": virtual_hosts}), vec![router()]);
+pub fn outbound(
+    name: &str,
+    address: &str,
+    port: u16,
+    paths: PathNormalization,
+    virtual_hosts: Vec<Value>,
+) -> Value {
+    let mut hcm = connection_manager(
+        "outbound",
+        paths,
+        json!({"name": "outbound", "virtual_hosts": virtual_hosts}),
+        vec![router()],
+    );
     hcm["use_remote_address"] = json!(false);
     json!({
         "name": name,

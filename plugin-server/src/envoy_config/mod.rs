@@ -29,7 +29,8 @@ pub const V8_RUNTIME: &str = "envoy.wasm.runtime.v8";
 pub const HTTP_ROOT_ID: &str = "peerguard_http";
 pub const TCP_ROOT_ID: &str = "peerguard_tcp";
 pub const HTTP_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-pub const NETWORK_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+pub const NETWORK_WASM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
 /// The static cluster of `peerguard serve`.
 pub const XDS_CLUSTER: &str = "peerguard-xds";
 /// gRPC initial metadata carrying a node's bootstrap token.
@@ -41,7 +42,15 @@ pub const TOKEN_HEADER: &str = crate::node::TOKEN_HEADER;
 /// (`pilot/pkg/networking/core`): `path_with_escaped_slashes_action` is `KEEP_UNCHANGED`
 /// unless decoding is asked for.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PathNormalization {
@@ -79,7 +88,10 @@ pub fn socket(address: &str, port: u16) -> Value {
 
 /// A `STATIC` cluster with these endpoints (the local app, the test upstreams).
 pub fn static_cluster(name: &str, endpoints: &[(String, u16)]) -> Value {
-    let lb: Vec<Value> = endpoints.iter().map(|(ip, port)| json!({"endpoint": {"address": socket(ip, *port)}})).collect();
+    let lb: Vec<Value> = endpoints
+        .iter()
+        .map(|(ip, port)| json!({"endpoint": {"address": socket(ip, *port)}}))
+        .collect();
     json!({
         "name": name,
         "type": "STATIC",
@@ -104,7 +116,12 @@ pub fn stats_config() -> Value {
 }
 
 /// A bootstrap: stats tags, admin, optional node, static listeners and clusters.
-pub fn bootstrap(node: Option<Value>, admin: Value, listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
+pub fn bootstrap(
+    node: Option<Value>,
+    admin: Value,
+    listeners: Vec<Value>,
+    clusters: Vec<Value>,
+) -> Value {
     let mut b = json!({
         "stats_config": stats_config(),
         "admin": admin,
@@ -127,10 +144,15 @@ pub fn xds_cluster(server: &str) -> Result<Value, BadAddress> {
     let (address, dns) = if let Some(path) = server.strip_prefix("unix:") {
         (json!({"pipe": {"path": path}}), false)
     } else {
-        let (host, port) = server.rsplit_once(':').ok_or_else(|| BadAddress(server.into()))?;
+        let (host, port) = server
+            .rsplit_once(':')
+            .ok_or_else(|| BadAddress(server.into()))?;
         let port: u16 = port.parse().map_err(|_| BadAddress(server.into()))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        (socket(host, port), host.parse::<std::net::IpAddr>().is_err())
+        (
+            socket(host, port),
+            host.parse::<std::net::IpAddr>().is_err(),
+        )
     };
     Ok(json!({
         "name": XDS_CLUSTER,
@@ -169,7 +191,14 @@ pub fn xds_config_source(token: &str) -> Value {
 /// A proxy-wasm filter (HTTP or network) loading `module` from a local file, failing closed:
 /// a VM that cannot start or crashes refuses traffic. `configuration`: the plugin's
 /// configuration string (`None`: none; peerguard then denies everything).
-pub fn wasm_filter(http: bool, name: &str, vm_id: &str, root_id: &str, module: &str, configuration: Option<&str>) -> Value {
+pub fn wasm_filter(
+    http: bool,
+    name: &str,
+    vm_id: &str,
+    root_id: &str,
+    module: &str,
+    configuration: Option<&str>,
+) -> Value {
     let mut config = json!({
         "name": name,
         "root_id": root_id,
@@ -181,8 +210,13 @@ pub fn wasm_filter(http: bool, name: &str, vm_id: &str, root_id: &str, module: &
         "failure_policy": "FAIL_CLOSED",
     });
     if let Some(c) = configuration {
-        config["configuration"] = json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": c});
+        config["configuration"] =
+            json!({"@type": "type.googleapis.com/google.protobuf.StringValue", "value": c});
     }
-    let ty = if http { HTTP_WASM_TYPE } else { NETWORK_WASM_TYPE };
+    let ty = if http {
+        HTTP_WASM_TYPE
+    } else {
+        NETWORK_WASM_TYPE
+    };
     json!({"name": name, "typed_config": {"@type": ty, "config": config}})
 }

@@ -17,13 +17,13 @@ mod procfs;
 mod report;
 mod setup;
 
+use anyhow::{bail, Context as _};
+use load::{Outcome, Proto, Shape, Target, Timeline};
 use peerguard_harness::client::{self as e2e_client, Shot};
 use peerguard_harness::e2e::http_probe;
 use peerguard_harness::envoy::{find_envoy, find_wasm, EnvoyProcess, TempDir};
 use peerguard_harness::pki::{CaChoice, ClientCertSpec, Issued, TestPki, SERVER_NAME};
 use peerguard_harness::upstream;
-use anyhow::{bail, Context as _};
-use load::{Outcome, Proto, Shape, Target, Timeline};
 use report::{LoadId, LoadKind, Memory, Point};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
@@ -722,7 +722,8 @@ fn target(world: &World, addr: SocketAddr, http: bool) -> anyhow::Result<Target>
     } else {
         Vec::new()
     };
-    let mut config = peerguard_harness::tls::mesh_client_config(&world.client, world.pki.mesh_root_der(), alpn)?;
+    let mut config =
+        peerguard_harness::tls::mesh_client_config(&world.client, world.pki.mesh_root_der(), alpn)?;
     // Every TCP op is a full handshake, as for a new sidecar connection.
     config.resumption = rustls::client::Resumption::disabled();
     let server_name = ServerName::try_from(SERVER_NAME)

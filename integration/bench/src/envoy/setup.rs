@@ -12,7 +12,9 @@ use peerguard_filter::schema::{
     Action, AuthzPolicy, Field, ModeFrom, MtlsMode, MtlsPolicy, PolicyRef, Rule, Source, StrMatch,
     WorkloadPolicy, WorkloadRef, SCHEMA_VERSION,
 };
-use peerguard_server::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
+use peerguard_server::envoy_config::{
+    self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
+};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -196,12 +198,19 @@ impl BootstrapInput<'_> {
             }
             .listener()
         };
-        let cluster = |name: &str, a: SocketAddr| ec::static_cluster(name, &[(a.ip().to_string(), a.port())]);
+        let cluster =
+            |name: &str, a: SocketAddr| ec::static_cluster(name, &[(a.ip().to_string(), a.port())]);
         Ok(ec::bootstrap(
             None,
             ec::admin("127.0.0.1", 0),
-            vec![listener(HTTP_LISTENER, AppProtocol::Http), listener(TCP_LISTENER, AppProtocol::Tcp)],
-            vec![cluster("app_http", self.http_upstream), cluster("app_tcp", self.tcp_upstream)],
+            vec![
+                listener(HTTP_LISTENER, AppProtocol::Http),
+                listener(TCP_LISTENER, AppProtocol::Tcp),
+            ],
+            vec![
+                cluster("app_http", self.http_upstream),
+                cluster("app_tcp", self.tcp_upstream),
+            ],
         ))
     }
 
@@ -239,7 +248,10 @@ impl BootstrapInput<'_> {
             }
             Kind::Peerguard => Authz::Wasm {
                 module: self.modules.peerguard.display().to_string(),
-                policy_json: Some(serde_json::to_string(&workload_policy(n)).context("serializing the WorkloadPolicy")?),
+                policy_json: Some(
+                    serde_json::to_string(&workload_policy(n))
+                        .context("serializing the WorkloadPolicy")?,
+                ),
             },
         })
     }

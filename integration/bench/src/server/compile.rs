@@ -3,9 +3,9 @@
 //! snapshot compiled as `peerguard serve` does it (compile, JSON, the two ECDS resources).
 
 use super::ServerArgs;
+use peerguard_filter::compile::{compile, MeshConfig};
 use peerguard_server::snapshot::{self, NodeSnapshot};
 use peerguard_server::source::dir::Loader;
-use peerguard_filter::compile::{compile, MeshConfig};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -41,7 +41,14 @@ pub fn run(dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
         let ns = p % namespaces;
         let action = if p % 4 == 0 { "DENY" } else { "ALLOW" };
         // Most policies select one app; every tenth applies to the whole namespace.
-        let selector = if p % 10 == 9 { String::new() } else { format!("  selector: {{matchLabels: {{app: app-{}}}}}\n", (p / namespaces) % APPS) };
+        let selector = if p % 10 == 9 {
+            String::new()
+        } else {
+            format!(
+                "  selector: {{matchLabels: {{app: app-{}}}}}\n",
+                (p / namespaces) % APPS
+            )
+        };
         let _ = write!(
             files[ns],
             "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p-{p}, namespace: ns-{ns}}}\nspec:\n{selector}  action: {action}\n  rules:\n  - from: [{{source: {{principals: [cluster.local/ns/ns-{}/sa/sa-{}, cluster.local/ns/ns-{}/sa/*]}}}}]\n    to: [{{operation: {{methods: [GET, POST], paths: [/api/{p}/*, /v{}/items]}}}}]\n  - from: [{{source: {{namespaces: [ns-{}]}}}}]\n    to: [{{operation: {{ports: [\"8080\"]}}}}]\n",
@@ -60,24 +67,38 @@ pub fn run(dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
     let t = Instant::now();
     let inputs = loader.load(dir);
     let parse = t.elapsed();
-    anyhow::ensure!(inputs.unreadable.is_empty(), "generated files unreadable: {:?}", inputs.unreadable_summary());
-    let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into() };
+    anyhow::ensure!(
+        inputs.unreadable.is_empty(),
+        "generated files unreadable: {:?}",
+        inputs.unreadable_summary()
+    );
+    let mesh = MeshConfig {
+        trust_domain: "cluster.local".into(),
+        trust_domain_aliases: vec![],
+        root_namespace: "istio-system".into(),
+    };
 
     let t = Instant::now();
     let (mut applied, mut json_bytes) = (0, 0);
     // As the server's builder does it: one resource view per namespace.
     let mut views = std::collections::BTreeMap::new();
     for (key, entry) in &inputs.registry.workloads {
-        let view = views
-            .entry(key.namespace.clone())
-            .or_insert_with(|| peerguard_server::serve::scoped(&inputs.resources, &key.namespace, &mesh.root_namespace));
+        let view = views.entry(key.namespace.clone()).or_insert_with(|| {
+            peerguard_server::serve::scoped(&inputs.resources, &key.namespace, &mesh.root_namespace)
+        });
         let policy = compile(view, &entry.to_compile(), &mesh);
         applied += policy.policies.len();
         let json = serde_json::to_string(&policy)?;
         json_bytes += json.len();
         let mut snap = NodeSnapshot::default();
-        snap.insert(snapshot::HTTP_FILTER, snapshot::http_filter("/opt/peerguard/peerguard.wasm", &json));
-        snap.insert(snapshot::TCP_FILTER, snapshot::tcp_filter("/opt/peerguard/peerguard.wasm", &json));
+        snap.insert(
+            snapshot::HTTP_FILTER,
+            snapshot::http_filter("/opt/peerguard/peerguard.wasm", &json),
+        );
+        snap.insert(
+            snapshot::TCP_FILTER,
+            snapshot::tcp_filter("/opt/peerguard/peerguard.wasm", &json),
+        );
         std::hint::black_box(snap);
     }
     let compile_time = t.elapsed();
@@ -88,7 +109,10 @@ pub fn run(dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
     let t = Instant::now();
     let again = loader.load(dir);
     let reparse_one = t.elapsed();
-    anyhow::ensure!(again.resources.len() == inputs.resources.len(), "the reload lost resources");
+    anyhow::ensure!(
+        again.resources.len() == inputs.resources.len(),
+        "the reload lost resources"
+    );
     Ok(Result {
         parse,
         reparse_one,

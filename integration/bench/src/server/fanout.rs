@@ -4,11 +4,11 @@
 //! `/proc/<pid>/status` meanwhile.
 
 use super::{write_atomic, ServerArgs, ServerProc};
-use peerguard_server::snapshot::{ECDS_TYPE, HTTP_FILTER};
 use anyhow::Context;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::extension::v3::extension_config_discovery_service_client::ExtensionConfigDiscoveryServiceClient;
+use peerguard_server::snapshot::{ECDS_TYPE, HTTP_FILTER};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,7 +58,10 @@ pub fn run(exe: &Path, dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> 
     let mut server = ServerProc::start(exe, dir, "/opt/peerguard/peerguard.wasm", args)?;
     server.wait_ready(Duration::from_secs(120))?;
     let startup = t.elapsed();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
     let port = server.grpc_port;
     let clients = args.clients;
     let mut r = rt.block_on(async move { measure(port, clients, dir, &server).await })?;
@@ -67,11 +70,21 @@ pub fn run(exe: &Path, dir: &Path, args: &ServerArgs) -> anyhow::Result<Result> 
     Ok(r)
 }
 
-async fn measure(port: u16, clients: usize, dir: &Path, server: &ServerProc) -> anyhow::Result<Result> {
+async fn measure(
+    port: u16,
+    clients: usize,
+    dir: &Path,
+    server: &ServerProc,
+) -> anyhow::Result<Result> {
     let url = format!("http://127.0.0.1:{port}");
     let mut channels = Vec::new();
     for _ in 0..clients.div_ceil(PER_CONNECTION) {
-        channels.push(tonic::transport::Endpoint::from_shared(url.clone())?.connect().await.context("connecting to the server")?);
+        channels.push(
+            tonic::transport::Endpoint::from_shared(url.clone())?
+                .connect()
+                .await
+                .context("connecting to the server")?,
+        );
     }
     let t_connect = Instant::now();
     let (go_tx, go_rx) = watch::channel(None::<Instant>);
@@ -96,7 +109,10 @@ async fn measure(port: u16, clients: usize, dir: &Path, server: &ServerProc) -> 
         }
     }
     let connect = t_connect.elapsed();
-    anyhow::ensure!(streams == clients, "only {streams} of {clients} streams got their first configuration");
+    anyhow::ensure!(
+        streams == clients,
+        "only {streams} of {clients} streams got their first configuration"
+    );
 
     let (rss_before, _) = server.rss();
     let peak = Arc::new(AtomicU64::new(rss_before));
@@ -106,7 +122,8 @@ async fn measure(port: u16, clients: usize, dir: &Path, server: &ServerProc) -> 
         let (peak, stop) = (peak.clone(), stop.clone());
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 let rss = status
                     .lines()
                     .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -133,7 +150,16 @@ async fn measure(port: u16, clients: usize, dir: &Path, server: &ServerProc) -> 
     stop.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     let (_, hwm) = server.rss();
-    Ok(Result { startup: Duration::ZERO, connect, streams, received, missing, rss_before, rss_peak: peak.load(Ordering::Relaxed), hwm })
+    Ok(Result {
+        startup: Duration::ZERO,
+        connect,
+        streams,
+        received,
+        missing,
+        rss_before,
+        rss_peak: peak.load(Ordering::Relaxed),
+        hwm,
+    })
 }
 
 /// One simulated Envoy: subscribe, ACK the first version, then report when the next one
@@ -146,7 +172,10 @@ async fn client(
 ) -> anyhow::Result<Instant> {
     let (ns, name) = key(i);
     let request = |version: &str, nonce: &str| DiscoveryRequest {
-        node: Some(Node { id: format!("{ns}/{name}"), ..Default::default() }),
+        node: Some(Node {
+            id: format!("{ns}/{name}"),
+            ..Default::default()
+        }),
         type_url: ECDS_TYPE.into(),
         resource_names: vec![HTTP_FILTER.into()],
         version_info: version.into(),
@@ -155,7 +184,10 @@ async fn client(
     };
     let (tx, rx) = mpsc::channel(4);
     tx.send(request("", "")).await?;
-    let mut stream = ExtensionConfigDiscoveryServiceClient::new(channel).stream_extension_configs(ReceiverStream::new(rx)).await?.into_inner();
+    let mut stream = ExtensionConfigDiscoveryServiceClient::new(channel)
+        .stream_extension_configs(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     let first = match stream.message().await? {
         Some(r) => r,
         None => {
@@ -170,7 +202,9 @@ async fn client(
         go.changed().await?;
     }
     loop {
-        let Some(r) = stream.message().await? else { anyhow::bail!("stream {i} closed") };
+        let Some(r) = stream.message().await? else {
+            anyhow::bail!("stream {i} closed")
+        };
         let at = Instant::now();
         tx.send(request(&r.version_info, &r.nonce)).await?;
         if r.version_info != first.version_info {

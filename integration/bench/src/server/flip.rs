@@ -26,15 +26,23 @@ spec:
 
 /// A client presenting `spiffe://cluster.local/ns/bar/sa/sleep`, signed by the server's CA.
 fn client_config(state: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let cert = pki::issue_with_ca_files(&state.join("ca/root-cert.pem"), &state.join("ca/root-key.pem"), "spiffe://cluster.local/ns/bar/sa/sleep")?;
+    let cert = pki::issue_with_ca_files(
+        &state.join("ca/root-cert.pem"),
+        &state.join("ca/root-key.pem"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+    )?;
     tls::any_server_client_config(Some(&cert))
 }
 
 /// The status code of one request on a new mTLS connection, or 0 when it failed.
 fn probe(port: u16, cfg: &Arc<rustls::ClientConfig>) -> u16 {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut s) = tls::connect_blocking(addr, cfg, "httpbin.foo", Duration::from_secs(2)) else { return 0 };
-    http1::exchange_blocking(&mut s, &http1::Request::get("/get", "httpbin.foo")).map(|r| r.status).unwrap_or(0)
+    let Ok(mut s) = tls::connect_blocking(addr, cfg, "httpbin.foo", Duration::from_secs(2)) else {
+        return 0;
+    };
+    http1::exchange_blocking(&mut s, &http1::Request::get("/get", "httpbin.foo"))
+        .map(|r| r.status)
+        .unwrap_or(0)
 }
 
 struct EnvoyProc(Child);
@@ -46,7 +54,13 @@ impl Drop for EnvoyProc {
     }
 }
 
-pub fn run(exe: &Path, dir: &Path, envoy: &Path, wasm: &Path, args: &ServerArgs) -> anyhow::Result<Result> {
+pub fn run(
+    exe: &Path,
+    dir: &Path,
+    envoy: &Path,
+    wasm: &Path,
+    args: &ServerArgs,
+) -> anyhow::Result<Result> {
     std::fs::create_dir_all(dir.join("cfg"))?;
     std::fs::create_dir_all(dir.join("state"))?;
     let app = peerguard_harness::upstream::ok_app()?.port();
@@ -59,22 +73,45 @@ pub fn run(exe: &Path, dir: &Path, envoy: &Path, wasm: &Path, args: &ServerArgs)
 
     let (inbound, admin) = (free_port()?, free_port()?);
     let out = Command::new(exe)
-        .args(["bootstrap", "--node", "foo/httpbin", "--server", &format!("127.0.0.1:{}", server.grpc_port)])
+        .args([
+            "bootstrap",
+            "--node",
+            "foo/httpbin",
+            "--server",
+            &format!("127.0.0.1:{}", server.grpc_port),
+        ])
         .arg("--token-file")
         .arg(dir.join("state/tokens/foo/httpbin.token"))
         .arg("--wasm")
         .arg(wasm)
-        .args(["--inbound-address", "127.0.0.1", "--inbound-port", &inbound.to_string(), "--admin-port", &admin.to_string()])
+        .args([
+            "--inbound-address",
+            "127.0.0.1",
+            "--inbound-port",
+            &inbound.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .args(["--app-port", &app.to_string()])
         .output()
         .context("peerguard bootstrap")?;
-    anyhow::ensure!(out.status.success(), "peerguard bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "peerguard bootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     std::fs::write(dir.join("envoy.yaml"), &out.stdout)?;
     let _envoy = EnvoyProc(
         Command::new(envoy)
             .arg("-c")
             .arg(dir.join("envoy.yaml"))
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warn"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("envoy.log"))?)
             .spawn()
@@ -83,11 +120,19 @@ pub fn run(exe: &Path, dir: &Path, envoy: &Path, wasm: &Path, args: &ServerArgs)
     let cfg = client_config(&dir.join("state"))?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while probe(inbound, &cfg) != 200 {
-        anyhow::ensure!(Instant::now() < deadline, "Envoy never allowed the first request; see {}", dir.join("envoy.log").display());
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Envoy never allowed the first request; see {}",
+            dir.join("envoy.log").display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    let mut result = Result { latencies: Vec::new(), timeouts: 0, probes: 0 };
+    let mut result = Result {
+        latencies: Vec::new(),
+        timeouts: 0,
+        probes: 0,
+    };
     let deny = dir.join("cfg/deny.yaml");
     for i in 0..args.flips {
         let on = i % 2 == 0;

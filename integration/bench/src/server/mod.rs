@@ -14,8 +14,8 @@ mod compile;
 mod fanout;
 mod flip;
 
-use peerguard_server::ca::duration;
 use anyhow::Context;
+use peerguard_server::ca::duration;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -71,27 +71,82 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let exe = std::env::current_exe().context("locating the peerguard binary")?;
-    println!("peerguard bench server ({} build, work dir {})", if cfg!(debug_assertions) { "DEBUG" } else { "release" }, work.display());
+    println!(
+        "peerguard bench server ({} build, work dir {})",
+        if cfg!(debug_assertions) {
+            "DEBUG"
+        } else {
+            "release"
+        },
+        work.display()
+    );
     let mut checks = Vec::new();
 
     // (a) enforcement latency through Envoy.
     if args.skip_envoy {
         println!("\n[a] file write -> enforced decision: skipped (--skip-envoy)");
     } else {
-        match (peerguard_harness::envoy::find_envoy().ok(), peerguard_harness::envoy::find_wasm().ok().and_then(|w| w.canonicalize().ok())) {
+        match (
+            peerguard_harness::envoy::find_envoy().ok(),
+            peerguard_harness::envoy::find_wasm()
+                .ok()
+                .and_then(|w| w.canonicalize().ok()),
+        ) {
             (Some(envoy), Some(wasm)) => {
                 println!("\n[a] file write -> enforced decision in Envoy ({} flips, probe every {:?}, server --poll-interval {:?} --debounce {:?})", args.flips, args.probe_interval, args.poll_interval, args.debounce);
                 let r = flip::run(&exe, &work.join("flip"), &envoy, &wasm, &args)?;
-                let (p50, p99, max) = (percentile(&r.latencies, 50.0), percentile(&r.latencies, 99.0), percentile(&r.latencies, 100.0));
+                let (p50, p99, max) = (
+                    percentile(&r.latencies, 50.0),
+                    percentile(&r.latencies, 99.0),
+                    percentile(&r.latencies, 100.0),
+                );
                 println!("    envoy: {}", envoy.display());
-                println!("    latencies (ms): {}", r.latencies.iter().map(|d| format!("{:.0}", ms(*d))).collect::<Vec<_>>().join(" "));
-                println!("    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} flips timed out; {} probes", ms(p50), ms(p99), ms(max), r.timeouts, r.probes);
-                checks.push(Check { name: "write -> enforced p99".into(), value: format!("{:.1} ms", ms(p99)), goal: "< 200 ms".into(), met: Some(p99 < Duration::from_millis(200) && r.timeouts == 0) });
-                checks.push(Check { name: "write -> enforced p50".into(), value: format!("{:.1} ms", ms(p50)), goal: "(info)".into(), met: None });
+                println!(
+                    "    latencies (ms): {}",
+                    r.latencies
+                        .iter()
+                        .map(|d| format!("{:.0}", ms(*d)))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+                println!(
+                    "    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} flips timed out; {} probes",
+                    ms(p50),
+                    ms(p99),
+                    ms(max),
+                    r.timeouts,
+                    r.probes
+                );
+                checks.push(Check {
+                    name: "write -> enforced p99".into(),
+                    value: format!("{:.1} ms", ms(p99)),
+                    goal: "< 200 ms".into(),
+                    met: Some(p99 < Duration::from_millis(200) && r.timeouts == 0),
+                });
+                checks.push(Check {
+                    name: "write -> enforced p50".into(),
+                    value: format!("{:.1} ms", ms(p50)),
+                    goal: "(info)".into(),
+                    met: None,
+                });
             }
             (e, w) => {
-                println!("\n[a] file write -> enforced decision: SKIPPED: {}", if e.is_none() { "no Envoy (PEERGUARD_ENVOY or scripts/setup.sh)" } else if w.is_none() { "no peerguard.wasm (PEERGUARD_WASM or scripts/build-wasm.sh)" } else { "?" });
-                checks.push(Check { name: "write -> enforced p99".into(), value: "skipped".into(), goal: "< 200 ms".into(), met: None });
+                println!(
+                    "\n[a] file write -> enforced decision: SKIPPED: {}",
+                    if e.is_none() {
+                        "no Envoy (PEERGUARD_ENVOY or scripts/setup.sh)"
+                    } else if w.is_none() {
+                        "no peerguard.wasm (PEERGUARD_WASM or scripts/build-wasm.sh)"
+                    } else {
+                        "?"
+                    }
+                );
+                checks.push(Check {
+                    name: "write -> enforced p99".into(),
+                    value: "skipped".into(),
+                    goal: "< 200 ms".into(),
+                    met: None,
+                });
             }
         }
     }
@@ -99,8 +154,17 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
     // (b) fan-out to many xDS clients, and RSS.
     println!("\n[b] push of a changed policy to {} xDS clients (ECDS streams over real gRPC, one registered node each)", args.clients);
     let r = fanout::run(&exe, &work.join("fanout"), &args)?;
-    println!("    server ready with {} workloads in {:.0} ms (first compile + {} certificates)", args.clients, ms(r.startup), args.clients);
-    println!("    streams open and ACKed: {} in {:.0} ms", r.streams, ms(r.connect));
+    println!(
+        "    server ready with {} workloads in {:.0} ms (first compile + {} certificates)",
+        args.clients,
+        ms(r.startup),
+        args.clients
+    );
+    println!(
+        "    streams open and ACKed: {} in {:.0} ms",
+        r.streams,
+        ms(r.connect)
+    );
     println!(
         "    write -> received: first {:.0} ms, p50 {:.0} ms, p99 {:.0} ms, all {} in {:.0} ms; missing {}",
         ms(percentile(&r.received, 0.0)),
@@ -110,17 +174,30 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
         ms(percentile(&r.received, 100.0)),
         r.missing
     );
-    println!("    server RSS: {:.1} MB before the push, peak {:.1} MB sampled during it, VmHWM {:.1} MB", mb(r.rss_before), mb(r.rss_peak), mb(r.hwm));
+    println!(
+        "    server RSS: {:.1} MB before the push, peak {:.1} MB sampled during it, VmHWM {:.1} MB",
+        mb(r.rss_before),
+        mb(r.rss_peak),
+        mb(r.hwm)
+    );
     checks.push(Check {
         name: format!("push to all {}", args.clients),
         value: format!("{:.0} ms", ms(percentile(&r.received, 100.0))),
         goal: "< 1000 ms".into(),
         met: Some(r.missing == 0 && percentile(&r.received, 100.0) < Duration::from_secs(1)),
     });
-    checks.push(Check { name: "server peak RSS (VmHWM)".into(), value: format!("{:.1} MB", mb(r.hwm)), goal: "< 150 MB".into(), met: Some(r.hwm < 150 * 1024 * 1024) });
+    checks.push(Check {
+        name: "server peak RSS (VmHWM)".into(),
+        value: format!("{:.1} MB", mb(r.hwm)),
+        goal: "< 150 MB".into(),
+        met: Some(r.hwm < 150 * 1024 * 1024),
+    });
 
     // (c) compile time of a large mesh.
-    println!("\n[c] compile: {} AuthorizationPolicies over {} namespaces, {} workloads", args.policies, args.namespaces, args.workloads);
+    println!(
+        "\n[c] compile: {} AuthorizationPolicies over {} namespaces, {} workloads",
+        args.policies, args.namespaces, args.workloads
+    );
     let r = compile::run(&work.join("compile"), &args)?;
     println!("    read + parse the directory: {:.0} ms ({} resources, {} errors); again after one of {} files changed: {:.0} ms", ms(r.parse), r.resources, r.errors, args.namespaces, ms(r.reparse_one));
     println!(
@@ -130,7 +207,12 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
         r.applied / r.workloads.max(1),
         r.json_bytes / r.workloads.max(1) / 1024
     );
-    checks.push(Check { name: "compile all snapshots".into(), value: format!("{:.0} ms", ms(r.compile)), goal: "(info)".into(), met: None });
+    checks.push(Check {
+        name: "compile all snapshots".into(),
+        value: format!("{:.0} ms", ms(r.compile)),
+        goal: "(info)".into(),
+        met: None,
+    });
 
     println!("\nsummary");
     for c in &checks {
@@ -139,10 +221,15 @@ fn server(args: ServerArgs) -> anyhow::Result<u8> {
             Some(false) => "GOAL MISSED",
             None => "",
         };
-        println!("    {:<28} {:>12}   goal {:<10} {verdict}", c.name, c.value, c.goal);
+        println!(
+            "    {:<28} {:>12}   goal {:<10} {verdict}",
+            c.name, c.value, c.goal
+        );
     }
     if cfg!(debug_assertions) {
-        println!("    (debug build: figures are pessimistic; use integration/bench/server-bench.sh)");
+        println!(
+            "    (debug build: figures are pessimistic; use integration/bench/server-bench.sh)"
+        );
     }
     let _ = std::fs::remove_dir_all(&work);
     Ok(0)
@@ -168,7 +255,9 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// `peerguard serve` as a child process.
@@ -188,15 +277,30 @@ impl ServerProc {
             .arg(dir.join("cfg"))
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args(["--wasm", wasm, "--listen", &format!("127.0.0.1:{grpc_port}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
-            .args(["--poll-interval", &format!("{}ms", args.poll_interval.as_millis())])
+            .args([
+                "--wasm",
+                wasm,
+                "--listen",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http_port}"),
+            ])
+            .args([
+                "--poll-interval",
+                &format!("{}ms", args.poll_interval.as_millis()),
+            ])
             .args(["--debounce", &format!("{}ms", args.debounce.as_millis())])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting peerguard serve")?;
-        Ok(ServerProc { child, grpc_port, http_port, log })
+        Ok(ServerProc {
+            child,
+            grpc_port,
+            http_port,
+            log,
+        })
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -210,12 +314,16 @@ impl ServerProc {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        anyhow::bail!("peerguard serve not ready within {timeout:?}; log {}", self.log.display())
+        anyhow::bail!(
+            "peerguard serve not ready within {timeout:?}; log {}",
+            self.log.display()
+        )
     }
 
     /// `(VmRSS, VmHWM)` in bytes.
     fn rss(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         let field = |name: &str| {
             status
                 .lines()
@@ -238,7 +346,8 @@ impl Drop for ServerProc {
 
 /// GET on the ops endpoint: (status, body).
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let r = peerguard_harness::http1::get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path).ok()?;
+    let r = peerguard_harness::http1::get(std::net::SocketAddr::from(([127, 0, 0, 1], port)), path)
+        .ok()?;
     Some((r.status, r.text()))
 }
 

@@ -5,7 +5,9 @@
 //! server (TCP). A port that carries both HTTP and TCP requests sniffs the protocol per
 //! connection, as Istio's inbound listener does on a port without a declared protocol.
 
-use peerguard_server::envoy_config::{self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization};
+use peerguard_server::envoy_config::{
+    self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
+};
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -45,13 +47,21 @@ pub struct Bootstrap<'a> {
 
 impl Bootstrap<'_> {
     pub fn to_json(&self) -> Value {
-        let listeners = self.listeners.iter().map(|l| self.inbound(l).listener()).collect();
-        let cluster = |name: &str, a: SocketAddr| ec::static_cluster(name, &[(a.ip().to_string(), a.port())]);
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| self.inbound(l).listener())
+            .collect();
+        let cluster =
+            |name: &str, a: SocketAddr| ec::static_cluster(name, &[(a.ip().to_string(), a.port())]);
         ec::bootstrap(
             None,
             ec::admin("127.0.0.1", 0),
             listeners,
-            vec![cluster(HTTP_CLUSTER, self.http_upstream), cluster(TCP_CLUSTER, self.tcp_upstream)],
+            vec![
+                cluster(HTTP_CLUSTER, self.http_upstream),
+                cluster(TCP_CLUSTER, self.tcp_upstream),
+            ],
         )
     }
 
@@ -68,7 +78,10 @@ impl Bootstrap<'_> {
                 ca_pem: self.mesh_root_pem.into(),
             },
             authz: match &self.filter {
-                Some(f) => Authz::Wasm { module: f.wasm.display().to_string(), policy_json: Some(l.policy_json.clone()) },
+                Some(f) => Authz::Wasm {
+                    module: f.wasm.display().to_string(),
+                    policy_json: Some(l.policy_json.clone()),
+                },
                 None => Authz::None,
             },
             chains: Chains::Both,

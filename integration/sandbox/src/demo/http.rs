@@ -207,7 +207,6 @@ fn reason(code: u16) -> &'static str {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
