@@ -28,7 +28,7 @@ PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
 export PEERGUARD_WASM
 
 step "build peerguard"
-cargo build -p peerguard-server >&2
+cargo build -p peerguard >&2
 pg="$CARGO_TARGET_DIR/debug/peerguard"
 
 step "start the sandbox"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: installs what is missing, builds the wasm filter and the
-# binary, then runs unit tests, the conformance suite in-process and through real Envoy,
-# and the Envoy end-to-end tests.
+# The README's test command: installs what is missing, checks formatting and lints (native
+# and wasm32, -D warnings), builds the wasm filter and the binary, then runs unit tests, the
+# conformance suite in-process and through real Envoy, and the Envoy end-to-end tests.
 #   CONFORMANCE_DIR   scenario directory (default: ../shared/conformance/cases)
 #   CARGO_TARGET_DIR  build directory (default: /var/tmp/peerguard-target, outside the clone)
 set -euo pipefail
@@ -19,6 +19,22 @@ export PEERGUARD_REQUIRE_WASM=${PEERGUARD_REQUIRE_WASM:-1}
 
 step "build the wasm filter (wasm32-unknown-unknown, $PEERGUARD_WASM_TOOLCHAIN toolchain)"
 export PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
+
+step "format (cargo fmt --check)"
+cargo fmt --all --check
+
+step "lint (clippy, -D warnings; clippy.toml lets tests unwrap, expect and panic)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "lint the wasm32 build (the proxy-wasm adapter exists only there)"
+if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+  cargo clippy -p peerguard-filter -p peerguard-noop-wasm --no-default-features \
+    --target wasm32-unknown-unknown --lib -- -D warnings
+elif [ -n "${CI:-}" ]; then
+  echo "clippy for wasm32 needs rustup's wasm32-unknown-unknown target" >&2; exit 1
+else
+  echo "SKIPPED: no rustup wasm32-unknown-unknown target (Debian toolchain has no clippy for it)"
+fi
 
 step "build"
 cargo build --workspace --all-targets
