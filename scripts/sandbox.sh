@@ -7,11 +7,10 @@
 #   bash scripts/sandbox.sh --foreground    # stay attached; Ctrl-C stops everything
 #   (any argument is passed to `peerguard sandbox up`)
 #
-# Then:
-#   pg=$CARGO_TARGET_DIR/debug/peerguard      (printed below)
-#   $pg sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers
-#   $pg sandbox apply integration/sandbox/stages/3-strict.yaml && $pg sandbox matrix
-#   $pg sandbox down
+# Then (`peerguard` is linked into PATH, scripts/link-peerguard.sh):
+#   peerguard sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers
+#   peerguard sandbox apply integration/sandbox/stages/3-strict.yaml && peerguard sandbox matrix
+#   peerguard sandbox down
 # Env: CARGO_TARGET_DIR (default /var/tmp/peerguard-target), PEERGUARD_SANDBOX_DIR.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +29,7 @@ export PEERGUARD_WASM
 step "build peerguard"
 cargo build -p peerguard-server >&2
 pg="$CARGO_TARGET_DIR/debug/peerguard"
+bash scripts/link-peerguard.sh "$pg"
 
 step "start the sandbox"
 "$pg" sandbox down >/dev/null 2>&1 || true
