@@ -35,13 +35,13 @@ step "start the sandbox"
 "$pg" sandbox down >/dev/null 2>&1 || true
 case " $* " in
   *" --foreground "*)
-    printf 'next (another terminal): %s sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' "$pg" >&2
+    printf 'next (another terminal): peerguard sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' >&2
     exec "$pg" sandbox up --wasm "$PEERGUARD_WASM" "$@" ;;
 esac
 start=$(date +%s%N)
 "$pg" sandbox up --wasm "$PEERGUARD_WASM" "$@"
 ms=$(( ($(date +%s%N) - start) / 1000000 ))
 printf '\nsandbox started and stage-1 matrix measured in %d.%03d s\n' $((ms / 1000)) $((ms % 1000)) >&2
-printf 'next: %s sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' "$pg" >&2
-printf '      %s sandbox apply integration/sandbox/stages/3-strict.yaml; %s sandbox matrix\n' "$pg" "$pg" >&2
-printf '      %s sandbox down\n' "$pg" >&2
+printf 'next: peerguard sandbox exec sleep.full -- GET http://httpbin.partial:8000/headers\n' >&2
+printf '      peerguard sandbox apply integration/sandbox/stages/3-strict.yaml; peerguard sandbox matrix\n' >&2
+printf '      peerguard sandbox down\n' >&2
