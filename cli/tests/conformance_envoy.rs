@@ -19,7 +19,7 @@ fn conformance_cases_through_envoy() -> anyhow::Result<()> {
     let dir = std::env::var_os("CONFORMANCE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases")
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/conformance/cases")
         });
     if !dir.is_dir() {
         bail!(
