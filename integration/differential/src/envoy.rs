@@ -80,6 +80,7 @@ impl BatchConfig<'_> {
                     protocol: proto,
                     trust_domains: self.trust_domains.to_vec(),
                     policy_json: s.policy_json.clone(),
+                    path_normalization: None,
                 });
             }
         }

@@ -23,6 +23,8 @@ pub struct ListenerSpec {
     pub trust_domains: Vec<String>,
     /// The filter's configuration (a serialized `WorkloadPolicy`).
     pub policy_json: String,
+    /// This listener's path normalization; `None`: the bootstrap's.
+    pub path_normalization: Option<PathNormalization>,
 }
 
 /// Where the filter comes from; `None` runs Envoy without peerguard (handshake checks only).
@@ -85,7 +87,7 @@ impl Bootstrap<'_> {
                 None => Authz::None,
             },
             chains: Chains::Both,
-            path_normalization: self.path_normalization,
+            path_normalization: l.path_normalization.unwrap_or(self.path_normalization),
             http_cluster: HTTP_CLUSTER.into(),
             tcp_cluster: TCP_CLUSTER.into(),
             route_timeout: Some("5s".into()),

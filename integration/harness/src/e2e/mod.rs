@@ -262,6 +262,9 @@ fn plan_listeners(
                 protocol: proto,
                 trust_domains: s.trust_domains.clone(),
                 policy_json: policy_json.clone(),
+                // The connection manager normalizes as the scenario's mesh says, so that
+                // `--envoy` and in-process runs answer the same question.
+                path_normalization: Some(s.policy.path_normalization),
             });
         }
     }
