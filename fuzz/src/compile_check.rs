@@ -62,6 +62,7 @@ pub fn meshes() -> Vec<MeshConfig> {
             trust_domain: "td1".into(),
             trust_domain_aliases: vec!["cluster.local".into(), "old-td".into()],
             root_namespace: "mesh-root".into(),
+            ..MeshConfig::default()
         },
     ]
 }
@@ -79,6 +80,7 @@ pub fn requests() -> Vec<Request> {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            ..HttpRequest::default()
         })
     };
     vec![

@@ -230,6 +230,8 @@ impl Case {
             },
             trust_domain: TRUST_DOMAIN.into(),
             trust_domain_aliases: Vec::new(),
+            path_normalization: Default::default(),
+            num_trusted_proxies: 0,
             mtls: MtlsPolicy {
                 default: ModeFrom {
                     mode: MtlsMode::Permissive,
