@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test of the peerguard wasm module in a real Envoy (from .peerguard/env), with the
-# reference sidecar config (manifests/envoy/reference-sidecar.yaml), a throwaway CA made with
-# openssl, and python's http.server as the application.
+# reference sidecar config (`peerguard bootstrap --static`, the generator of
+# manifests/envoy/reference-sidecar.yaml), a throwaway CA made with openssl, and python's
+# http.server as the application.
 #
 #   bash scripts/smoke-wasm.sh        # prints one PASS/FAIL line per check, then "N passed, N failed"
 #
@@ -21,6 +22,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 . "$root/.peerguard/env"
 envoy=${PEERGUARD_ENVOY:?}
 wasm=${PEERGUARD_WASM:-$(bash "$root/scripts/build-wasm.sh")} || { echo "build failed"; exit 1; }
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+(cd "$root" && cargo build -q -p peerguard) || { echo "build failed"; exit 1; }
+pg="$CARGO_TARGET_DIR/debug/peerguard"
 
 work=$(mktemp -d /tmp/peerguard-smoke.XXXXXX)
 pids=()
@@ -77,13 +81,13 @@ app_port=$(free_port)
 python3 -m http.server "$app_port" --bind 127.0.0.1 >app.log 2>&1 &
 pids+=($!)
 
-# start_envoy NAME [render args...]: renders NAME.yaml and starts Envoy; sets admin/http/tcp ports.
+# start_envoy NAME [bootstrap args...]: renders NAME.yaml and starts Envoy; sets admin/http/tcp ports.
 start_envoy() {
   local name=$1; shift
   admin=$(free_port); http=$(free_port); tcp=$(free_port)
-  python3 "$root/manifests/envoy/render.py" "$root/manifests/envoy/reference-sidecar.yaml" "$name.yaml" \
-    ADMIN_PORT="$admin" HTTP_PORT="$http" TCP_PORT="$tcp" APP_PORT="$app_port" WASM="$wasm" \
-    CA="$work/ca.pem" CERT="$work/server.pem" KEY="$work/server.key" TRUST_DOMAIN=cluster.local "$@" \
+  "$pg" bootstrap --static --admin-port "$admin" --inbound-port "$http" --tcp-port "$tcp" --app-port "$app_port" \
+    --wasm "$wasm" --ca-file "$work/ca.pem" --cert-file "$work/server.pem" --key-file "$work/server.key" \
+    --trust-domain cluster.local "$@" > "$name.yaml" \
     || return 1
   "$envoy" -c "$name.yaml" --disable-hot-restart --concurrency 1 -l info \
     --component-log-level wasm:debug >"$name.log" 2>&1 &
@@ -165,7 +169,7 @@ grep -qE '^peerguard_policy_allowed\{peerguard_policy="foo.allow-sleep"\} [0-9]'
 kill "$envoy_pid" 2>/dev/null; wait "$envoy_pid" 2>/dev/null
 
 # --- 2. no configuration: starts, denies everything ---------------------------------------
-start_envoy noconfig --no-policy
+start_envoy noconfig
 if wait_ready; then pass "envoy starts without configuration"; else fail "envoy without configuration did not start"; tail -20 noconfig.log; fi
 r=$(req "$http" sleep); echo "  no config, http mTLS foo/sleep -> $r"
 [ "$r" = "403 0 RBAC: access denied" ] && pass "no configuration: HTTP denied 403" || fail "no configuration: $r"

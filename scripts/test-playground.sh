@@ -17,5 +17,5 @@ export PEERGUARD_REQUIRE_BROWSER=${PEERGUARD_REQUIRE_BROWSER:-1}
 bash scripts/setup-browser.sh
 bash scripts/build-playground.sh >/dev/null
 # Rebuilt after the page so the binary embeds it (playground/build.rs).
-cargo build -p peerguard-server --bin peerguard
+cargo build -p peerguard --bin peerguard
 cargo test -p peerguard-playground --test browser -- --nocapture

@@ -1,5 +1,5 @@
-//! Runs every conformance case of `$CONFORMANCE_DIR` (default `../shared/conformance/cases`
-//! next to the workspace) in-process: compile + decide. e2e-only requests are skipped (the
+//! Runs every conformance case of `$CONFORMANCE_DIR` (default the repository's
+//! `integration/conformance/cases`) in-process: compile + decide. e2e-only requests are skipped (the
 //! end-to-end runner covers them). Same runner as `peerguard test`.
 
 use peerguard_filter::scenario::{self, Outcome};
@@ -8,7 +8,7 @@ use std::path::PathBuf;
 fn cases_dir() -> PathBuf {
     match std::env::var_os("CONFORMANCE_DIR") {
         Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../integration/conformance/cases"),
     }
 }
 

@@ -28,8 +28,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
 wasm=$(bash "$root/scripts/build-wasm.sh")
 noop=$(bash "$root/integration/bench/build-noop-wasm.sh")
 # Release: the load client must not be the bottleneck (it shares the 2 cores with Envoy).
-log "cargo build --release -p peerguard-server"
-cargo build --release -p peerguard-server >&2
+log "cargo build --release -p peerguard"
+cargo build --release -p peerguard >&2
 bin="$CARGO_TARGET_DIR/release/peerguard"
 [ -x "$bin" ] || { log "expected $bin, not found"; exit 1; }
 

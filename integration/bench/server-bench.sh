@@ -28,8 +28,8 @@ case " $* " in
   *" --skip-envoy "*) ;;
   *) PEERGUARD_WASM=$(bash "$root/scripts/build-wasm.sh"); export PEERGUARD_WASM ;;
 esac
-log "cargo build --release -p peerguard-server"
-cargo build --release -p peerguard-server >&2
+log "cargo build --release -p peerguard"
+cargo build --release -p peerguard >&2
 bin="$CARGO_TARGET_DIR/release/peerguard"
 [ -x "$bin" ] || { log "expected $bin, not found"; exit 1; }
 log "$bin bench server $*"

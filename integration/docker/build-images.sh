@@ -77,8 +77,8 @@ docker run --rm --network none "$envoy_image" envoy --version | grep -o 'version
 
 step "peerguard image $pg_image ($profile build)"
 if [ "${PEERGUARD_SKIP_CARGO:-0}" != 1 ]; then
-  if [ "$profile" = release ]; then cargo build -q -p peerguard-server --release >&2
-  else cargo build -q -p peerguard-server >&2; fi
+  if [ "$profile" = release ]; then cargo build -q -p peerguard --release >&2
+  else cargo build -q -p peerguard >&2; fi
   bash scripts/build-wasm.sh >/dev/null
 fi
 bin="$CARGO_TARGET_DIR/$profile/peerguard"

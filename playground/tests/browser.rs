@@ -64,21 +64,30 @@ fn repo() -> PathBuf {
 }
 
 fn case_files() -> Vec<PathBuf> {
-    let shared = std::env::var_os("CONFORMANCE_DIR")
+    // The project's cases (CONFORMANCE_DIR, as scripts/test.sh sets it), and the upstream
+    // shared ones when present; a file name seen twice is read once.
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let own = std::env::var_os("CONFORMANCE_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/conformance/cases"));
-    let mut files = Vec::new();
-    for dir in [shared, repo().join("integration/conformance/cases")] {
-        for e in std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e} (set CONFORMANCE_DIR)", dir.display()))
-        {
+        .unwrap_or_else(|| repo.join("integration/conformance/cases"));
+    let shared = std::env::var_os("SHARED_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo.join("../shared/conformance/cases"));
+    let mut files: std::collections::BTreeMap<std::ffi::OsString, PathBuf> = Default::default();
+    for (dir, required) in [(own, true), (shared, false)] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if required => panic!("{}: {e}", dir.display()),
+            Err(_) => continue,
+        };
+        for e in entries {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "yaml") {
-                files.push(p);
+                files.entry(p.file_name().unwrap().to_owned()).or_insert(p);
             }
         }
     }
-    files.sort();
+    let files: Vec<PathBuf> = files.into_values().collect();
     files
 }
 

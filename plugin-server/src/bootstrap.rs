@@ -1,30 +1,22 @@
-//! `peerguard bootstrap`: an Envoy bootstrap for a sidecar that gets its peerguard filter
-//! configuration over ECDS and its certificates over SDS from `peerguard serve`.
+//! `peerguard bootstrap`: an Envoy bootstrap for an inbound sidecar, built from the one
+//! vocabulary in [`crate::envoy_config`].
 //!
-//! Shape (inbound side only):
-//! - static cluster `peerguard-xds`: HTTP/2 to the server; every xDS stream carries the
-//!   node's bootstrap token as gRPC initial metadata (`x-peerguard-token`);
-//! - listener `inbound` with `tls_inspector` and two chains: TLS (SDS `default` + `ROOTCA`,
-//!   client certificate required, URI SAN prefix `spiffe://<td>/` for the trust domain and
-//!   each alias, as Istio's handshake check, spec 1.3) and plaintext. Whether plaintext is
-//!   allowed is the filter's decision (PeerAuthentication), so both chains run it;
-//! - HTTP: HCM with the wasm filter from ECDS (`initial_fetch_timeout: 0s`: the listener
-//!   waits for its policy, as Istio does for extensions), XFCC `SANITIZE_SET`, router to
-//!   the app; TCP: the network wasm filter from ECDS, then `tcp_proxy` to the app.
-//!   `default_config` is a deny-all RBAC, used only if the fetch fails.
-//!
-//! Emitted as JSON values, never protos (envoy-types has no serde).
+//! - Default: the sidecar gets its filter configuration over ECDS and its certificates over
+//!   SDS from `peerguard serve` (static cluster `peerguard-xds`; every xDS stream carries the
+//!   node's bootstrap token as gRPC initial metadata `x-peerguard-token`). One listener
+//!   `inbound` serves `--protocol` (http, tcp, or sniff: both on one port). The ECDS filters
+//!   wait for their first configuration (`initial_fetch_timeout: 0s`); a deny-all RBAC is the
+//!   default used only if the fetch fails.
+//! - `--static`: the reference sidecar of `manifests/envoy/reference-sidecar.yaml`, without a
+//!   server: an HTTP and a TCP listener, certificates from files, the module and its
+//!   `WorkloadPolicy` (`--policy-file`) inline.
 
-use crate::snapshot::{HTTP_FILTER, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, SECRET_CERT, SECRET_ROOT, TCP_FILTER};
+use crate::envoy_config::{
+    self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
+};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
-use std::path::PathBuf;
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    Http,
-    Tcp,
-}
+use std::path::{Path, PathBuf};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -35,14 +27,15 @@ pub enum Format {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The workload this Envoy runs as, `<namespace>/<name>` (a `Workload` in the registry).
-    #[arg(long)]
-    pub node: String,
+    #[arg(long, required_unless_present = "static_sidecar")]
+    pub node: Option<String>,
     /// The peerguard server: `HOST:PORT` or `unix:/path/to.sock`.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub server: String,
-    /// The .wasm module path; the server sends the path Envoy loads, this one is only
-    /// checked to exist so a wrong path fails here rather than at the first ECDS push.
-    #[arg(long)]
+    /// The .wasm module path. With the server it only is checked to exist (the server sends
+    /// the path Envoy loads), so a wrong path fails here rather than at the first ECDS push;
+    /// with `--static` it is the path Envoy loads.
+    #[arg(long, required_if_eq("static_sidecar", "true"))]
     pub wasm: Option<PathBuf>,
     /// The node's bootstrap token (see `<state-dir>/tokens/<ns>/<name>.token`).
     #[arg(long, conflicts_with = "token_file")]
@@ -55,10 +48,16 @@ pub struct Args {
     pub trust_domain: String,
     #[arg(long = "trust-domain-alias")]
     pub trust_domain_aliases: Vec<String>,
-    /// HTTP (HCM + HTTP filter) or TCP (network filter + tcp_proxy).
+    /// What the inbound port serves: http (connection manager + HTTP filter), tcp (network
+    /// filter + tcp_proxy), or sniff (both on one port, told apart per connection as Istio
+    /// does on a port without a declared protocol).
     #[arg(long, value_enum, default_value = "http")]
-    pub protocol: Protocol,
-    /// Port of the inbound listener.
+    pub protocol: AppProtocol,
+    /// Istio's `meshConfig.pathNormalization`: NONE, BASE, MERGE_SLASHES or
+    /// DECODE_AND_MERGE_SLASHES. The filter decides on the path the app receives.
+    #[arg(long, default_value = "BASE")]
+    pub path_normalization: PathNormalization,
+    /// Port of the inbound listener (with `--static`: the HTTP listener).
     #[arg(long, default_value_t = 15006)]
     pub inbound_port: u16,
     /// Address the inbound listener binds.
@@ -74,6 +73,23 @@ pub struct Args {
     pub admin_port: u16,
     #[arg(long, value_enum, default_value = "yaml")]
     pub format: Format,
+    /// The reference sidecar without a server (see the module docs).
+    #[arg(long = "static")]
+    pub static_sidecar: bool,
+    /// `--static`: port of the TCP listener.
+    #[arg(long, default_value_t = 15007)]
+    pub tcp_port: u16,
+    /// `--static`: this workload's certificate, its key, and the mesh roots (PEM files).
+    #[arg(long, required_if_eq("static_sidecar", "true"))]
+    pub cert_file: Option<PathBuf>,
+    #[arg(long, required_if_eq("static_sidecar", "true"))]
+    pub key_file: Option<PathBuf>,
+    #[arg(long, required_if_eq("static_sidecar", "true"))]
+    pub ca_file: Option<PathBuf>,
+    /// `--static`: the `WorkloadPolicy` JSON the filters run (from `peerguard compile`).
+    /// Without it the filters start with no configuration and deny everything.
+    #[arg(long)]
+    pub policy_file: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -82,25 +98,31 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         Format::Json => serde_json::to_string_pretty(&value)?,
         Format::Yaml => serde_saphyr::to_string(&value).context("rendering YAML")?,
     };
-    println!("{text}");
+    crate::cli::output::write_stdout(&(text + "\n"))?;
     Ok(0)
 }
 
-fn socket_address(addr: &str) -> anyhow::Result<(Value, bool)> {
-    if let Some(path) = addr.strip_prefix("unix:") {
-        return Ok((json!({"pipe": {"path": path}}), false));
-    }
-    let (host, port) = addr.rsplit_once(':').with_context(|| format!("--server {addr:?}: expected HOST:PORT or unix:/path"))?;
-    let port: u16 = port.parse().with_context(|| format!("--server {addr:?}: bad port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let is_ip = host.parse::<std::net::IpAddr>().is_ok();
-    Ok((json!({"socket_address": {"address": host, "port_value": port}}), !is_ip))
+fn trust_domains(args: &Args) -> Vec<String> {
+    let mut tds = vec![args.trust_domain.clone()];
+    tds.extend(args.trust_domain_aliases.iter().cloned());
+    tds
 }
 
+fn app_cluster(address: &str, port: u16) -> Value {
+    ec::static_cluster(APP_CLUSTER, &[(address.to_string(), port)])
+}
+
+/// The local application's cluster.
+pub const APP_CLUSTER: &str = "inbound-app";
+
 pub fn build(args: &Args) -> anyhow::Result<Value> {
-    let (ns, name) = match args.node.split_once('/') {
+    if args.static_sidecar {
+        return build_static(args);
+    }
+    let node = args.node.as_deref().unwrap_or_default();
+    let (ns, name) = match node.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => (ns, name),
-        _ => bail!("--node {:?}: expected <namespace>/<name>", args.node),
+        _ => bail!("--node {node:?}: expected <namespace>/<name>"),
     };
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => t.trim().to_string(),
@@ -109,130 +131,138 @@ pub fn build(args: &Args) -> anyhow::Result<Value> {
     };
     if let Some(w) = &args.wasm {
         if !w.is_file() {
-            bail!("--wasm {}: no such file (build it with scripts/build-wasm.sh)", w.display());
+            bail!(
+                "--wasm {}: no such file (build it with scripts/build-wasm.sh)",
+                w.display()
+            );
         }
     }
-    let (xds_addr, dns) = socket_address(&args.server)?;
-    let grpc = json!({
-        "api_type": "GRPC",
-        "transport_api_version": "V3",
-        "grpc_services": [{
-            "envoy_grpc": {"cluster_name": "peerguard-xds"},
-            "initial_metadata": [{"key": crate::node::TOKEN_HEADER, "value": token}],
-        }],
-    });
-    let source = json!({"api_config_source": grpc, "resource_api_version": "V3", "initial_fetch_timeout": "0s"});
-
-    let mut san = vec![json!({"san_type": "URI", "matcher": {"prefix": format!("spiffe://{}/", args.trust_domain)}})];
-    for alias in &args.trust_domain_aliases {
-        san.push(json!({"san_type": "URI", "matcher": {"prefix": format!("spiffe://{alias}/")}}));
-    }
-    let mut common = json!({
-        "tls_params": {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"},
-        "tls_certificate_sds_secret_configs": [{"name": SECRET_CERT, "sds_config": source}],
-        "combined_validation_context": {
-            "default_validation_context": {"match_typed_subject_alt_names": san},
-            "validation_context_sds_secret_config": {"name": SECRET_ROOT, "sds_config": source},
+    let xds = ec::xds_cluster(&args.server).with_context(|| "--server".to_string())?;
+    let source = ec::xds_config_source(&token);
+    let inbound = Inbound {
+        name: "inbound".into(),
+        address: args.inbound_address.clone(),
+        port: args.inbound_port,
+        protocol: args.protocol,
+        trust_domains: trust_domains(args),
+        certs: Certs::Sds {
+            source: source.clone(),
         },
-    });
-    if args.protocol == Protocol::Http {
-        common["alpn_protocols"] = json!(["h2", "http/1.1"]);
-    }
-    let tls = json!({
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-            "require_client_certificate": true,
-            "common_tls_context": common,
-        },
-    });
-
-    let filters = match args.protocol {
-        Protocol::Http => vec![json!({
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "inbound_http",
-                "codec_type": "AUTO",
-                "forward_client_cert_details": "SANITIZE_SET",
-                "set_current_client_cert_details": {"uri": true},
-                "route_config": {
-                    "name": "inbound",
-                    "virtual_hosts": [{"name": "app", "domains": ["*"], "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "inbound-app"}}]}],
-                },
-                "http_filters": [
-                    {
-                        "name": HTTP_FILTER,
-                        "config_discovery": {
-                            "config_source": source,
-                            "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": {}},
-                            "type_urls": [HTTP_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"],
-                        },
-                    },
-                    {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
-                ],
-            },
-        })],
-        Protocol::Tcp => vec![
-            json!({
-                "name": TCP_FILTER,
-                "config_discovery": {
-                    "config_source": source,
-                    "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "peerguard_default", "rules": {}},
-                    "type_urls": [NETWORK_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"],
-                },
-            }),
-            json!({
-                "name": "envoy.filters.network.tcp_proxy",
-                "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", "stat_prefix": "inbound_tcp", "cluster": "inbound-app"},
-            }),
-        ],
+        authz: Authz::Ecds { source },
+        chains: Chains::Both,
+        path_normalization: args.path_normalization,
+        http_cluster: APP_CLUSTER.into(),
+        tcp_cluster: APP_CLUSTER.into(),
+        route_timeout: None,
     };
+    let node = json!({"id": format!("{ns}/{name}"), "cluster": name, "metadata": {"NAMESPACE": ns, "WORKLOAD_NAME": name}});
+    Ok(ec::bootstrap(
+        Some(node),
+        ec::admin("127.0.0.1", args.admin_port),
+        vec![inbound.listener()],
+        vec![xds, app_cluster(&args.app_address, args.app_port)],
+    ))
+}
 
-    let listener = json!({
-        "name": "inbound",
-        "address": {"socket_address": {"address": args.inbound_address, "port_value": args.inbound_port}},
-        "listener_filters": [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"}}],
-        "filter_chains": [
-            {"name": "inbound-mtls", "filter_chain_match": {"transport_protocol": "tls"}, "transport_socket": tls, "filters": filters},
-            {"name": "inbound-plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": filters},
-        ],
-    });
-    let xds_cluster = json!({
-        "name": "peerguard-xds",
-        "type": if dns { "STRICT_DNS" } else { "STATIC" },
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {
-                    "connection_keepalive": {"interval": "30s", "timeout": "10s"},
-                }},
+/// The reference sidecar's inputs (strings as Envoy gets them: the reference manifest keeps
+/// `@PLACEHOLDERS@` in them).
+#[derive(Debug, Clone)]
+pub struct Reference {
+    pub wasm: String,
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    pub policy_json: Option<String>,
+    pub trust_domains: Vec<String>,
+    pub address: String,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    pub app_address: String,
+    pub app_port: u16,
+    pub admin_port: u16,
+    pub path_normalization: PathNormalization,
+}
+
+/// `manifests/envoy/reference-sidecar.yaml`: an HTTP and a TCP listener in front of the
+/// local app, the filter configured inline.
+pub fn reference(r: &Reference) -> Value {
+    let listener = |name: &str, port: u16, protocol: AppProtocol| {
+        Inbound {
+            name: name.into(),
+            address: r.address.clone(),
+            port,
+            protocol,
+            trust_domains: r.trust_domains.clone(),
+            certs: Certs::Files {
+                cert: r.cert.clone(),
+                key: r.key.clone(),
+                ca: r.ca.clone(),
             },
-        },
-        "load_assignment": {"cluster_name": "peerguard-xds", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": xds_addr}}]}]},
-    });
-    let app_cluster = json!({
-        "name": "inbound-app",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "load_assignment": {"cluster_name": "inbound-app", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": args.app_address, "port_value": args.app_port}}}}]}]},
-    });
-    Ok(json!({
-        "node": {
-            "id": format!("{ns}/{name}"),
-            "cluster": name,
-            "metadata": {"NAMESPACE": ns, "WORKLOAD_NAME": name},
-        },
-        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": args.admin_port}}},
-        "static_resources": {"clusters": [xds_cluster, app_cluster], "listeners": [listener]},
+            authz: Authz::Wasm {
+                module: r.wasm.clone(),
+                policy_json: r.policy_json.clone(),
+            },
+            chains: Chains::Both,
+            path_normalization: r.path_normalization,
+            http_cluster: APP_CLUSTER.into(),
+            tcp_cluster: APP_CLUSTER.into(),
+            route_timeout: None,
+        }
+        .listener()
+    };
+    ec::bootstrap(
+        None,
+        ec::admin("127.0.0.1", r.admin_port),
+        vec![
+            listener("inbound_http", r.http_port, AppProtocol::Http),
+            listener("inbound_tcp", r.tcp_port, AppProtocol::Tcp),
+        ],
+        vec![app_cluster(&r.app_address, r.app_port)],
+    )
+}
+
+fn build_static(args: &Args) -> anyhow::Result<Value> {
+    let file = |flag: &str, p: &Option<PathBuf>| -> anyhow::Result<String> {
+        let p: &Path = p
+            .as_deref()
+            .with_context(|| format!("--static needs --{flag}"))?;
+        if !p.is_file() {
+            bail!("--{flag} {}: no such file", p.display());
+        }
+        Ok(p.display().to_string())
+    };
+    let policy_json = match &args.policy_file {
+        None => None,
+        // Embedded as written: the filter validates it and refuses an invalid one (Envoy does
+        // not start), the same check as for a configuration from the server.
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading --policy-file {}", f.display()))?
+                .trim()
+                .to_string(),
+        ),
+    };
+    Ok(reference(&Reference {
+        wasm: file("wasm", &args.wasm)?,
+        cert: file("cert-file", &args.cert_file)?,
+        key: file("key-file", &args.key_file)?,
+        ca: file("ca-file", &args.ca_file)?,
+        policy_json,
+        trust_domains: trust_domains(args),
+        address: args.inbound_address.clone(),
+        http_port: args.inbound_port,
+        tcp_port: args.tcp_port,
+        app_address: args.app_address.clone(),
+        app_port: args.app_port,
+        admin_port: args.admin_port,
+        path_normalization: args.path_normalization,
     }))
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::envoy_config::listener::{HTTP_FILTER, TCP_FILTER};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -256,35 +286,107 @@ mod tests {
         assert_eq!(chains.len(), 2);
         let tls = &chains[0]["transport_socket"]["typed_config"];
         assert_eq!(tls["require_client_certificate"], true);
-        let sans = &tls["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"];
+        let sans = &tls["common_tls_context"]["combined_validation_context"]
+            ["default_validation_context"]["match_typed_subject_alt_names"];
         assert_eq!(sans[0]["matcher"]["prefix"], "spiffe://cluster.local/");
         assert_eq!(sans[1]["matcher"]["prefix"], "spiffe://old.td/");
         let hcm = &chains[0]["filters"][0]["typed_config"];
         assert_eq!(hcm["forward_client_cert_details"], "SANITIZE_SET");
         let f = &hcm["http_filters"][0];
         assert_eq!(f["name"], HTTP_FILTER);
-        assert_eq!(f["config_discovery"]["config_source"]["initial_fetch_timeout"], "0s");
-        let md = &f["config_discovery"]["config_source"]["api_config_source"]["grpc_services"][0]["initial_metadata"][0];
+        assert_eq!(
+            f["config_discovery"]["config_source"]["initial_fetch_timeout"],
+            "0s"
+        );
+        let md = &f["config_discovery"]["config_source"]["api_config_source"]["grpc_services"][0]
+            ["initial_metadata"][0];
         assert_eq!(md["key"], "x-peerguard-token");
         assert_eq!(md["value"], "abc");
     }
 
     #[test]
     fn tcp_bootstrap_uses_the_network_filter() {
-        let b = build(&args(&["--protocol", "tcp", "--server", "unix:/run/pg.sock"])).unwrap();
+        let b = build(&args(&[
+            "--protocol",
+            "tcp",
+            "--server",
+            "unix:/run/pg.sock",
+        ]))
+        .unwrap();
         let f = &b["static_resources"]["listeners"][0]["filter_chains"][1]["filters"];
         assert_eq!(f[0]["name"], TCP_FILTER);
         assert_eq!(f[1]["name"], "envoy.filters.network.tcp_proxy");
-        assert_eq!(b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"], "/run/pg.sock");
+        assert_eq!(
+            b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+                [0]["endpoint"]["address"]["pipe"]["path"],
+            "/run/pg.sock"
+        );
     }
 
     #[test]
     fn refuses_bad_input() {
         let mut a = args(&[]);
-        a.node = "nonamespace".into();
+        a.node = Some("nonamespace".into());
         assert!(build(&a).is_err());
         let mut a = args(&[]);
         a.token = None;
         assert!(build(&a).unwrap_err().to_string().contains("token"));
+        let mut a = args(&[]);
+        a.server = "nowhere".into();
+        assert!(format!("{:#}", build(&a).unwrap_err()).contains("expected HOST:PORT"));
+    }
+
+    #[test]
+    fn path_normalization_is_a_setting() {
+        let hcm = |extra: &[&str]| {
+            build(&args(extra)).unwrap()["static_resources"]["listeners"][0]["filter_chains"][0]
+                ["filters"][0]["typed_config"]
+                .clone()
+        };
+        let base = hcm(&[]);
+        assert_eq!(
+            (
+                base["normalize_path"].clone(),
+                base["merge_slashes"].clone()
+            ),
+            (json!(true), json!(false))
+        );
+        assert_eq!(base["use_remote_address"], true);
+        assert_eq!(base["xff_num_trusted_hops"], 0);
+        let decode = hcm(&["--path-normalization", "DECODE_AND_MERGE_SLASHES"]);
+        assert_eq!(
+            decode["path_with_escaped_slashes_action"],
+            "UNESCAPE_AND_FORWARD"
+        );
+        assert_eq!(decode["merge_slashes"], true);
+        assert_eq!(
+            hcm(&["--path-normalization", "NONE"])["normalize_path"],
+            false
+        );
+    }
+
+    #[test]
+    fn static_sidecar_needs_its_files() {
+        let r = T::try_parse_from(["x", "--static", "--wasm", "/m.wasm"]);
+        assert!(
+            r.is_err(),
+            "--static without --cert-file/--key-file/--ca-file"
+        );
+        let a = T::try_parse_from([
+            "x",
+            "--static",
+            "--wasm",
+            "/nonexistent.wasm",
+            "--cert-file",
+            "/c",
+            "--key-file",
+            "/k",
+            "--ca-file",
+            "/ca",
+        ])
+        .unwrap()
+        .a;
+        assert!(format!("{:#}", build(&a).unwrap_err())
+            .contains("--wasm /nonexistent.wasm: no such file"));
     }
 }

@@ -1,17 +1,15 @@
-//! peerguard's server-side crate: the xDS extension server and the tools around it. The
-//! `peerguard` binary (`main.rs`) is a thin clap front; every subcommand lives here so that
-//! tests and benchmarks drive the same code.
+//! peerguard's product: the xDS extension server (`serve`: sources, registry, CA, snapshots,
+//! xDS), the Envoy configuration it implies (`bootstrap`), and the in-process tools
+//! (`cli`: compile, explain, test). The `peerguard` binary (package `peerguard`, `cli/`) is
+//! a thin clap front over this crate and the tooling crates under `integration/`.
 
-pub mod bench;
 pub mod bootstrap;
 pub mod ca;
 pub mod cli;
-pub mod demo;
-pub mod e2e;
+pub mod envoy_config;
 pub mod node;
 pub mod ops;
 pub mod registry;
-pub mod sandbox;
 pub mod serve;
 pub mod snapshot;
 pub mod source;

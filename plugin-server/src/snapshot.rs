@@ -16,19 +16,9 @@ use tokio::sync::watch;
 
 pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
 pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
-pub const HTTP_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
-pub const NETWORK_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
-
-/// ECDS resource names (the `name` of the filter in the listener).
-pub const HTTP_FILTER: &str = "peerguard-http";
-pub const TCP_FILTER: &str = "peerguard-tcp";
-/// Istio's SDS secret names.
-pub const SECRET_CERT: &str = "default";
-pub const SECRET_ROOT: &str = "ROOTCA";
-
-/// `root_id`s the filter uses to tell its HTTP and network roles apart.
-pub const HTTP_ROOT_ID: &str = "peerguard_http";
-pub const TCP_ROOT_ID: &str = "peerguard_tcp";
+/// Names shared with the listeners that load these resources (one vocabulary).
+pub use crate::envoy_config::listener::{HTTP_FILTER, SECRET_CERT, SECRET_ROOT, TCP_FILTER};
+pub use crate::envoy_config::{HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, V8_RUNTIME, VM_ID};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned {
@@ -67,8 +57,8 @@ fn plugin(name: &str, root_id: &str, wasm_path: &str, policy_json: &str) -> Plug
         root_id: root_id.to_string(),
         vm: Some(plugin_config::Vm::VmConfig(VmConfig {
             // One VM for both roles: same code, same vm_id.
-            vm_id: "peerguard".to_string(),
-            runtime: "envoy.wasm.runtime.v8".to_string(),
+            vm_id: VM_ID.to_string(),
+            runtime: V8_RUNTIME.to_string(),
             code: Some(AsyncDataSource {
                 specifier: Some(async_data_source::Specifier::Local(DataSource {
                     specifier: Some(data_source::Specifier::Filename(wasm_path.to_string())),
@@ -168,7 +158,6 @@ impl Store {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use prost::Message;

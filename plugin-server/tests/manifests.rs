@@ -1,10 +1,15 @@
 //! The shipped Istio manifests carry configurations the filter accepts.
 
+#![cfg(test)]
+
 use peerguard_filter::{Engine, WorkloadPolicy};
 
 #[test]
 fn wasmplugin_plugin_configs_are_workload_policies() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/istio/wasmplugin.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/istio/wasmplugin.yaml"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let docs: Vec<serde_json::Value> =
         serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -14,10 +19,64 @@ fn wasmplugin_plugin_configs_are_workload_policies() {
     for d in &docs {
         assert_eq!(d["kind"], "WasmPlugin");
         assert_eq!(d["spec"]["failStrategy"], "FAIL_CLOSE");
-        roots.push(d["spec"]["pluginName"].as_str().unwrap_or_default().to_string());
+        roots.push(
+            d["spec"]["pluginName"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
         let policy: WorkloadPolicy = serde_json::from_value(d["spec"]["pluginConfig"].clone())
             .unwrap_or_else(|e| panic!("{path}: pluginConfig is not a WorkloadPolicy: {e}"));
         Engine::new(policy).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     assert_eq!(roots, ["peerguard_http", "peerguard_tcp"]);
+}
+
+/// `manifests/envoy/reference-sidecar.yaml` is exactly `peerguard bootstrap --static` (the one
+/// Envoy-config vocabulary) with `@PLACEHOLDERS@` as inputs: the copy users read cannot drift
+/// from what the code generates.
+#[test]
+fn reference_sidecar_is_the_generated_one() {
+    use peerguard_server::bootstrap::{reference, Reference};
+    use peerguard_server::envoy_config::PathNormalization;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/envoy/reference-sidecar.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    // Numbers in the template are placeholders too; strings stay placeholders on both sides.
+    let ports = [
+        ("@ADMIN_PORT@", 61001u16),
+        ("@HTTP_PORT@", 61002),
+        ("@TCP_PORT@", 61003),
+        ("@APP_PORT@", 61004),
+    ];
+    let mut filled = text.clone();
+    for (k, v) in ports {
+        assert!(filled.contains(k), "{path}: no {k}");
+        filled = filled.replace(k, &v.to_string());
+    }
+    let committed: serde_json::Value =
+        serde_saphyr::from_str(&filled).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let generated = reference(&Reference {
+        wasm: "@WASM@".into(),
+        cert: "@CERT@".into(),
+        key: "@KEY@".into(),
+        ca: "@CA@".into(),
+        policy_json: Some("@POLICY@".into()),
+        trust_domains: vec!["@TRUST_DOMAIN@".into()],
+        address: "0.0.0.0".into(),
+        http_port: 61002,
+        tcp_port: 61003,
+        app_address: "127.0.0.1".into(),
+        app_port: 61004,
+        admin_port: 61001,
+        path_normalization: PathNormalization::Base,
+    });
+    if committed != generated {
+        panic!(
+            "{path} differs from the generated reference sidecar.\n--- generated ---\n{}",
+            serde_saphyr::to_string(&generated).unwrap_or_default()
+        );
+    }
 }

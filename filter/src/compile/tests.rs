@@ -1,6 +1,4 @@
 //! Table tests for `compile`, one case per rule of the spec (sections 2, 3, 4.1, 4.9, 4.11, 4.12).
-// Tests assert by panicking.
-#![allow(clippy::unwrap_used, clippy::panic)]
 
 use super::*;
 use crate::istio::*;

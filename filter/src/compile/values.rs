@@ -181,7 +181,6 @@ fn suffix_match(a: &str, pattern: &str) -> bool {
 pub use crate::istio::time::rfc3339_seconds;
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::schema::TemplateSegment;

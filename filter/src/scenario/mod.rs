@@ -1,4 +1,4 @@
-//! Conformance scenario files (format: `../shared/conformance/README.md`): loading,
+//! Conformance scenario files (format: `integration/conformance/README.md`): loading,
 //! conversion of each request into a [`Request`], and comparison of a [`Decision`] with the
 //! expectations. Shared by the conformance test, `peerguard test` and the e2e runner.
 

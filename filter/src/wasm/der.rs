@@ -129,7 +129,7 @@ fn base64_decode(input: &[u8]) -> Result<Vec<u8>, String> {
 /// needed (Envoy already validated the chain, the dates and the trust-domain SAN prefix).
 /// Malformed input is an error, never a partial list. Cross-checked against x509-parser in
 /// the tests.
-fn uri_sans_from_der(der: &[u8]) -> Result<Vec<String>, String> {
+pub(crate) fn uri_sans_from_der(der: &[u8]) -> Result<Vec<String>, String> {
     const SAN_OID: &[u8] = &[0x55, 0x1d, 0x11]; // 2.5.29.17
     let (cert, rest) = tlv::expect(der, tlv::SEQUENCE, "Certificate")?;
     if !rest.is_empty() {
@@ -141,11 +141,17 @@ fn uri_sans_from_der(der: &[u8]) -> Result<Vec<String>, String> {
     let mut fields = tbs;
     let mut sans = Vec::new();
     let mut seen_san = false;
+    let mut seen_extensions = false;
     while !fields.is_empty() {
         let (tag, body, rest) = tlv::next(fields)?;
         fields = rest;
-        if tag != tlv::EXTENSIONS {
-            continue;
+        // Any other tag (e.g. a primitive `[3]`) is a malformed certificate: skipping it would
+        // read "no SANs" where a lenient parser finds some (found by fuzz/peer_identity).
+        match tag {
+            tlv::EXTENSIONS if !seen_extensions => seen_extensions = true,
+            tlv::EXTENSIONS => return Err("tbsCertificate: two extensions fields".into()),
+            t if tlv::TBS_OTHER_FIELDS.contains(&t) => continue,
+            other => return Err(format!("tbsCertificate: unexpected DER tag 0x{other:02x}")),
         }
         let (mut exts, _) = tlv::expect(body, tlv::SEQUENCE, "extensions")?;
         while !exts.is_empty() {
@@ -170,12 +176,18 @@ fn uri_sans_from_der(der: &[u8]) -> Result<Vec<String>, String> {
             while !names.is_empty() {
                 let (tag, body, rest) = tlv::next(names)?;
                 names = rest;
-                if tag == tlv::URI {
-                    let uri = std::str::from_utf8(body)
-                        .ok()
-                        .filter(|s| s.is_ascii())
-                        .ok_or("URI SAN is not IA5 (ASCII) text")?;
-                    sans.push(uri.to_string());
+                match tag {
+                    tlv::URI => {
+                        let uri = std::str::from_utf8(body)
+                            .ok()
+                            .filter(|s| s.is_ascii())
+                            .ok_or("URI SAN is not IA5 (ASCII) text")?;
+                        sans.push(uri.to_string());
+                    }
+                    t if tlv::OTHER_GENERAL_NAMES.contains(&t) => {}
+                    // Not a GeneralName (e.g. a constructed or universal tag 6): an error, not
+                    // a shorter list.
+                    other => return Err(format!("GeneralName: unexpected DER tag 0x{other:02x}")),
                 }
             }
         }
@@ -193,6 +205,16 @@ mod tlv {
     pub const EXTENSIONS: u8 = 0xa3;
     /// GeneralName `[6] IMPLICIT IA5String`.
     pub const URI: u8 = 0x86;
+
+    /// The other fields of tbsCertificate: version `[0]`, serialNumber, the SEQUENCEs
+    /// (signature, issuer, validity, subject, subjectPublicKeyInfo), issuerUniqueID `[1]` and
+    /// subjectUniqueID `[2]` (IMPLICIT BIT STRING).
+    pub const TBS_OTHER_FIELDS: &[u8] = &[0xa0, 0x02, 0x30, 0x81, 0x82];
+
+    /// The GeneralName choices other than the URI (RFC 5280 4.2.1.6, implicit tagging):
+    /// otherName `[0]`, rfc822Name `[1]`, dNSName `[2]`, x400Address `[3]`, directoryName
+    /// `[4]` (explicit), ediPartyName `[5]`, iPAddress `[7]`, registeredID `[8]`.
+    pub const OTHER_GENERAL_NAMES: &[u8] = &[0xa0, 0x81, 0x82, 0xa3, 0xa4, 0xa5, 0x87, 0x88];
 
     /// One TLV: (tag, contents, remaining input).
     pub fn next(input: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
@@ -326,5 +348,29 @@ mod tests {
         assert_eq!(c.entries.len(), SanCache::CAPACITY);
         assert!(c.get(&199u32.to_le_bytes()).is_some());
         assert!(c.get(&0u32.to_le_bytes()).is_none());
+    }
+
+    /// Found by fuzz/peer_identity: a tag that DER does not allow where the walk looks for
+    /// the extensions or a URI made the certificate read as having fewer (or no) URI SANs,
+    /// where x509-parser reads them all. Such a certificate is malformed: an error.
+    #[test]
+    fn der_walk_rejects_misencoded_extensions_and_names() {
+        let der = pem_certificate_der(TWO_SANS_PEM.as_bytes()).unwrap();
+        let retag = |from: &[u8], to: u8| {
+            let at = find(&der, from).unwrap();
+            let mut d = der.clone();
+            d[at] = to;
+            d
+        };
+        // `[3]` extensions (164 bytes long in this certificate) as a primitive tag.
+        let primitive = retag(&[tlv::EXTENSIONS, 0x81, 164, tlv::SEQUENCE], 0x83);
+        assert!(uri_sans_from_der(&primitive).unwrap_err().contains("tbsCertificate"));
+        // The second URI SAN as a constructed `[6]` and as a universal tag 6.
+        let second = b"spiffe://other.td";
+        let len = u8::try_from(second.len() + "/ns/bar/sa/b".len()).unwrap();
+        for to in [0xa6, 0x06] {
+            let d = retag(&[&[tlv::URI, len][..], second].concat(), to);
+            assert!(uri_sans_from_der(&d).unwrap_err().contains("GeneralName"), "{to:#x}");
+        }
     }
 }

@@ -30,7 +30,7 @@
 
 mod check;
 mod config;
-mod der;
+pub(crate) mod der;
 pub(crate) mod facts;
 mod metrics;
 mod seam;

@@ -5,7 +5,7 @@
 //! with `use_remote_address: true` and `xff_num_trusted_hops: 0` set on it here.
 
 use crate::harness::{
-    Bootstrap, FilterModule, ListenerProto, ListenerSpec, TestPki, HCM_NAME, PEERGUARD_FILTER_NAME,
+    is_peerguard_filter, AppProtocol, Bootstrap, FilterModule, ListenerSpec, PathNormalization, TestPki, HCM_NAME,
 };
 use crate::rbac::RbacFilters;
 use anyhow::{bail, Context as _};
@@ -70,16 +70,17 @@ impl BatchConfig<'_> {
             let ports = self
                 .http_ports
                 .iter()
-                .map(|p| (*p, ListenerProto::Http))
-                .chain(self.tcp_ports.iter().map(|p| (*p, ListenerProto::Tcp)));
+                .map(|p| (*p, AppProtocol::Http))
+                .chain(self.tcp_ports.iter().map(|p| (*p, AppProtocol::Tcp)));
             for (port, proto) in ports {
                 specs.push(ListenerSpec {
                     name: format!("set{k}_peerguard_{port}"),
                     address: s.addrs.peerguard,
                     port,
-                    proto,
+                    protocol: proto,
                     trust_domains: self.trust_domains.to_vec(),
                     policy_json: s.policy_json.clone(),
+                    path_normalization: None,
                 });
             }
         }
@@ -91,6 +92,7 @@ impl BatchConfig<'_> {
             server_key_pem: &self.pki.server().key_pem,
             http_upstream: self.http_upstream,
             tcp_upstream: self.tcp_upstream,
+            path_normalization: PathNormalization::Base,
         };
         let mut config = bootstrap.to_json();
         let listeners = config
@@ -107,7 +109,6 @@ impl BatchConfig<'_> {
         let per_set = self.http_ports.len() + self.tcp_ports.len();
         let mut reference = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter_mut().enumerate() {
-            set_connection_manager(l)?;
             let set = &self.sets[i / per_set];
             let mut r = l.clone();
             let name = l["name"]
@@ -123,19 +124,6 @@ impl BatchConfig<'_> {
         listeners.extend(reference);
         Ok(config)
     }
-}
-
-/// Both sides: the client address is the connection's (XFF is appended to, never trusted).
-fn set_connection_manager(listener: &mut Value) -> anyhow::Result<()> {
-    for chain in chains(listener)? {
-        for f in chain["filters"].as_array_mut().into_iter().flatten() {
-            if f["name"] == HCM_NAME {
-                f["typed_config"]["use_remote_address"] = Value::Bool(true);
-                f["typed_config"]["xff_num_trusted_hops"] = Value::from(0);
-            }
-        }
-    }
-    Ok(())
 }
 
 fn chains(listener: &mut Value) -> anyhow::Result<&mut Vec<Value>> {
@@ -155,7 +143,7 @@ fn swap_filters(listener: &mut Value, rbac: &RbacFilters) -> anyhow::Result<()> 
         let mut replaced = 0;
         let mut out = Vec::with_capacity(filters.len() + rbac.network.len());
         for f in filters.drain(..) {
-            if f["name"] == PEERGUARD_FILTER_NAME {
+            if is_peerguard_filter(&f["name"]) {
                 out.extend(rbac.network.iter().cloned());
                 replaced += 1;
                 continue;
@@ -168,7 +156,7 @@ fn swap_filters(listener: &mut Value, rbac: &RbacFilters) -> anyhow::Result<()> 
                 let before = http.len();
                 let mut new_http = Vec::with_capacity(before + rbac.http.len());
                 for h in http.drain(..) {
-                    if h["name"] == PEERGUARD_FILTER_NAME {
+                    if is_peerguard_filter(&h["name"]) {
                         new_http.extend(rbac.http.iter().cloned());
                         replaced += 1;
                     } else {
@@ -182,7 +170,7 @@ fn swap_filters(listener: &mut Value, rbac: &RbacFilters) -> anyhow::Result<()> 
         *filters = out;
         if replaced != 1 {
             bail!(
-                "expected exactly one `{PEERGUARD_FILTER_NAME}` filter per chain, found {replaced}"
+                "expected exactly one peerguard filter per chain, found {replaced}"
             );
         }
     }

@@ -30,7 +30,6 @@ pub fn format(d: Duration) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -266,7 +266,6 @@ fn root_params(trust_domain: &str) -> Result<CertificateParams, CaError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 

@@ -291,7 +291,6 @@ fn render(e: &Explanation) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use clap::Parser;

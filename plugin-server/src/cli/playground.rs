@@ -27,7 +27,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
     if !assets::built() {
         eprintln!(
             "error: the playground was not built into this binary. Build the page with \
-             `bash scripts/build-playground.sh`, then rebuild peerguard (cargo build -p peerguard-server)."
+             `bash scripts/build-playground.sh`, then rebuild peerguard (cargo build -p peerguard)."
         );
         return Ok(1);
     }

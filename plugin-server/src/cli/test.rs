@@ -3,8 +3,10 @@
 //!
 //! Exit code: 0 when every request passed, 1 when any failed, 2 when some input could not
 //! be used (the usable files are still run and reported).
+//!
+//! The Envoy backend is not part of this crate (it needs Envoy, a test PKI and TLS clients):
+//! the `peerguard` binary passes the harness's runner ([`EnvoyBackend`]).
 
-use crate::e2e;
 use peerguard_filter::compile::{compile, JWT_NOT_ENFORCED};
 use peerguard_filter::scenario::{self, Outcome, Scenario};
 use peerguard_filter::WorkloadPolicy;
@@ -22,6 +24,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub output: Format,
 }
+
+/// What the Envoy backend observed for one request.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub allowed: bool,
+    /// e.g. `HTTP 403 RBAC: access denied`, `TLS handshake failed: ...`, `payload echoed`.
+    pub detail: String,
+}
+
+/// Runs compiled scenarios through a real Envoy: per scenario, per request (in file
+/// order), what was observed.
+pub type EnvoyBackend<'a> =
+    &'a dyn Fn(&[(Scenario, WorkloadPolicy)]) -> anyhow::Result<Vec<Vec<Observed>>>;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -102,7 +117,8 @@ impl Report {
     }
 }
 
-pub fn run(args: Args) -> anyhow::Result<u8> {
+/// `envoy`: the backend for `--envoy` (`None`: `--envoy` is refused).
+pub fn run(args: Args, envoy: Option<EnvoyBackend<'_>>) -> anyhow::Result<u8> {
     let loaded = scenario::load_paths(&args.paths);
     let mut report = Report {
         invalid: loaded.errors.iter().map(ToString::to_string).collect(),
@@ -119,7 +135,10 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         ));
     }
     if args.envoy {
-        run_envoy(&loaded.scenarios, &mut report)?;
+        let Some(backend) = envoy else {
+            anyhow::bail!("--envoy: this build has no Envoy backend");
+        };
+        run_envoy(&loaded.scenarios, &mut report, backend)?;
     } else {
         for s in &loaded.scenarios {
             let (policy, results) = scenario::run_in_process(s);
@@ -134,12 +153,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 }
 
 /// Same loading and compiling; the e2e backend observes each request. Nothing is skipped.
-fn run_envoy(scenarios: &[Scenario], report: &mut Report) -> anyhow::Result<()> {
+fn run_envoy(
+    scenarios: &[Scenario],
+    report: &mut Report,
+    backend: EnvoyBackend<'_>,
+) -> anyhow::Result<()> {
     let compiled: Vec<(Scenario, WorkloadPolicy)> = scenarios
         .iter()
         .map(|s| (s.clone(), compile(&s.resources, &s.workload, &s.mesh())))
         .collect();
-    let observed = e2e::run(&compiled)?;
+    let observed = backend(&compiled)?;
     if observed.len() != compiled.len() {
         anyhow::bail!(
             "e2e backend returned results for {} scenarios, expected {}",

@@ -25,9 +25,6 @@ pub struct Builder {
     pub registry_tx: watch::Sender<Arc<Registry>>,
     pub metrics: Arc<Metrics>,
     pub certs: BTreeMap<WorkloadKey, IssuedCert>,
-    /// Testing only (hidden `--debug-corrupt-config-if`): while this file exists, the policy
-    /// sent over ECDS is not valid JSON, so the filter refuses it in `on_configure` (a NACK).
-    pub corrupt_if: Option<PathBuf>,
     /// What readiness depends on beyond the current inputs.
     pub history: History,
 }
@@ -108,7 +105,6 @@ impl Builder {
         let mut keep = BTreeSet::new();
         let mut diagnostics = 0usize;
         let hold = inputs.hold_policy();
-        let corrupt = self.corrupt_if.as_ref().is_some_and(|p| p.exists());
         self.metrics.clear("peerguard_workload_cert_expiry_timestamp_seconds");
         // Each namespace's view is computed once: compiling every workload against the whole
         // mesh made a reload of 10,000 policies cost seconds.
@@ -123,7 +119,6 @@ impl Builder {
                 tracing::debug!(node = %key, "compile: {d}");
             }
             let json = match serde_json::to_string(&policy) {
-                Ok(_) if corrupt => "{\"corrupted by --debug-corrupt-config-if\"".to_string(),
                 Ok(j) => j,
                 Err(e) => {
                     // Cannot happen for plain data; if it did, the node keeps its last config.
@@ -223,7 +218,7 @@ fn readiness(inputs: &Inputs, history: &mut History) -> Readiness {
 /// namespace, and everything else (DestinationRules, MeshPolicies, objects without a
 /// namespace). A superset of what `compile` considers, so decisions are the same; only
 /// diagnostics about other namespaces' objects are left out of this workload's policy.
-pub(crate) fn scoped(resources: &[Resource], namespace: &str, root: &str) -> Vec<Resource> {
+pub fn scoped(resources: &[Resource], namespace: &str, root: &str) -> Vec<Resource> {
     resources
         .iter()
         .filter(|r| {

@@ -5,8 +5,9 @@
 //! to the [`Store`]; the xDS services stream those snapshots to Envoy. A timer re-runs the
 //! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
 
-pub mod bench;
 mod build;
+
+pub use build::scoped;
 
 use crate::ca::{self, duration, Ca, CaSource};
 use crate::node::TokenAuth;
@@ -97,10 +98,6 @@ pub struct Args {
     /// Most bytes of text all config files together may expand to, aliases included.
     #[arg(long, default_value_t = source::loader::DEFAULT_TOTAL_BUDGET.scalar_bytes)]
     pub max_config_text_bytes: usize,
-    /// Testing only: while this file exists, the policy sent over ECDS is corrupted so that
-    /// the filter rejects it (exercises NACK handling with a real Envoy).
-    #[arg(long, hide = true)]
-    pub debug_corrupt_config_if: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -180,7 +177,6 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         registry_tx,
         metrics: metrics.clone(),
         certs: Default::default(),
-        corrupt_if: args.debug_corrupt_config_if.clone(),
         history: Default::default(),
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));

@@ -182,7 +182,6 @@ pub const SDS_ONLY: &[&str] = &[SECRET_TYPE];
 pub const ADS_TYPES: &[&str] = &[ECDS_TYPE, SECRET_TYPE];
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
     use crate::snapshot::{http_filter, root_secret, HTTP_FILTER, SECRET_ROOT};

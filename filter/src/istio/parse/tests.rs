@@ -58,7 +58,7 @@ fn conformance_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/conformance/cases"
+                "/../integration/conformance/cases"
             ))
         })
 }
