@@ -12,7 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-export CONFORMANCE_DIR=${CONFORMANCE_DIR:-$root/../shared/conformance/cases}
+export CONFORMANCE_DIR=${CONFORMANCE_DIR:-$root/integration/conformance/cases}
 export PEERGUARD_REQUIRE_BROWSER=${PEERGUARD_REQUIRE_BROWSER:-1}
 bash scripts/setup-browser.sh
 bash scripts/build-playground.sh >/dev/null

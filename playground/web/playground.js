@@ -329,6 +329,8 @@ function renderMatrix() {
 
 // ---- the loop -----------------------------------------------------------------------------
 function run() {
+  // An explicit run supersedes a pending one from typing (which would re-render under a reader).
+  clearTimeout(timer);
   if (!engineReady) return;
   readForms();
   const ev = JSON.parse(evaluate(JSON.stringify(state)));
