@@ -13,7 +13,7 @@ use crate::node::TokenAuth;
 use crate::ops::{self, Metrics};
 use crate::registry::Registry;
 use crate::snapshot::Store;
-use crate::source::{dir::DirSource, Inputs, Source};
+use crate::source::{dir::DirSource, kube::KubeSource, Inputs, Source};
 use crate::xds::{Xds, XdsState};
 use anyhow::Context;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
@@ -29,9 +29,17 @@ use tokio::sync::{mpsc, watch};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of Istio resources and peerguard `Workload`s (YAML/JSON, read recursively,
-    /// watched for changes).
+    /// watched for changes). Required with `--source directory`.
+    #[arg(long, required_if_eq("source", "directory"))]
+    pub config_dir: Option<PathBuf>,
+    /// Where resources come from: a directory, or the Kubernetes API (the mesh CRDs, Pods,
+    /// Services and Namespaces).
+    #[arg(long, value_enum, default_value = "directory")]
+    pub source: SourceKind,
+    /// `--source kubernetes`: the kubeconfig to use (default: in-cluster, then `$KUBECONFIG`,
+    /// then `~/.kube/config`).
     #[arg(long)]
-    pub config_dir: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
     /// Path of the peerguard .wasm module as Envoy sees it (sent as `vm_config.code.local`).
     #[arg(long)]
     pub wasm: String,
@@ -89,6 +97,12 @@ pub struct Args {
     pub debug_corrupt_config_if: Option<PathBuf>,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Directory,
+    Kubernetes,
+}
+
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     rt.block_on(serve(args))
@@ -141,7 +155,15 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
     tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
 
-    let source: Box<dyn Source> = Box::new(DirSource { dir: args.config_dir.clone(), poll: args.poll_interval, debounce: args.debounce });
+    let source: Box<dyn Source> = match (args.source, &args.config_dir) {
+        (SourceKind::Directory, Some(dir)) => Box::new(DirSource { dir: dir.clone(), poll: args.poll_interval, debounce: args.debounce }),
+        (SourceKind::Directory, None) => anyhow::bail!("--source directory needs --config-dir"),
+        (SourceKind::Kubernetes, _) => Box::new(KubeSource {
+            kubeconfig: args.kubeconfig.clone(),
+            debounce: args.debounce,
+            rediscover: Duration::from_secs(30),
+        }),
+    };
     tracing::info!(source = %source.describe(), "reading configuration");
     let (inputs_tx, inputs_rx) = mpsc::channel::<Arc<Inputs>>(4);
     let _source_task = source.run(inputs_tx);

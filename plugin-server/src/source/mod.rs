@@ -1,9 +1,10 @@
 //! Where resources come from. A [`Source`] emits complete [`Inputs`] (a resync) whenever
 //! what it watches changes; the server recompiles from them. The directory source is in
-//! [`dir`]; a Kubernetes source plugs in later behind the same trait (its watchers turn
-//! `Init..InitDone` into one resync and later events into debounced resyncs).
+//! [`dir`]; the Kubernetes source in [`kube`] (its watchers turn `Init..InitDone` into one
+//! resync and later events into debounced resyncs).
 
 pub mod dir;
+pub mod kube;
 
 use crate::registry::Registry;
 use peerguard_filter::istio::Resource;

@@ -1,0 +1,496 @@
+//! `peerguard serve --source kubernetes` against a real kube-apiserver + etcd, with a real
+//! Envoy running the filter: policies written through the Kubernetes API are enforced, and the
+//! time from the API write to enforcement is measured.
+//!
+//! The API server comes from `integration/kube/apiserver.sh` (built once and cached, see
+//! there): `PEERGUARD_KUBECONFIG` names one already running, else the test starts its own from
+//! the cached binaries. Missing binaries print `SKIPPED: ...` and pass unless
+//! `PEERGUARD_REQUIRE_KUBE=1`. Envoy and the module as for `server_e2e`
+//! (`PEERGUARD_REQUIRE_ENVOY=1` makes their absence fail).
+//!
+//! Figures: `PEERGUARD_KUBE_FLIPS` (default 20) DENY apply/delete rounds; p50/p99 of
+//! apply→enforced are printed (`cargo test --test kube_e2e -- --nocapture`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "server_harness.rs"]
+mod harness;
+
+use harness::{free_port, http_get, wait_for};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Client;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+// ------------------------------------------------------------------ prerequisites
+
+fn find_envoy() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PEERGUARD_ENVOY") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let env = std::fs::read_to_string(repo_root().join(".peerguard/env")).unwrap_or_default();
+    env.lines()
+        .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
+        .map(|p| PathBuf::from(p.trim().trim_matches('"')))
+        .filter(|p| p.is_file())
+}
+
+fn find_wasm() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("PEERGUARD_WASM") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let mut candidates = Vec::new();
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("peerguard.wasm"));
+    }
+    if let Some(t) = Path::new(env!("CARGO_BIN_EXE_peerguard")).parent().and_then(|d| d.parent()) {
+        candidates.push(t.join("peerguard.wasm"));
+    }
+    candidates.into_iter().find(|p| p.is_file())
+}
+
+fn skip(test: &str, why: &str, require: &str) -> bool {
+    if std::env::var(require).as_deref() == Ok("1") {
+        panic!("{test}: {why}, and {require}=1");
+    }
+    println!("SKIPPED: {test}: {why}");
+    true
+}
+
+/// A running API server: reused (`PEERGUARD_KUBECONFIG`) or started here (stopped on drop).
+struct ApiServer {
+    kubeconfig: PathBuf,
+    started: Option<PathBuf>,
+}
+
+impl ApiServer {
+    fn get(test: &str) -> Option<ApiServer> {
+        if let Ok(k) = std::env::var("PEERGUARD_KUBECONFIG") {
+            return Some(ApiServer { kubeconfig: k.into(), started: None });
+        }
+        let script = repo_root().join("integration/kube/apiserver.sh");
+        let bin = Command::new("bash").arg(&script).arg("bin-dir").output().unwrap();
+        let bin = PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim());
+        if !bin.join("kube-apiserver").is_file() {
+            let why = format!("no kube-apiserver in {} (run integration/kube/apiserver.sh build)", bin.display());
+            skip(test, &why, "PEERGUARD_REQUIRE_KUBE");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("pg-kube-{test}-{}", std::process::id()));
+        let out = Command::new("bash").arg(&script).arg("start").arg(&dir).stderr(Stdio::inherit()).output().unwrap();
+        assert!(out.status.success(), "apiserver.sh start failed");
+        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or_default());
+        Some(ApiServer { kubeconfig, started: Some(dir) })
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.started {
+            let _ = Command::new("bash").arg(repo_root().join("integration/kube/apiserver.sh")).arg("stop").arg(dir).status();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+// ------------------------------------------------------------------ Kubernetes helpers
+
+async fn client(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+fn api_for(client: &Client, api_version: &str, kind: &str, plural: &str, ns: Option<&str>) -> Api<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural);
+    match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn plural(kind: &str) -> String {
+    match kind {
+        "AuthorizationPolicy" => "authorizationpolicies".into(),
+        "Policy" => "policies".into(),
+        "MeshPolicy" => "meshpolicies".into(),
+        other => format!("{}s", other.to_ascii_lowercase()),
+    }
+}
+
+/// Server-side apply, as `kubectl apply --server-side` does.
+async fn apply(client: &Client, obj: &Value) {
+    let api_version = obj["apiVersion"].as_str().unwrap();
+    let kind = obj["kind"].as_str().unwrap();
+    let name = obj["metadata"]["name"].as_str().unwrap();
+    let api = api_for(client, api_version, kind, &plural(kind), obj["metadata"]["namespace"].as_str());
+    api.patch(name, &PatchParams::apply("kube-e2e").force(), &Patch::Apply(obj)).await.unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+}
+
+async fn delete(client: &Client, api_version: &str, kind: &str, ns: &str, name: &str) {
+    let api = api_for(client, api_version, kind, &plural(kind), Some(ns));
+    api.delete(name, &DeleteParams::default()).await.unwrap_or_else(|e| panic!("delete {kind} {ns}/{name}: {e}"));
+}
+
+/// The shipped CRDs, applied and established.
+async fn install_crds(client: &Client) {
+    let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/crds/istio-kinds.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let crds = api_for(client, "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", None);
+    for d in docs.iter().filter(|d| !d.is_null()) {
+        apply(client, d).await;
+    }
+    for d in docs.iter().filter(|d| !d.is_null()) {
+        let name = d["metadata"]["name"].as_str().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = crds.get(name).await.unwrap();
+            let conditions = crd.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            if conditions.iter().any(|c| c["type"] == "Established" && c["status"] == "True") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ the data path
+
+fn http_app() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut buf = [0u8; 8192];
+                let mut seen = Vec::new();
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\napp-ok").is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[derive(Debug)]
+struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
+    // What is tested is Envoy's check of the client; SPIFFE server certificates carry no DNS name.
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client certificate for `spiffe_uri`, signed by the server's built-in CA.
+fn client_config(state: &Path, spiffe_uri: &str) -> Arc<rustls::ClientConfig> {
+    let pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca/root-key.pem")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&pem, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = vec![rcgen::SanType::URI(spiffe_uri.try_into().unwrap())];
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_client_auth_cert(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
+        .unwrap();
+    Arc::new(cfg)
+}
+
+/// `200 app-ok`, `403 RBAC: access denied`, or `closed: ...`.
+fn request(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> String {
+    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n";
+    let mut out = Vec::new();
+    let res = match tls {
+        Some(cfg) => {
+            let conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
+            let mut s = rustls::StreamOwned::new(conn, tcp);
+            s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+        }
+        None => {
+            let mut s = tcp;
+            s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+        }
+    };
+    let text = String::from_utf8_lossy(&out).to_string();
+    match (text.split_whitespace().nth(1), res) {
+        (Some(code), _) => format!("{code} {}", text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("")),
+        (None, Err(e)) => format!("closed: {e}"),
+        (None, Ok(_)) => "closed: no response".into(),
+    }
+}
+
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn tail(&self, n: usize) -> String {
+        let t = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = t.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn metric(http_port: u16, series: &str) -> f64 {
+    http_get(http_port, "/metrics")
+        .map(|(_, b)| b)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Polls `probe` as fast as it answers until it returns something starting with `want`;
+/// returns how long that took from `since`.
+fn until(what: &str, since: Instant, timeout: Duration, logs: &[&Proc], mut probe: impl FnMut() -> String, want: &str) -> Duration {
+    let mut last = String::new();
+    while since.elapsed() < timeout {
+        last = probe();
+        if last.starts_with(want) {
+            return since.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let logs: Vec<String> = logs.iter().map(|p| format!("--- {} ---\n{}", p.log.display(), p.tail(40))).collect();
+    panic!("{what}: wanted {want:?}, last saw {last:?}\n{}", logs.join("\n"));
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn deny_sleep(ns: &str, principal_field: &str) -> Value {
+    json!({
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "deny-sleep", "namespace": ns},
+        "spec": {"action": "DENY", "rules": [{"from": [{"source": {principal_field: ["cluster.local/ns/bar/sa/sleep"]}}]}]}
+    })
+}
+
+#[test]
+fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
+    let test = "policies_written_through_the_kubernetes_api_are_enforced_by_envoy";
+    let (Some(envoy_bin), Some(wasm)) = (find_envoy(), find_wasm()) else {
+        skip(test, "no Envoy or no peerguard.wasm (scripts/setup.sh, scripts/build-wasm.sh)", "PEERGUARD_REQUIRE_ENVOY");
+        return;
+    };
+    let Some(apiserver) = ApiServer::get(test) else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let client = rt.block_on(client(&apiserver.kubeconfig));
+    rt.block_on(install_crds(&client));
+
+    // A namespace of our own (the API server may be shared), a pod and the Service selecting it.
+    let ns = format!("e2e-{}", std::process::id());
+    let pod = "httpbin-5d7c9f-x2x9q";
+    let app = http_app();
+    rt.block_on(async {
+        apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+        apply(&client, &json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": ns, "labels": {"app": "httpbin"}},
+            "spec": {"serviceAccountName": "httpbin",
+                     "containers": [{"name": "app", "image": "example.invalid/httpbin", "ports": [{"name": "http", "containerPort": app}]}]}
+        }))
+        .await;
+        // No kubelet here: set what it would report.
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+        pods.patch_status(pod, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Running", "podIP": "127.0.0.1"}})))
+            .await
+            .unwrap();
+        apply(&client, &json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "httpbin", "namespace": ns},
+            "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}
+        }))
+        .await;
+    });
+
+    // The server, reading the cluster.
+    let dir = std::env::temp_dir().join(format!("pg-kube-e2e-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let (grpc, http) = (free_port(), free_port());
+    let server_log = dir.join("server.log");
+    let server = Proc {
+        child: Command::new(env!("CARGO_BIN_EXE_peerguard"))
+            .args(["serve", "--source", "kubernetes", "--kubeconfig"])
+            .arg(&apiserver.kubeconfig)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--wasm")
+            .arg(&wasm)
+            .args(["--listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .args(["--debounce", "10ms"])
+            .env("RUST_LOG", "info,peerguard=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&server_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: server_log,
+    };
+    let token = dir.join("state/tokens").join(&ns).join(format!("{pod}.token"));
+    wait_for("the pod's bootstrap token (the pod is in the registry)", Duration::from_secs(60), || token.is_file());
+    assert!(server.tail(200).contains("initial sync of every watched kind complete"), "{}", server.tail(40));
+
+    // Envoy, named as Istio's sidecar names itself: the pod comes from the node id and NAME.
+    let (inbound, admin) = (free_port(), free_port());
+    let out = Command::new(env!("CARGO_BIN_EXE_peerguard"))
+        .args(["bootstrap", "--format", "json", "--node", &format!("{ns}/{pod}"), "--server", &format!("127.0.0.1:{grpc}")])
+        .arg("--token-file")
+        .arg(&token)
+        .arg("--wasm")
+        .arg(&wasm)
+        .args(["--inbound-address", "127.0.0.1", "--inbound-port", &inbound.to_string(), "--admin-port", &admin.to_string()])
+        .args(["--app-port", &app.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+    let mut boot: Value = serde_json::from_slice(&out.stdout).unwrap();
+    boot["node"] = json!({
+        "id": format!("sidecar~127.0.0.1~{pod}.{ns}~{ns}.svc.cluster.local"),
+        "cluster": format!("httpbin.{ns}"),
+        "metadata": {"NAMESPACE": ns, "NAME": pod, "WORKLOAD_NAME": "httpbin", "SERVICE_ACCOUNT": "httpbin"},
+    });
+    let cfg = dir.join("envoy.json");
+    std::fs::write(&cfg, serde_json::to_vec(&boot).unwrap()).unwrap();
+    let envoy_log = dir.join("envoy.log");
+    let envoy = Proc {
+        child: Command::new(&envoy_bin)
+            .arg("-c")
+            .arg(&cfg)
+            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&envoy_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: envoy_log,
+    };
+    let logs = [&server, &envoy];
+    let sleep = client_config(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep");
+    let long = Duration::from_secs(60);
+
+    until("mTLS request once ECDS+SDS arrived", Instant::now(), long, &logs, || request(inbound, Some(&sleep)), "200 app-ok");
+    until("plaintext under PERMISSIVE", Instant::now(), long, &logs, || request(inbound, None), "200 app-ok");
+
+    // STRICT through the API: plaintext refused; removed: accepted again.
+    let strict = json!({
+        "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default", "namespace": ns}, "spec": {"mtls": {"mode": "STRICT"}}
+    });
+    rt.block_on(apply(&client, &strict));
+    until("STRICT refuses plaintext", Instant::now(), long, &logs, || request(inbound, None), "closed");
+    assert!(request(inbound, Some(&sleep)).starts_with("200"), "mTLS still allowed under STRICT");
+    rt.block_on(delete(&client, "security.istio.io/v1beta1", "PeerAuthentication", &ns, "default"));
+    until("STRICT removed", Instant::now(), long, &logs, || request(inbound, None), "200 app-ok");
+
+    // An invalid DENY (a misspelt field the CRD lets through) stays fail-closed.
+    rt.block_on(apply(&client, &deny_sleep(&ns, "principalz")));
+    until("an invalid DENY denies (fail closed)", Instant::now(), long, &logs, || request(inbound, Some(&sleep)), "403");
+    assert!(server.tail(400).contains(&format!("AuthorizationPolicy {ns}/deny-sleep: spec.rules[0].from[0].source")), "the error names the object and field:\n{}", server.tail(40));
+    rt.block_on(delete(&client, "security.istio.io/v1", "AuthorizationPolicy", &ns, "deny-sleep"));
+    until("invalid DENY removed", Instant::now(), long, &logs, || request(inbound, Some(&sleep)), "200 app-ok");
+
+    // A change that compiles to nothing new (a label on the namespace) pushes nothing.
+    let pushes = metric(http, "peerguard_xds_pushes_total{type=\"ecds\"}");
+    rt.block_on(apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"touched": "yes"}}})));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(metric(http, "peerguard_xds_pushes_total{type=\"ecds\"}"), pushes, "no push without a content change");
+
+    // apply → enforced, both ways, over repeated flips.
+    let flips: usize = std::env::var("PEERGUARD_KUBE_FLIPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let mut times = Vec::new();
+    for _ in 0..flips {
+        let t0 = Instant::now();
+        rt.block_on(apply(&client, &deny_sleep(&ns, "principals")));
+        times.push(until("DENY applied", t0, long, &logs, || request(inbound, Some(&sleep)), "403 RBAC: access denied"));
+        let t0 = Instant::now();
+        rt.block_on(delete(&client, "security.istio.io/v1", "AuthorizationPolicy", &ns, "deny-sleep"));
+        times.push(until("DENY deleted", t0, long, &logs, || request(inbound, Some(&sleep)), "200 app-ok"));
+    }
+    times.sort();
+    let (p50, p99, max) = (percentile(&times, 0.50), percentile(&times, 0.99), times[times.len() - 1]);
+    println!(
+        "KUBE-APPLY-TO-ENFORCED: {} samples ({flips} DENY apply + {flips} delete): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        times.len(),
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        max.as_secs_f64() * 1e3
+    );
+    assert_eq!(metric(http, "peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "Envoy rejected a config:\n{}", envoy.tail(40));
+    assert!(p99 < Duration::from_secs(2), "apply→enforced p99 {p99:?} (goal 200 ms)");
+
+    rt.block_on(async {
+        let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    });
+    drop(envoy);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
