@@ -356,7 +356,7 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": pod, "namespace": ns, "labels": {"app": "httpbin"}},
             "spec": {"serviceAccountName": "httpbin",
-                     "containers": [{"name": "app", "image": "example.invalid/httpbin", "ports": [{"name": "http", "containerPort": app}]}]}
+                     "containers": [{"name": "app", "image": "example.invalid/httpbin", "ports": [{"name": "http", "containerPort": app, "protocol": "TCP"}]}]}
         }))
         .await;
         // No kubelet here: set what it would report.
@@ -367,7 +367,7 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
         apply(&client, &json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "httpbin", "namespace": ns},
-            "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000, "targetPort": "http"}]}
+            "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000, "targetPort": "http", "protocol": "TCP"}]}
         }))
         .await;
     });
