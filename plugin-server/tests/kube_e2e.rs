@@ -257,25 +257,44 @@ fn request(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> String {
     let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let req = b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n";
-    let mut out = Vec::new();
-    let res = match tls {
+    match tls {
         Some(cfg) => {
             let conn = rustls::ClientConnection::new(cfg.clone(), ServerName::try_from("httpbin.foo").unwrap()).unwrap();
-            let mut s = rustls::StreamOwned::new(conn, tcp);
-            s.write_all(req).and_then(|_| s.read_to_end(&mut out))
+            exchange(&mut rustls::StreamOwned::new(conn, tcp), req)
         }
-        None => {
-            let mut s = tcp;
-            s.write_all(req).and_then(|_| s.read_to_end(&mut out))
-        }
-    };
-    let text = String::from_utf8_lossy(&out).to_string();
-    match (text.split_whitespace().nth(1), res) {
-        (Some(code), _) => format!("{code} {}", text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("")),
-        (None, Err(e)) => format!("closed: {e}"),
-        (None, Ok(_)) => "closed: no response".into(),
+        None => exchange(&mut { tcp }, req),
     }
 }
+
+/// Sends `req` and reads one response, complete as soon as its `content-length` body is in:
+/// waiting for the close would add Envoy's `delayed_close_timeout` (1 s) to local replies
+/// (a 403) and make every "DENY enforced" measurement a second late.
+fn exchange(s: &mut impl ReadWrite, req: &[u8]) -> String {
+    if let Err(e) = s.write_all(req) {
+        return format!("closed: {e}");
+    }
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            if seen.len() >= end + 4 + len {
+                let text = String::from_utf8_lossy(&seen).to_string();
+                let code = text.split_whitespace().nth(1).unwrap_or("?").to_string();
+                return format!("{code} {}", String::from_utf8_lossy(&seen[end + 4..end + 4 + len]));
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return "closed: no response".into(),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) => return format!("closed: {e}"),
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 struct Proc {
     child: Child,
@@ -387,8 +406,7 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
             .arg("--wasm")
             .arg(&wasm)
             .args(["--listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
-            .args(["--debounce", "10ms"])
-            .env("RUST_LOG", "info,peerguard=debug")
+            .env("RUST_LOG", std::env::var("PEERGUARD_TEST_SERVER_LOG").unwrap_or_else(|_| "info,peerguard=debug".into()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&server_log).unwrap())
             .spawn()
@@ -474,6 +492,8 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
         rt.block_on(delete(&client, "security.istio.io/v1", "AuthorizationPolicy", &ns, "deny-sleep"));
         times.push(until("DENY deleted", t0, long, &logs, || request(inbound, Some(&sleep)), "200 app-ok"));
     }
+    let ms = |d: &Duration| format!("{:.0}", d.as_secs_f64() * 1e3);
+    println!("KUBE-APPLY-TO-ENFORCED samples (ms, in order): {}", times.iter().map(ms).collect::<Vec<_>>().join(" "));
     times.sort();
     let (p50, p99, max) = (percentile(&times, 0.50), percentile(&times, 0.99), times[times.len() - 1]);
     println!(
@@ -484,7 +504,9 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
         max.as_secs_f64() * 1e3
     );
     assert_eq!(metric(http, "peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "Envoy rejected a config:\n{}", envoy.tail(40));
-    assert!(p99 < Duration::from_secs(2), "apply→enforced p99 {p99:?} (goal 200 ms)");
+    // The goal is 200 ms; the bound leaves room for a loaded CI machine but catches a lost
+    // watch event (a resync) or a wait on a timer.
+    assert!(p99 < Duration::from_millis(1000), "apply→enforced p99 {p99:?} (goal 200 ms)");
 
     rt.block_on(async {
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
@@ -492,5 +514,7 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
     });
     drop(envoy);
     drop(server);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("PEERGUARD_KEEP_TEST_DIR").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -298,7 +298,9 @@ impl KubeSource {
             tokio::select! {
                 item = streams.next() => match item {
                     Some((i, Ok(Some(ev)))) => {
-                        if feeds.apply(i, ev) && flush_at.is_none() {
+                        let changed = feeds.apply(i, ev);
+                        tracing::trace!(feed = feeds.name(i), changed, "watch event");
+                        if changed && flush_at.is_none() {
                             flush_at = Some(tokio::time::Instant::now() + self.debounce);
                         }
                     }
