@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is missing, builds the wasm filter and the
-# binary, then runs unit tests, the conformance suite in-process and through real Envoy,
-# and the Envoy end-to-end tests.
+# binary, starts a real Kubernetes API server (integration/kube/apiserver.sh), then runs unit
+# tests, the conformance suite in-process and through real Envoy, and the Envoy and Kubernetes
+# end-to-end tests.
 #   CONFORMANCE_DIR   scenario directory (default: ../shared/conformance/cases)
 #   CARGO_TARGET_DIR  build directory (default: /var/tmp/peerguard-target, outside the clone)
 set -euo pipefail
@@ -23,6 +24,14 @@ export PEERGUARD_WASM=$(bash scripts/build-wasm.sh | tail -n 1)
 step "build"
 cargo build --workspace --all-targets
 pg="$CARGO_TARGET_DIR/debug/peerguard"
+
+step "Kubernetes API server (kube-apiserver 1.20.2 + etcd; built once, cached in ${PEERGUARD_KUBE_CACHE:-/var/cache/peerguard/kube})"
+# A cold build takes ~10-15 min on 2 cores; later runs reuse the cached binaries. The
+# Kubernetes tests run against this one server and never skip here.
+kube_dir=$(mktemp -d /tmp/peerguard-kube.XXXXXX)
+trap 'bash "$root/integration/kube/apiserver.sh" stop "$kube_dir" >/dev/null 2>&1 || true' EXIT
+export PEERGUARD_KUBECONFIG=$(bash integration/kube/apiserver.sh start "$kube_dir" | tail -n 1)
+export PEERGUARD_REQUIRE_KUBE=${PEERGUARD_REQUIRE_KUBE:-1}
 
 step "unit and integration tests"
 cargo test --workspace --no-fail-fast
