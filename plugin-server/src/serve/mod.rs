@@ -182,10 +182,18 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
 
+    let reviewer = match args.source {
+        SourceKind::Kubernetes => {
+            let client = crate::source::kube::client(args.kubeconfig.as_deref()).await.context("Kubernetes client for TokenReview")?;
+            Some(Arc::new(crate::source::kube::tokenreview::TokenReviewer::new(client)))
+        }
+        SourceKind::Directory => None,
+    };
     let xds = Xds(Arc::new(XdsState {
         store,
         registry: registry_rx,
         auth,
+        reviewer,
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         connected: Default::default(),

@@ -15,6 +15,7 @@
 
 mod feeds;
 mod objects;
+pub mod tokenreview;
 
 use super::{Inputs, Source, Unreadable};
 use feeds::{same_content, Entry, FeedEvent, Feeds, ObjKey};
@@ -122,7 +123,8 @@ impl Source for KubeSource {
     }
 }
 
-async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, KubeSourceError> {
+/// A client from `kubeconfig`, or in-cluster / `$KUBECONFIG` / `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, KubeSourceError> {
     let config = match kubeconfig {
         Some(path) => {
             let err = |e: &dyn std::fmt::Display| KubeSourceError::Kubeconfig {
