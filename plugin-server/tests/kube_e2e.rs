@@ -1064,3 +1064,44 @@ fn sds_serves_a_pod_only_with_its_own_service_account_token() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ------------------------------------------------------------------ manifests
+
+#[test]
+fn manifests_pass_a_server_side_dry_run() {
+    let test = "manifests_pass_a_server_side_dry_run";
+    let Some(apiserver) = ApiServer::get(test) else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = client(&apiserver.kubeconfig).await;
+        install_crds(&client).await;
+        let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml")).unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|d| !d.is_null()).collect();
+        let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget"]
+        );
+        // Namespaced objects can only be dry-run in an existing namespace: that one is created.
+        apply(&client, &docs[0]).await;
+        let served_groups = client.list_api_groups().await.unwrap();
+        let serves = |gv: &str| served_groups.groups.iter().any(|g| g.versions.iter().any(|v| v.group_version == gv));
+        for doc in &docs[1..] {
+            let mut doc = doc.clone();
+            // Kubernetes 1.20 (the test server) predates policy/v1 (1.21); the spec is the same.
+            if doc["apiVersion"] == "policy/v1" && !serves("policy/v1") {
+                doc["apiVersion"] = json!("policy/v1beta1");
+            }
+            let (group, version) = doc["apiVersion"].as_str().unwrap().rsplit_once('/').unwrap_or(("", doc["apiVersion"].as_str().unwrap()));
+            let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
+            let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap_or_else(|e| panic!("{gvk:?}: {e}"));
+            let api: Api<DynamicObject> = match (caps.scope, doc["metadata"]["namespace"].as_str()) {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+                _ => Api::all_with(client.clone(), &ar),
+            };
+            let name = doc["metadata"]["name"].as_str().unwrap();
+            let params = PatchParams { dry_run: true, ..PatchParams::apply("peerguard-manifest-check").force() };
+            api.patch(name, &params, &Patch::Apply(&doc)).await.unwrap_or_else(|e| panic!("dry run of {} {name}: {e}", gvk.kind));
+        }
+    });
+}
