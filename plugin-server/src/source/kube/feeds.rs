@@ -16,7 +16,8 @@ pub type ObjKey = (String, String);
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Entry {
-    Istio(IstioEntry),
+    /// Boxed: a parsed policy is much larger than a pod, and pods are the many.
+    Istio(Box<IstioEntry>),
     Pod(PodInfo),
     Service(ServiceInfo),
     Namespace(NamespaceInfo),
@@ -167,12 +168,12 @@ mod tests {
         let v = serde_json::json!({"metadata": {"name": name, "namespace": "foo"}, "spec": {"action": "DENY", "rules": [{}]}});
         (
             (String::from("foo"), name.to_string()),
-            Entry::Istio(istio_entry(
+            Entry::Istio(Box::new(istio_entry(
                 v,
                 "security.istio.io/v1",
                 "AuthorizationPolicy",
                 "t",
-            )),
+            ))),
         )
     }
 

@@ -242,12 +242,12 @@ fn istio_feed(
             // fails closed instead of the object disappearing.
             serde_json::json!({"metadata": {"name": o.metadata.name, "namespace": o.metadata.namespace}, "spec": format!("unreadable: {e}")})
         });
-        Some(Entry::Istio(objects::istio_entry(
+        Some(Entry::Istio(Box::new(objects::istio_entry(
             value,
             &api_version,
             &kind,
             &origin,
-        )))
+        ))))
     })
 }
 
