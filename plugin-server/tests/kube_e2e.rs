@@ -14,205 +14,22 @@
 
 #[path = "server_harness.rs"]
 mod harness;
+#[path = "kube_datapath.rs"]
+mod kube_datapath;
 #[path = "kube_harness.rs"]
 mod kube_harness;
 
-use harness::{free_port, http_get, wait_for};
+use harness::{http_get, wait_for};
+use kube_datapath::*;
 use kube_harness::*;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::Client;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-// ------------------------------------------------------------------ the data path
-
-fn http_app() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for s in l.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = s;
-                let mut buf = [0u8; 8192];
-                let mut seen = Vec::new();
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        seen.drain(..end + 4);
-                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\napp-ok")
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    port
-}
-
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
-    // What is tested is Envoy's check of the client; SPIFFE server certificates carry no DNS name.
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// A client certificate for `spiffe_uri`, signed by the server's built-in CA.
-fn client_config(state: &Path, spiffe_uri: &str) -> Arc<rustls::ClientConfig> {
-    let pem = std::fs::read_to_string(state.join("ca/root-cert.pem")).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(state.join("ca/root-key.pem")).unwrap())
-            .unwrap();
-    let issuer = rcgen::Issuer::from_ca_cert_pem(&pem, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.subject_alt_names = vec![rcgen::SanType::URI(spiffe_uri.try_into().unwrap())];
-    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-        .with_client_auth_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-        )
-        .unwrap();
-    Arc::new(cfg)
-}
-
-/// `200 app-ok`, `403 RBAC: access denied`, or `closed: ...`.
-fn request(port: u16, tls: Option<&Arc<rustls::ClientConfig>>) -> String {
-    let Ok(tcp) = TcpStream::connect(("127.0.0.1", port)) else {
-        return "closed: connect refused".into();
-    };
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let req = b"GET /get HTTP/1.1\r\nhost: httpbin.foo\r\nconnection: close\r\n\r\n";
-    match tls {
-        Some(cfg) => {
-            let conn = rustls::ClientConnection::new(
-                cfg.clone(),
-                ServerName::try_from("httpbin.foo").unwrap(),
-            )
-            .unwrap();
-            exchange(&mut rustls::StreamOwned::new(conn, tcp), req)
-        }
-        None => exchange(&mut { tcp }, req),
-    }
-}
-
-/// Sends `req` and reads one response, complete as soon as its `content-length` body is in:
-/// waiting for the close would add Envoy's `delayed_close_timeout` (1 s) to local replies
-/// (a 403) and make every "DENY enforced" measurement a second late.
-fn exchange(s: &mut impl ReadWrite, req: &[u8]) -> String {
-    if let Err(e) = s.write_all(req) {
-        return format!("closed: {e}");
-    }
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&seen[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if seen.len() >= end + 4 + len {
-                let text = String::from_utf8_lossy(&seen).to_string();
-                let code = text.split_whitespace().nth(1).unwrap_or("?").to_string();
-                return format!(
-                    "{code} {}",
-                    String::from_utf8_lossy(&seen[end + 4..end + 4 + len])
-                );
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) => return "closed: no response".into(),
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            Err(e) => return format!("closed: {e}"),
-        }
-    }
-}
-
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-/// Polls `probe` as fast as it answers until it returns something starting with `want`;
-/// returns how long that took from `since`.
-fn until(
-    what: &str,
-    since: Instant,
-    timeout: Duration,
-    logs: &[&Proc],
-    mut probe: impl FnMut() -> String,
-    want: &str,
-) -> Duration {
-    let mut last = String::new();
-    while since.elapsed() < timeout {
-        last = probe();
-        if last.starts_with(want) {
-            return since.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let logs: Vec<String> = logs
-        .iter()
-        .map(|p| format!("--- {} ---\n{}", p.log.display(), p.tail(40)))
-        .collect();
-    panic!(
-        "{what}: wanted {want:?}, last saw {last:?}\n{}",
-        logs.join("\n")
-    );
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
 
 fn deny_sleep(ns: &str, principal_field: &str) -> Value {
     json!({
@@ -296,65 +113,9 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
     .unwrap();
 
     // Envoy, named as Istio's sidecar names itself: the pod comes from the node id and NAME.
-    let (inbound, admin) = (free_port(), free_port());
-    let out = Command::new(env!("CARGO_BIN_EXE_peerguard"))
-        .args([
-            "bootstrap",
-            "--format",
-            "json",
-            "--node",
-            &format!("{ns}/{pod}"),
-            "--server",
-            &format!("127.0.0.1:{grpc}"),
-        ])
-        .arg("--token-file")
-        .arg(&token)
-        .arg("--wasm")
-        .arg(&wasm)
-        .args([
-            "--inbound-address",
-            "127.0.0.1",
-            "--inbound-port",
-            &inbound.to_string(),
-            "--admin-port",
-            &admin.to_string(),
-        ])
-        .args(["--app-port", &app.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bootstrap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut boot: Value = serde_json::from_slice(&out.stdout).unwrap();
-    boot["node"] = json!({
-        "id": format!("sidecar~127.0.0.1~{pod}.{ns}~{ns}.svc.cluster.local"),
-        "cluster": format!("httpbin.{ns}"),
-        "metadata": {"NAMESPACE": ns, "NAME": pod, "WORKLOAD_NAME": "httpbin", "SERVICE_ACCOUNT": "httpbin"},
-    });
-    let cfg = dir.join("envoy.json");
-    std::fs::write(&cfg, serde_json::to_vec(&boot).unwrap()).unwrap();
-    let envoy_log = dir.join("envoy.log");
-    let envoy = Proc {
-        child: Command::new(&envoy_bin)
-            .arg("-c")
-            .arg(&cfg)
-            .args([
-                "--disable-hot-restart",
-                "--concurrency",
-                "1",
-                "--log-level",
-                "info",
-            ])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&envoy_log).unwrap())
-            .spawn()
-            .unwrap(),
-        log: envoy_log,
-    };
+    let (envoy, inbound) = start_envoy(&envoy_bin, &wasm, &dir, &ns, pod, &token, app, &[grpc]);
     let logs = [&server, &envoy];
-    let sleep = client_config(&dir.join("state"), "spiffe://cluster.local/ns/bar/sa/sleep");
+    let sleep = client_config(&dir.join("state/ca/root-cert.pem"), &dir.join("state/ca/root-key.pem"), "spiffe://cluster.local/ns/bar/sa/sleep");
     let long = Duration::from_secs(60);
 
     until(
