@@ -257,6 +257,11 @@ pub fn metric(http_port: u16, series: &str) -> f64 {
 
 /// `peerguard serve --source kubernetes` with its state in `dir`: (process, gRPC port, ops port).
 pub fn start_server(kubeconfig: &Path, dir: &Path, wasm: &Path) -> (Proc, u16, u16) {
+    start_server_with(kubeconfig, dir, wasm, &[])
+}
+
+/// [`start_server`] with more arguments (e.g. `--ca-cert`/`--ca-key` shared by replicas).
+pub fn start_server_with(kubeconfig: &Path, dir: &Path, wasm: &Path, extra: &[&str]) -> (Proc, u16, u16) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let (grpc, http) = (free_port(), free_port());
@@ -268,6 +273,7 @@ pub fn start_server(kubeconfig: &Path, dir: &Path, wasm: &Path) -> (Proc, u16, u
         .arg(dir.join("state"))
         .arg("--wasm")
         .arg(wasm)
+        .args(extra)
         .args([
             "--listen",
             &format!("127.0.0.1:{grpc}"),

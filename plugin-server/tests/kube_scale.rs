@@ -217,5 +217,7 @@ fn scale_initial_sync_full_build_and_memory() {
             let _ = nss.delete(&ns(i), &DeleteParams::default()).await;
         }
     });
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("PEERGUARD_KEEP_TEST_DIR").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
