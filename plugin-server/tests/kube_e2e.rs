@@ -14,9 +14,9 @@
 
 #[path = "server_harness.rs"]
 mod harness;
-#[path = "kube_datapath.rs"]
+#[path = "kube_support/datapath.rs"]
 mod kube_datapath;
-#[path = "kube_harness.rs"]
+#[path = "kube_support/harness.rs"]
 mod kube_harness;
 
 use harness::{http_get, wait_for};
@@ -186,6 +186,24 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
         "the error names the object and field:\n{}",
         server.tail(40)
     );
+    // ...and the user sees why on the object (status.peerguard) and in its Events.
+    let aps = api_for(&client, "security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", Some(&ns));
+    let peerguard_status = || rt.block_on(aps.get("deny-sleep")).unwrap().data["status"]["peerguard"].clone();
+    wait_for("status.peerguard on the invalid object", Duration::from_secs(30), || peerguard_status()["valid"] == false);
+    let st = peerguard_status();
+    assert!(st["messages"][0].as_str().unwrap_or_default().contains("principalz"), "{st}");
+    assert_eq!(st["observedGeneration"], 1, "{st}");
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
+    let warned = rt.block_on(events.list(&Default::default())).unwrap().items.into_iter().any(|e| {
+        e.involved_object.name.as_deref() == Some("deny-sleep")
+            && e.reason.as_deref() == Some("InvalidConfig")
+            && e.message.as_deref().unwrap_or_default().contains("principalz")
+    });
+    assert!(warned, "a Warning Event names the invalid object and field");
+    // Fixed in place: the status says so (the valid DENY is then in force).
+    rt.block_on(apply(&client, &deny_sleep(&ns, "principals")));
+    wait_for("status.peerguard valid again", Duration::from_secs(30), || peerguard_status()["valid"] == true);
+    assert_eq!(peerguard_status()["observedGeneration"], 2);
     rt.block_on(delete(
         &client,
         "security.istio.io/v1",

@@ -8,9 +8,9 @@
 
 #[path = "server_harness.rs"]
 mod harness;
-#[path = "kube_datapath.rs"]
+#[path = "kube_support/datapath.rs"]
 mod kube_datapath;
-#[path = "kube_harness.rs"]
+#[path = "kube_support/harness.rs"]
 mod kube_harness;
 
 use harness::{http_get, wait_for};

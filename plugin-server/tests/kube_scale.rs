@@ -12,7 +12,7 @@
 
 #[path = "server_harness.rs"]
 mod harness;
-#[path = "kube_harness.rs"]
+#[path = "kube_support/harness.rs"]
 mod kube_harness;
 
 use futures::StreamExt;

@@ -110,6 +110,16 @@ impl Feeds {
             .collect()
     }
 
+    /// Every Istio object: (feed index, key, entry).
+    pub fn istio_entries(&self) -> impl Iterator<Item = (usize, &ObjKey, &IstioEntry)> {
+        self.feeds.iter().enumerate().flat_map(|(i, f)| {
+            f.objects.iter().filter_map(move |(k, e)| match e {
+                Entry::Istio(e) => Some((i, k, e.as_ref())),
+                _ => None,
+            })
+        })
+    }
+
     pub fn object_count(&self) -> usize {
         self.feeds.iter().map(|f| f.objects.len()).sum()
     }

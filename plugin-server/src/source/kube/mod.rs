@@ -15,6 +15,7 @@
 
 mod feeds;
 mod objects;
+mod status;
 pub mod tokenreview;
 
 use super::{Inputs, Source, Unreadable};
@@ -258,9 +259,12 @@ impl KubeSource {
         let discovered = discover(&client).await?;
         let mut feeds = Feeds::default();
         let mut streams: SelectAll<BoxStream<'static, Item>> = SelectAll::new();
+        let mut apis = std::collections::BTreeMap::new();
+        let mut status = status::StatusWriter::new(client.clone());
         for ar in &discovered.apis {
             let origin = format!("apiserver {}/{} {}", ar.group, ar.version, ar.plural);
             let index = feeds.add(origin.clone());
+            apis.insert(index, ar.clone());
             streams.push(istio_feed(&client, ar, index, origin));
         }
         let i = feeds.add("apiserver v1/pods".into());
@@ -319,6 +323,7 @@ impl KubeSource {
                         synced_logged = true;
                         tracing::info!(objects = feeds.object_count(), elapsed_ms = started.elapsed().as_millis() as u64, "initial sync of every watched kind complete");
                     }
+                    status.reconcile(&feeds, &apis);
                     let mut inputs = feeds.inputs();
                     inputs.unreadable = discovered.unreadable.clone();
                     if last.as_ref().is_some_and(|l| same_content(l, &inputs)) {
@@ -335,6 +340,8 @@ impl KubeSource {
                     tracing::warn!(pending = ?feeds.unsynced(), "still waiting for the initial list; nothing is published until every watched kind is listed");
                 }
                 _ = tick.tick() => {
+                    // Writes that failed are retried at the next flush.
+                    status.forget_inflight();
                     match discover(&client).await {
                         Ok(now) if now != discovered => {
                             let now_watched: Vec<String> = now.apis.iter().map(|a| format!("{}/{}", a.api_version, a.kind)).collect();

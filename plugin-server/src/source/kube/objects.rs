@@ -16,6 +16,11 @@ pub struct IstioEntry {
     pub resource: Option<Resource>,
     pub errors: Vec<String>,
     pub skipped: Vec<String>,
+    /// `metadata.generation` and `uid`, for the status and Events about the object.
+    pub generation: Option<i64>,
+    pub uid: Option<String>,
+    /// `status.peerguard` as last written (by any replica).
+    pub status: Option<super::status::PeerguardStatus>,
 }
 
 /// Annotations that change on every `kubectl apply` and carry nothing peerguard reads; keeping
@@ -29,6 +34,9 @@ const DROPPED_ANNOTATIONS: [&str; 1] = ["kubectl.kubernetes.io/last-applied-conf
 /// the metadata fields the server maintains (`resourceVersion`, `managedFields`, …); the
 /// `apiVersion`/`kind` of the watched API fill in for a list item that lacks them.
 pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str) -> IstioEntry {
+    let generation = value.pointer("/metadata/generation").and_then(Value::as_i64);
+    let uid = value.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    let status = super::status::read(&value);
     if let Value::Object(map) = &mut value {
         map.remove("status");
         map.entry("apiVersion")
@@ -49,7 +57,7 @@ pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str
             }
         }
     }
-    match parse_value(
+    let parsed = match parse_value(
         value,
         Origin {
             file: origin.into(),
@@ -59,7 +67,7 @@ pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str
         ValueOutcome::Resource { resource, errors } => IstioEntry {
             resource: Some(resource),
             errors: errors.iter().map(|e| e.to_string()).collect(),
-            skipped: Vec::new(),
+            ..Default::default()
         },
         ValueOutcome::Skipped(s) => IstioEntry {
             skipped: vec![s],
@@ -69,7 +77,8 @@ pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str
             errors: vec![e.to_string()],
             ..Default::default()
         },
-    }
+    };
+    IstioEntry { generation, uid, status, ..parsed }
 }
 
 /// What the registry needs of a Pod.
