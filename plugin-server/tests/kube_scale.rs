@@ -199,6 +199,7 @@ fn scale_initial_sync_full_build_and_memory() {
     });
     wait_for("the rebuild after one change", Duration::from_secs(300), || metric(http, "peerguard_config_reloads_total") > reloads);
     let rebuild = t0.elapsed();
+    eprintln!("change applied at {:?} (unix), rebuild seen {rebuild:?} later", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() - rebuild);
     let (rss_after, hwm_after) = memory(spid);
     println!(
         "SCALE: peerguard serve ({}): initial sync {:.2} s; ready (every workload compiled, cert issued, snapshot published) {:.2} s after start, {:.1} CPU-s; {workloads} workloads; RSS {rss:.0} MiB (peak {:.0} MiB); one policy added → all rebuilt in {:.2} s; RSS after {rss_after:.0} MiB (peak {:.0} MiB)",
