@@ -91,7 +91,10 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
 
     // The server, reading the cluster.
     let dir = std::env::temp_dir().join(format!("pg-kube-e2e-{}", std::process::id()));
-    let (server, grpc, http) = start_server(&apiserver.kubeconfig, &dir, &wasm);
+    // It runs as the manifests' ServiceAccount with their least-privilege ClusterRole.
+    let id_dir = std::env::temp_dir().join(format!("pg-kube-e2e-id-{}", std::process::id()));
+    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(&client, &apiserver.kubeconfig, &id_dir));
+    let (server, grpc, http) = start_server(&server_kubeconfig, &dir, &wasm);
     wait_for(
         "the server to be ready (initial sync done)",
         Duration::from_secs(60),
@@ -449,11 +452,9 @@ fn sds_serves_a_pod_only_with_its_own_service_account_token() {
         }
     });
     let dir = std::env::temp_dir().join(format!("pg-kube-sds-{}", std::process::id()));
-    let (server, grpc, http) = start_server(
-        &apiserver.kubeconfig,
-        &dir,
-        Path::new("/opt/peerguard.wasm"),
-    );
+    let id_dir = std::env::temp_dir().join(format!("pg-kube-sds-id-{}", std::process::id()));
+    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(&client, &apiserver.kubeconfig, &id_dir));
+    let (server, grpc, http) = start_server(&server_kubeconfig, &dir, Path::new("/opt/peerguard.wasm"));
     wait_for("the server to be ready", Duration::from_secs(60), || {
         matches!(http_get(http, "/readyz"), Some((200, _)))
     });

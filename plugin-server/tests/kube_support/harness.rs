@@ -318,3 +318,24 @@ pub async fn sa_token(
     tr["status"]["token"].as_str().unwrap().to_string()
 }
 
+
+/// A kubeconfig for the server's own identity from `manifests/kubernetes/peerguard.yaml` (its
+/// Namespace, ServiceAccount, ClusterRole and binding are applied): the tests then prove the
+/// least-privilege role is enough for everything the server does.
+pub async fn manifest_identity_kubeconfig(client: &Client, admin_kubeconfig: &Path, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|d| !d.is_null()).collect();
+    for d in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("Namespace" | "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"))) {
+        apply(client, d).await;
+    }
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "peerguard-system");
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
+    let tr: Value = sas.create_subresource("token", "peerguard", &kube::api::PostParams::default(), &body).await.unwrap();
+    let token = tr["status"]["token"].as_str().unwrap();
+    let mut kc: Value = serde_saphyr::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
+    kc["users"][0]["user"] = json!({"token": token});
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("peerguard.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec(&kc).unwrap()).unwrap();
+    path
+}
