@@ -20,11 +20,11 @@ mod kube_datapath;
 mod kube_harness;
 
 use harness::{http_get, wait_for};
-use kube_datapath::*;
-use kube_harness::*;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::Client;
+use kube_datapath::*;
+use kube_harness::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
@@ -38,7 +38,6 @@ fn deny_sleep(ns: &str, principal_field: &str) -> Value {
         "spec": {"action": "DENY", "rules": [{"from": [{"source": {principal_field: ["cluster.local/ns/bar/sa/sleep"]}}]}]}
     })
 }
-
 
 #[test]
 fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
@@ -93,7 +92,11 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
     let dir = std::env::temp_dir().join(format!("pg-kube-e2e-{}", std::process::id()));
     // It runs as the manifests' ServiceAccount with their least-privilege ClusterRole.
     let id_dir = std::env::temp_dir().join(format!("pg-kube-e2e-id-{}", std::process::id()));
-    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(&client, &apiserver.kubeconfig, &id_dir));
+    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(
+        &client,
+        &apiserver.kubeconfig,
+        &id_dir,
+    ));
     let (server, grpc, http) = start_server(&server_kubeconfig, &dir, &wasm);
     wait_for(
         "the server to be ready (initial sync done)",
@@ -118,7 +121,11 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
     // Envoy, named as Istio's sidecar names itself: the pod comes from the node id and NAME.
     let (envoy, inbound) = start_envoy(&envoy_bin, &wasm, &dir, &ns, pod, &token, app, &[grpc]);
     let logs = [&server, &envoy];
-    let sleep = client_config(&dir.join("state/ca/root-cert.pem"), &dir.join("state/ca/root-key.pem"), "spiffe://cluster.local/ns/bar/sa/sleep");
+    let sleep = client_config(
+        &dir.join("state/ca/root-cert.pem"),
+        &dir.join("state/ca/root-key.pem"),
+        "spiffe://cluster.local/ns/bar/sa/sleep",
+    );
     let long = Duration::from_secs(60);
 
     until(
@@ -190,22 +197,51 @@ fn policies_written_through_the_kubernetes_api_are_enforced_by_envoy() {
         server.tail(40)
     );
     // ...and the user sees why on the object (status.peerguard) and in its Events.
-    let aps = api_for(&client, "security.istio.io/v1", "AuthorizationPolicy", "authorizationpolicies", Some(&ns));
-    let peerguard_status = || rt.block_on(aps.get("deny-sleep")).unwrap().data["status"]["peerguard"].clone();
-    wait_for("status.peerguard on the invalid object", Duration::from_secs(30), || peerguard_status()["valid"] == false);
+    let aps = api_for(
+        &client,
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        Some(&ns),
+    );
+    let peerguard_status =
+        || rt.block_on(aps.get("deny-sleep")).unwrap().data["status"]["peerguard"].clone();
+    wait_for(
+        "status.peerguard on the invalid object",
+        Duration::from_secs(30),
+        || peerguard_status()["valid"] == false,
+    );
     let st = peerguard_status();
-    assert!(st["messages"][0].as_str().unwrap_or_default().contains("principalz"), "{st}");
+    assert!(
+        st["messages"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("principalz"),
+        "{st}"
+    );
     assert_eq!(st["observedGeneration"], 1, "{st}");
     let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), &ns);
-    let warned = rt.block_on(events.list(&Default::default())).unwrap().items.into_iter().any(|e| {
-        e.involved_object.name.as_deref() == Some("deny-sleep")
-            && e.reason.as_deref() == Some("InvalidConfig")
-            && e.message.as_deref().unwrap_or_default().contains("principalz")
-    });
+    let warned = rt
+        .block_on(events.list(&Default::default()))
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.involved_object.name.as_deref() == Some("deny-sleep")
+                && e.reason.as_deref() == Some("InvalidConfig")
+                && e.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("principalz")
+        });
     assert!(warned, "a Warning Event names the invalid object and field");
     // Fixed in place: the status says so (the valid DENY is then in force).
     rt.block_on(apply(&client, &deny_sleep(&ns, "principals")));
-    wait_for("status.peerguard valid again", Duration::from_secs(30), || peerguard_status()["valid"] == true);
+    wait_for(
+        "status.peerguard valid again",
+        Duration::from_secs(30),
+        || peerguard_status()["valid"] == true,
+    );
     assert_eq!(peerguard_status()["observedGeneration"], 2);
     rt.block_on(delete(
         &client,
@@ -453,8 +489,13 @@ fn sds_serves_a_pod_only_with_its_own_service_account_token() {
     });
     let dir = std::env::temp_dir().join(format!("pg-kube-sds-{}", std::process::id()));
     let id_dir = std::env::temp_dir().join(format!("pg-kube-sds-id-{}", std::process::id()));
-    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(&client, &apiserver.kubeconfig, &id_dir));
-    let (server, grpc, http) = start_server(&server_kubeconfig, &dir, Path::new("/opt/peerguard.wasm"));
+    let server_kubeconfig = rt.block_on(manifest_identity_kubeconfig(
+        &client,
+        &apiserver.kubeconfig,
+        &id_dir,
+    ));
+    let (server, grpc, http) =
+        start_server(&server_kubeconfig, &dir, Path::new("/opt/peerguard.wasm"));
     wait_for("the server to be ready", Duration::from_secs(60), || {
         matches!(http_get(http, "/readyz"), Some((200, _)))
     });
@@ -554,38 +595,76 @@ fn sds_serves_a_pod_only_with_its_own_service_account_token() {
 #[test]
 fn manifests_pass_a_server_side_dry_run() {
     let test = "manifests_pass_a_server_side_dry_run";
-    let Some(apiserver) = ApiServer::get(test) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let client = client(&apiserver.kubeconfig).await;
         install_crds(&client).await;
-        let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml")).unwrap();
-        let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|d| !d.is_null()).collect();
+        let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml"))
+            .unwrap();
+        let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .collect();
         let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
         assert_eq!(
             kinds,
-            ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "PodDisruptionBudget"]
+            [
+                "Namespace",
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Deployment",
+                "Service",
+                "PodDisruptionBudget"
+            ]
         );
         // Namespaced objects can only be dry-run in an existing namespace: that one is created.
         apply(&client, &docs[0]).await;
         let served_groups = client.list_api_groups().await.unwrap();
-        let serves = |gv: &str| served_groups.groups.iter().any(|g| g.versions.iter().any(|v| v.group_version == gv));
+        let serves = |gv: &str| {
+            served_groups
+                .groups
+                .iter()
+                .any(|g| g.versions.iter().any(|v| v.group_version == gv))
+        };
         for doc in &docs[1..] {
             let mut doc = doc.clone();
             // Kubernetes 1.20 (the test server) predates policy/v1 (1.21); the spec is the same.
             if doc["apiVersion"] == "policy/v1" && !serves("policy/v1") {
                 doc["apiVersion"] = json!("policy/v1beta1");
             }
-            let (group, version) = doc["apiVersion"].as_str().unwrap().rsplit_once('/').unwrap_or(("", doc["apiVersion"].as_str().unwrap()));
+            let (group, version) = doc["apiVersion"]
+                .as_str()
+                .unwrap()
+                .rsplit_once('/')
+                .unwrap_or(("", doc["apiVersion"].as_str().unwrap()));
             let gvk = GroupVersionKind::gvk(group, version, doc["kind"].as_str().unwrap());
-            let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap_or_else(|e| panic!("{gvk:?}: {e}"));
-            let api: Api<DynamicObject> = match (caps.scope, doc["metadata"]["namespace"].as_str()) {
-                (kube::discovery::Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &ar),
+            let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk)
+                .await
+                .unwrap_or_else(|e| panic!("{gvk:?}: {e}"));
+            let api: Api<DynamicObject> = match (caps.scope, doc["metadata"]["namespace"].as_str())
+            {
+                (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                    Api::namespaced_with(client.clone(), ns, &ar)
+                }
                 _ => Api::all_with(client.clone(), &ar),
             };
             let name = doc["metadata"]["name"].as_str().unwrap();
-            let params = PatchParams { dry_run: true, ..PatchParams::apply("peerguard-manifest-check").force() };
-            api.patch(name, &params, &Patch::Apply(&doc)).await.unwrap_or_else(|e| panic!("dry run of {} {name}: {e}", gvk.kind));
+            let params = PatchParams {
+                dry_run: true,
+                ..PatchParams::apply("peerguard-manifest-check").force()
+            };
+            api.patch(name, &params, &Patch::Apply(&doc))
+                .await
+                .unwrap_or_else(|e| panic!("dry run of {} {name}: {e}", gvk.kind));
         }
     });
 }

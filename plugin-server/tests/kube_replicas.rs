@@ -36,8 +36,12 @@ fn write_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    p.distinguished_name.push(rcgen::DnType::CommonName, "peerguard test root");
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "peerguard test root");
     let cert = p.self_signed(&key).unwrap();
     std::fs::create_dir_all(dir).unwrap();
     let (c, k) = (dir.join("ca-cert.pem"), dir.join("ca-key.pem"));
@@ -50,11 +54,21 @@ fn write_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn killing_the_connected_replica_under_traffic_lets_nothing_through() {
     let test = "killing_the_connected_replica_under_traffic_lets_nothing_through";
     let (Some(envoy_bin), Some(wasm)) = (find_envoy(), find_wasm()) else {
-        skip(test, "no Envoy or no peerguard.wasm (scripts/setup.sh, scripts/build-wasm.sh)", "PEERGUARD_REQUIRE_ENVOY");
+        skip(
+            test,
+            "no Envoy or no peerguard.wasm (scripts/setup.sh, scripts/build-wasm.sh)",
+            "PEERGUARD_REQUIRE_ENVOY",
+        );
         return;
     };
-    let Some(apiserver) = ApiServer::get(test) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let client = rt.block_on(client(&apiserver.kubeconfig));
     rt.block_on(install_crds(&client));
     let pid = std::process::id();
@@ -77,20 +91,52 @@ fn killing_the_connected_replica_under_traffic_lets_nothing_through() {
     let dir = std::env::temp_dir().join(format!("pg-kube-replicas-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     let (ca_cert, ca_key) = write_ca(&dir.join("ca"));
-    let ca_args = ["--ca-cert", ca_cert.to_str().unwrap(), "--ca-key", ca_key.to_str().unwrap()];
-    let (mut a, grpc_a, http_a) = start_server_with(&apiserver.kubeconfig, &dir.join("a"), &wasm, &ca_args);
-    let (mut b, grpc_b, http_b) = start_server_with(&apiserver.kubeconfig, &dir.join("b"), &wasm, &ca_args);
+    let ca_args = [
+        "--ca-cert",
+        ca_cert.to_str().unwrap(),
+        "--ca-key",
+        ca_key.to_str().unwrap(),
+    ];
+    let (mut a, grpc_a, http_a) =
+        start_server_with(&apiserver.kubeconfig, &dir.join("a"), &wasm, &ca_args);
+    let (mut b, grpc_b, http_b) =
+        start_server_with(&apiserver.kubeconfig, &dir.join("b"), &wasm, &ca_args);
     for http in [http_a, http_b] {
-        wait_for("a replica to be ready", Duration::from_secs(60), || matches!(http_get(http, "/readyz"), Some((200, _))));
+        wait_for("a replica to be ready", Duration::from_secs(60), || {
+            matches!(http_get(http, "/readyz"), Some((200, _)))
+        });
     }
     let token = dir.join("sa-token");
-    std::fs::write(&token, rt.block_on(sa_token(&client, &ns, "httpbin", &["peerguard"], Some(pod)))).unwrap();
-    let (envoy, inbound) = start_envoy(&envoy_bin, &wasm, &dir, &ns, pod, &token, app, &[grpc_a, grpc_b]);
+    std::fs::write(
+        &token,
+        rt.block_on(sa_token(&client, &ns, "httpbin", &["peerguard"], Some(pod))),
+    )
+    .unwrap();
+    let (envoy, inbound) = start_envoy(
+        &envoy_bin,
+        &wasm,
+        &dir,
+        &ns,
+        pod,
+        &token,
+        app,
+        &[grpc_a, grpc_b],
+    );
     let sleep = client_config(&ca_cert, &ca_key, &format!("spiffe://{sleep_principal}"));
     let other = client_config(&ca_cert, &ca_key, &format!("spiffe://{other_principal}"));
     let long = Duration::from_secs(60);
-    until("the allowed peer passes", Instant::now(), long, &[&a, &b, &envoy], || request(inbound, Some(&other)), "200 app-ok");
-    assert!(request(inbound, Some(&sleep)).starts_with("403"), "the DENY is in force before the kill");
+    until(
+        "the allowed peer passes",
+        Instant::now(),
+        long,
+        &[&a, &b, &envoy],
+        || request(inbound, Some(&other)),
+        "200 app-ok",
+    );
+    assert!(
+        request(inbound, Some(&sleep)).starts_with("403"),
+        "the DENY is in force before the kill"
+    );
 
     // Continuous traffic from both peers until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,13 +175,23 @@ fn killing_the_connected_replica_under_traffic_lets_nothing_through() {
             .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
             .sum()
     };
-    wait_for("Envoy's streams to be open", long, || streams(http_a) + streams(http_b) >= 1.0);
+    wait_for("Envoy's streams to be open", long, || {
+        streams(http_a) + streams(http_b) >= 1.0
+    });
     let total = streams(http_a) + streams(http_b);
-    let (victim, survivor_http, name) = if streams(http_a) >= 1.0 { (&mut a, http_b, "a") } else { (&mut b, http_a, "b") };
+    let (victim, survivor_http, name) = if streams(http_a) >= 1.0 {
+        (&mut a, http_b, "a")
+    } else {
+        (&mut b, http_a, "b")
+    };
     let _ = victim.child.kill();
     let _ = victim.child.wait();
     let killed = Instant::now();
-    wait_for("Envoy to reopen every stream on the other replica", long, || streams(survivor_http) >= total);
+    wait_for(
+        "Envoy to reopen every stream on the other replica",
+        long,
+        || streams(survivor_http) >= total,
+    );
     let reconnect = killed.elapsed();
     std::thread::sleep(Duration::from_secs(1));
 
@@ -143,7 +199,14 @@ fn killing_the_connected_replica_under_traffic_lets_nothing_through() {
     let t0 = Instant::now();
     rt.block_on(apply(&client, &deny(&ns, "deny-other", other_principal)));
     let survivor = if name == "a" { &b } else { &a };
-    let enforced = until("the DENY written during the outage", t0, long, &[survivor, &envoy], || request(inbound, Some(&other)), "403");
+    let enforced = until(
+        "the DENY written during the outage",
+        t0,
+        long,
+        &[survivor, &envoy],
+        || request(inbound, Some(&other)),
+        "403",
+    );
     other_denied.store(true, Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
@@ -160,9 +223,17 @@ fn killing_the_connected_replica_under_traffic_lets_nothing_through() {
         c[4]
     );
     assert_eq!(c[1], 0, "a request of the denied peer got through");
-    assert_eq!(c[4], 0, "the allowed peer passed after its DENY was enforced");
+    assert_eq!(
+        c[4], 0,
+        "the allowed peer passed after its DENY was enforced"
+    );
     assert!(c[0] > 10, "traffic ran during the kill");
-    assert_eq!(metric(survivor_http, "peerguard_xds_rejects_total{type=\"ecds\"}"), 0.0, "{}", envoy.tail(30));
+    assert_eq!(
+        metric(survivor_http, "peerguard_xds_rejects_total{type=\"ecds\"}"),
+        0.0,
+        "{}",
+        envoy.tail(30)
+    );
 
     rt.block_on(async {
         let nss: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

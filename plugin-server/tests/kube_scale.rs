@@ -25,7 +25,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn size(var: &str, default: usize) -> usize {
-    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Creates `objects` with `concurrency` requests in flight; returns objects per second.
@@ -37,9 +40,17 @@ async fn create_all(client: &Client, objects: Vec<Value>, concurrency: usize) ->
             let client = client.clone();
             async move {
                 let kind = o["kind"].as_str().unwrap().to_string();
-                let api = api_for(&client, o["apiVersion"].as_str().unwrap(), &kind, &plural(&kind), o["metadata"]["namespace"].as_str());
+                let api = api_for(
+                    &client,
+                    o["apiVersion"].as_str().unwrap(),
+                    &kind,
+                    &plural(&kind),
+                    o["metadata"]["namespace"].as_str(),
+                );
                 let obj: DynamicObject = serde_json::from_value(o).unwrap();
-                api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("create {kind}: {e}"));
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .unwrap_or_else(|e| panic!("create {kind}: {e}"));
             }
         })
         .buffer_unordered(concurrency)
@@ -83,8 +94,14 @@ fn strip_ansi(text: &str) -> String {
 /// CPU seconds (user + system) a process has used.
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
-    let ticks: f64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()).unwrap_or(0.0);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -92,12 +109,21 @@ fn cpu_seconds(pid: u32) -> f64 {
 #[ignore = "creates 13,000 objects; run with --ignored for the figures"]
 fn scale_initial_sync_full_build_and_memory() {
     let test = "scale_initial_sync_full_build_and_memory";
-    let Some(apiserver) = ApiServer::get(test) else { return };
-    let (pods, services, policies) =
-        (size("PEERGUARD_SCALE_PODS", 1000), size("PEERGUARD_SCALE_SERVICES", 2000), size("PEERGUARD_SCALE_POLICIES", 10000));
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let (pods, services, policies) = (
+        size("PEERGUARD_SCALE_PODS", 1000),
+        size("PEERGUARD_SCALE_SERVICES", 2000),
+        size("PEERGUARD_SCALE_POLICIES", 10000),
+    );
     let namespaces = 20usize;
     let apps_per_ns = 10usize;
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let client = rt.block_on(client(&apiserver.kubeconfig));
     rt.block_on(install_crds(&client));
     let pid = std::process::id();
@@ -144,7 +170,8 @@ fn scale_initial_sync_full_build_and_memory() {
         t0.elapsed().as_secs_f64()
     );
 
-    let bin = std::env::var("PEERGUARD_SCALE_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_peerguard").to_string());
+    let bin = std::env::var("PEERGUARD_SCALE_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_peerguard").to_string());
     let dir = std::env::temp_dir().join(format!("pg-kube-scale-{pid}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
@@ -157,7 +184,14 @@ fn scale_initial_sync_full_build_and_memory() {
             .arg(&apiserver.kubeconfig)
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args(["--wasm", "/opt/peerguard.wasm", "--listen", &format!("127.0.0.1:{grpc}"), "--http-listen", &format!("127.0.0.1:{http}")])
+            .args([
+                "--wasm",
+                "/opt/peerguard.wasm",
+                "--listen",
+                &format!("127.0.0.1:{grpc}"),
+                "--http-listen",
+                &format!("127.0.0.1:{http}"),
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -182,7 +216,10 @@ fn scale_initial_sync_full_build_and_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no initial-sync line:\n{}", server.tail(20)));
     let workloads = metric(http, "peerguard_workloads");
-    assert!(workloads >= pods as f64, "{workloads} workloads for {pods} pods");
+    assert!(
+        workloads >= pods as f64,
+        "{workloads} workloads for {pods} pods"
+    );
     let (rss, hwm) = memory(spid);
 
     // One more policy: time until every workload's policy is rebuilt.
@@ -197,9 +234,19 @@ fn scale_initial_sync_full_build_and_memory() {
         .unwrap();
         api.create(&PostParams::default(), &obj).await.unwrap();
     });
-    wait_for("the rebuild after one change", Duration::from_secs(300), || metric(http, "peerguard_config_reloads_total") > reloads);
+    wait_for(
+        "the rebuild after one change",
+        Duration::from_secs(300),
+        || metric(http, "peerguard_config_reloads_total") > reloads,
+    );
     let rebuild = t0.elapsed();
-    eprintln!("change applied at {:?} (unix), rebuild seen {rebuild:?} later", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() - rebuild);
+    eprintln!(
+        "change applied at {:?} (unix), rebuild seen {rebuild:?} later",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            - rebuild
+    );
     let (rss_after, hwm_after) = memory(spid);
     println!(
         "SCALE: peerguard serve ({}): initial sync {:.2} s; ready (every workload compiled, cert issued, snapshot published) {:.2} s after start, {:.1} CPU-s; {workloads} workloads; RSS {rss:.0} MiB (peak {:.0} MiB); one policy added → all rebuilt in {:.2} s; RSS after {rss_after:.0} MiB (peak {:.0} MiB)",

@@ -83,9 +83,7 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServer {
 /// A client certificate for `spiffe_uri`, signed by the server's built-in CA.
 pub fn client_config(ca_cert: &Path, ca_key: &Path, spiffe_uri: &str) -> Arc<rustls::ClientConfig> {
     let pem = std::fs::read_to_string(ca_cert).unwrap();
-    let ca_key =
-        rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_key).unwrap())
-            .unwrap();
+    let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(ca_key).unwrap()).unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&pem, ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -200,19 +198,47 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// (node id `sidecar~ip~pod.ns~…`, metadata NAME/NAMESPACE), its xDS cluster pointing at every
 /// server in `grpc_ports`: (process, inbound port).
 #[allow(clippy::too_many_arguments)]
-pub fn start_envoy(envoy_bin: &Path, wasm: &Path, dir: &Path, ns: &str, pod: &str, token: &Path, app: u16, grpc_ports: &[u16]) -> (Proc, u16) {
+pub fn start_envoy(
+    envoy_bin: &Path,
+    wasm: &Path,
+    dir: &Path,
+    ns: &str,
+    pod: &str,
+    token: &Path,
+    app: u16,
+    grpc_ports: &[u16],
+) -> (Proc, u16) {
     let (inbound, admin) = (free_port(), free_port());
     let out = Command::new(env!("CARGO_BIN_EXE_peerguard"))
-        .args(["bootstrap", "--format", "json", "--node", &format!("{ns}/{pod}"), "--server", &format!("127.0.0.1:{}", grpc_ports[0])])
+        .args([
+            "bootstrap",
+            "--format",
+            "json",
+            "--node",
+            &format!("{ns}/{pod}"),
+            "--server",
+            &format!("127.0.0.1:{}", grpc_ports[0]),
+        ])
         .arg("--token-file")
         .arg(token)
         .arg("--wasm")
         .arg(wasm)
-        .args(["--inbound-address", "127.0.0.1", "--inbound-port", &inbound.to_string(), "--admin-port", &admin.to_string()])
+        .args([
+            "--inbound-address",
+            "127.0.0.1",
+            "--inbound-port",
+            &inbound.to_string(),
+            "--admin-port",
+            &admin.to_string(),
+        ])
         .args(["--app-port", &app.to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "bootstrap: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "bootstrap: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut boot: Value = serde_json::from_slice(&out.stdout).unwrap();
     boot["node"] = json!({
         "id": format!("sidecar~127.0.0.1~{pod}.{ns}~{ns}.svc.cluster.local"),
@@ -220,7 +246,10 @@ pub fn start_envoy(envoy_bin: &Path, wasm: &Path, dir: &Path, ns: &str, pod: &st
         "metadata": {"NAMESPACE": ns, "NAME": pod, "WORKLOAD_NAME": "httpbin", "SERVICE_ACCOUNT": "httpbin"},
     });
     let clusters = boot["static_resources"]["clusters"].as_array_mut().unwrap();
-    let xds = clusters.iter_mut().find(|c| c["name"] == "peerguard-xds").unwrap();
+    let xds = clusters
+        .iter_mut()
+        .find(|c| c["name"] == "peerguard-xds")
+        .unwrap();
     let endpoints: Vec<Value> = grpc_ports
         .iter()
         .map(|p| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": p}}}}))
@@ -233,7 +262,13 @@ pub fn start_envoy(envoy_bin: &Path, wasm: &Path, dir: &Path, ns: &str, pod: &st
     let child = Command::new(envoy_bin)
         .arg("-c")
         .arg(&cfg)
-        .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "info"])
+        .args([
+            "--disable-hot-restart",
+            "--concurrency",
+            "1",
+            "--log-level",
+            "info",
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

@@ -221,7 +221,6 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-
 pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
@@ -261,7 +260,12 @@ pub fn start_server(kubeconfig: &Path, dir: &Path, wasm: &Path) -> (Proc, u16, u
 }
 
 /// [`start_server`] with more arguments (e.g. `--ca-cert`/`--ca-key` shared by replicas).
-pub fn start_server_with(kubeconfig: &Path, dir: &Path, wasm: &Path, extra: &[&str]) -> (Proc, u16, u16) {
+pub fn start_server_with(
+    kubeconfig: &Path,
+    dir: &Path,
+    wasm: &Path,
+    extra: &[&str],
+) -> (Proc, u16, u16) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let (grpc, http) = (free_port(), free_port());
@@ -318,21 +322,44 @@ pub async fn sa_token(
     tr["status"]["token"].as_str().unwrap().to_string()
 }
 
-
 /// A kubeconfig for the server's own identity from `manifests/kubernetes/peerguard.yaml` (its
 /// Namespace, ServiceAccount, ClusterRole and binding are applied): the tests then prove the
 /// least-privilege role is enough for everything the server does.
-pub async fn manifest_identity_kubeconfig(client: &Client, admin_kubeconfig: &Path, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml")).unwrap();
-    let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(|d| !d.is_null()).collect();
-    for d in docs.iter().filter(|d| matches!(d["kind"].as_str(), Some("Namespace" | "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding"))) {
+pub async fn manifest_identity_kubeconfig(
+    client: &Client,
+    admin_kubeconfig: &Path,
+    dir: &Path,
+) -> PathBuf {
+    let text =
+        std::fs::read_to_string(repo_root().join("manifests/kubernetes/peerguard.yaml")).unwrap();
+    let docs: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
+    for d in docs.iter().filter(|d| {
+        matches!(
+            d["kind"].as_str(),
+            Some("Namespace" | "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding")
+        )
+    }) {
         apply(client, d).await;
     }
-    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), "peerguard-system");
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), "peerguard-system");
     let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 3600}});
-    let tr: Value = sas.create_subresource("token", "peerguard", &kube::api::PostParams::default(), &body).await.unwrap();
+    let tr: Value = sas
+        .create_subresource(
+            "token",
+            "peerguard",
+            &kube::api::PostParams::default(),
+            &body,
+        )
+        .await
+        .unwrap();
     let token = tr["status"]["token"].as_str().unwrap();
-    let mut kc: Value = serde_saphyr::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
+    let mut kc: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(admin_kubeconfig).unwrap()).unwrap();
     kc["users"][0]["user"] = json!({"token": token});
     std::fs::create_dir_all(dir).unwrap();
     let path = dir.join("peerguard.kubeconfig");

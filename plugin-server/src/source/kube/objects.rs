@@ -34,8 +34,13 @@ const DROPPED_ANNOTATIONS: [&str; 1] = ["kubectl.kubernetes.io/last-applied-conf
 /// the metadata fields the server maintains (`resourceVersion`, `managedFields`, …); the
 /// `apiVersion`/`kind` of the watched API fill in for a list item that lacks them.
 pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str) -> IstioEntry {
-    let generation = value.pointer("/metadata/generation").and_then(Value::as_i64);
-    let uid = value.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
+    let generation = value
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64);
+    let uid = value
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(String::from);
     let status = super::status::read(&value);
     if let Value::Object(map) = &mut value {
         map.remove("status");
@@ -78,7 +83,12 @@ pub fn istio_entry(mut value: Value, api_version: &str, kind: &str, origin: &str
             ..Default::default()
         },
     };
-    IstioEntry { generation, uid, status, ..parsed }
+    IstioEntry {
+        generation,
+        uid,
+        status,
+        ..parsed
+    }
 }
 
 /// What the registry needs of a Pod.

@@ -42,10 +42,22 @@ pub fn desired(entry: &IstioEntry, origin: &str) -> Option<PeerguardStatus> {
     let invalid = !entry.errors.is_empty() || matches!(entry.resource, Some(Resource::Invalid(_)));
     let want = if invalid {
         let prefix = format!("{origin}: ");
-        let messages = entry.errors.iter().map(|e| e.strip_prefix(&prefix).unwrap_or(e).to_string()).collect();
-        PeerguardStatus { valid: false, observed_generation: entry.generation, messages }
+        let messages = entry
+            .errors
+            .iter()
+            .map(|e| e.strip_prefix(&prefix).unwrap_or(e).to_string())
+            .collect();
+        PeerguardStatus {
+            valid: false,
+            observed_generation: entry.generation,
+            messages,
+        }
     } else if entry.status.as_ref().is_some_and(|s| !s.valid) {
-        PeerguardStatus { valid: true, observed_generation: entry.generation, messages: Vec::new() }
+        PeerguardStatus {
+            valid: true,
+            observed_generation: entry.generation,
+            messages: Vec::new(),
+        }
     } else {
         return None;
     };
@@ -61,7 +73,10 @@ pub struct StatusWriter {
 
 impl StatusWriter {
     pub fn new(client: Client) -> Self {
-        StatusWriter { client, inflight: BTreeMap::new() }
+        StatusWriter {
+            client,
+            inflight: BTreeMap::new(),
+        }
     }
 
     /// Lets the next [`StatusWriter::reconcile`] write again what is still not shown (a
@@ -75,21 +90,35 @@ impl StatusWriter {
         let mut seen = BTreeMap::new();
         for (feed, key, entry) in feeds.istio_entries() {
             let Some(ar) = apis.get(&feed) else { continue };
-            let Some(want) = desired(entry, feeds.name(feed)) else { continue };
+            let Some(want) = desired(entry, feeds.name(feed)) else {
+                continue;
+            };
             let id = (feed, key.clone());
             if self.inflight.get(&id) == Some(&want) {
                 seen.insert(id, want);
                 continue;
             }
             seen.insert(id, want.clone());
-            tokio::spawn(write(self.client.clone(), ar.clone(), key.clone(), entry.uid.clone(), want));
+            tokio::spawn(write(
+                self.client.clone(),
+                ar.clone(),
+                key.clone(),
+                entry.uid.clone(),
+                want,
+            ));
         }
         // Forget writes whose result the watch has shown (or whose object is gone).
         self.inflight = seen;
     }
 }
 
-async fn write(client: Client, ar: ApiResource, (namespace, name): ObjKey, uid: Option<String>, status: PeerguardStatus) {
+async fn write(
+    client: Client,
+    ar: ApiResource,
+    (namespace, name): ObjKey,
+    uid: Option<String>,
+    status: PeerguardStatus,
+) {
     let api: Api<DynamicObject> = if namespace.is_empty() {
         Api::all_with(client.clone(), &ar)
     } else {
@@ -99,21 +128,54 @@ async fn write(client: Client, ar: ApiResource, (namespace, name): ObjKey, uid: 
         "apiVersion": ar.api_version, "kind": ar.kind,
         "status": {"peerguard": status},
     });
-    let object = format!("{} {}{}", ar.kind, if namespace.is_empty() { String::new() } else { format!("{namespace}/") }, name);
-    if let Err(e) = api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+    let object = format!(
+        "{} {}{}",
+        ar.kind,
+        if namespace.is_empty() {
+            String::new()
+        } else {
+            format!("{namespace}/")
+        },
+        name
+    );
+    if let Err(e) = api
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
         tracing::warn!("cannot write status.peerguard of {object}: {e}");
     }
     if status.valid {
         return;
     }
-    let message = format!("invalid, enforced fail-closed: {}", status.messages.join("; "));
-    let digest = Sha256::digest(format!("{}/{namespace}/{name}/{:?}/{message}", ar.kind, status.observed_generation).as_bytes());
-    let event_ns = if namespace.is_empty() { "default".to_string() } else { namespace.clone() };
+    let message = format!(
+        "invalid, enforced fail-closed: {}",
+        status.messages.join("; ")
+    );
+    let digest = Sha256::digest(
+        format!(
+            "{}/{namespace}/{name}/{:?}/{message}",
+            ar.kind, status.observed_generation
+        )
+        .as_bytes(),
+    );
+    let event_ns = if namespace.is_empty() {
+        "default".to_string()
+    } else {
+        namespace.clone()
+    };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let event = Event {
         metadata: ObjectMeta {
             // Deterministic: replicas reporting the same thing create one Event.
-            name: Some(format!("{}.peerguard-{}", name.chars().take(200).collect::<String>(), crate::node::hex(&digest[..8]))),
+            name: Some(format!(
+                "{}.peerguard-{}",
+                name.chars().take(200).collect::<String>(),
+                crate::node::hex(&digest[..8])
+            )),
             namespace: Some(event_ns.clone()),
             ..Default::default()
         },
@@ -128,7 +190,10 @@ async fn write(client: Client, ar: ApiResource, (namespace, name): ObjKey, uid: 
         reason: Some("InvalidConfig".into()),
         message: Some(message.chars().take(1024).collect()),
         type_: Some("Warning".into()),
-        source: Some(EventSource { component: Some("peerguard".into()), ..Default::default() }),
+        source: Some(EventSource {
+            component: Some("peerguard".into()),
+            ..Default::default()
+        }),
         reporting_component: Some("peerguard".into()),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now),
@@ -166,16 +231,42 @@ mod tests {
         let want = desired(&bad, ORIGIN).unwrap();
         assert!(!want.valid);
         assert_eq!(want.observed_generation, Some(2));
-        assert!(want.messages[0].starts_with("AuthorizationPolicy foo/p: spec"), "{:?}", want.messages);
+        assert!(
+            want.messages[0].starts_with("AuthorizationPolicy foo/p: spec"),
+            "{:?}",
+            want.messages
+        );
         // Already reported: nothing to write.
-        let reported = entry(serde_json::json!({"action": "DENY", "rulez": []}), Some(serde_json::to_value(&want).unwrap()));
+        let reported = entry(
+            serde_json::json!({"action": "DENY", "rulez": []}),
+            Some(serde_json::to_value(&want).unwrap()),
+        );
         assert_eq!(desired(&reported, ORIGIN), None);
         // Fixed: `valid: true` once, then nothing.
-        let fixed = entry(serde_json::json!({"action": "DENY", "rules": [{}]}), Some(serde_json::to_value(&want).unwrap()));
-        assert_eq!(desired(&fixed, ORIGIN), Some(PeerguardStatus { valid: true, observed_generation: Some(2), messages: vec![] }));
-        let cleared = entry(serde_json::json!({"action": "DENY", "rules": [{}]}), Some(serde_json::json!({"valid": true, "observedGeneration": 2})));
+        let fixed = entry(
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+            Some(serde_json::to_value(&want).unwrap()),
+        );
+        assert_eq!(
+            desired(&fixed, ORIGIN),
+            Some(PeerguardStatus {
+                valid: true,
+                observed_generation: Some(2),
+                messages: vec![]
+            })
+        );
+        let cleared = entry(
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+            Some(serde_json::json!({"valid": true, "observedGeneration": 2})),
+        );
         assert_eq!(desired(&cleared, ORIGIN), None);
         // Valid and never reported: no write at all.
-        assert_eq!(desired(&entry(serde_json::json!({"action": "DENY", "rules": [{}]}), None), ORIGIN), None);
+        assert_eq!(
+            desired(
+                &entry(serde_json::json!({"action": "DENY", "rules": [{}]}), None),
+                ORIGIN
+            ),
+            None
+        );
     }
 }
