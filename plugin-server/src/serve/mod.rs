@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, watch};
 pub struct Args {
     /// Directory of Istio resources and peerguard `Workload`s (YAML/JSON, read recursively,
     /// watched for changes). Required with `--source directory`.
-    #[arg(long, required_if_eq("source", "directory"))]
+    #[arg(long)]
     pub config_dir: Option<PathBuf>,
     /// Where resources come from: a directory, or the Kubernetes API (the mesh CRDs, Pods,
     /// Services and Namespaces).
@@ -131,6 +131,10 @@ pub fn token_auth(state_dir: &std::path::Path) -> anyhow::Result<TokenAuth> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<u8> {
+    // Before anything is created (clap's `required_if_eq` ignores the default `--source`).
+    if args.source == SourceKind::Directory && args.config_dir.is_none() {
+        anyhow::bail!("--source directory (the default) needs --config-dir; or use --source kubernetes");
+    }
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let ca = Ca::load(&ca_source(&args), &args.trust_domain, args.workload_cert_ttl, args.max_workload_cert_ttl)
         .context("certificate authority")?;
@@ -157,7 +161,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
 
     let source: Box<dyn Source> = match (args.source, &args.config_dir) {
         (SourceKind::Directory, Some(dir)) => Box::new(DirSource { dir: dir.clone(), poll: args.poll_interval, debounce: args.debounce }),
-        (SourceKind::Directory, None) => anyhow::bail!("--source directory needs --config-dir"),
+        (SourceKind::Directory, None) => anyhow::bail!("--source directory (the default) needs --config-dir"),
         (SourceKind::Kubernetes, _) => Box::new(KubeSource {
             kubeconfig: args.kubeconfig.clone(),
             debounce: args.debounce,
