@@ -2,8 +2,8 @@
 # The README's test command: installs what is missing, checks formatting and lints (native
 # and wasm32, -D warnings), builds the wasm filter and the binary (and links `peerguard`
 # into PATH, scripts/link-peerguard.sh), then runs unit
-# tests, the conformance suite in-process and through real Envoy, the Envoy end-to-end
-# tests and a short fuzzing run.
+# tests, the conformance suite in-process and through real Envoy, the Envoy and Kubernetes
+# (a real API server, integration/kube/apiserver.sh) end-to-end tests and a short fuzzing run.
 #   CONFORMANCE_DIR         scenario directory (default: integration/conformance/cases)
 #   SHARED_CONFORMANCE_DIR  upstream cases, run too when present (default:
 #                           ../shared/conformance/cases beside the clone)
@@ -53,6 +53,14 @@ step "build"
 cargo build --workspace --all-targets
 pg="$CARGO_TARGET_DIR/debug/peerguard"
 bash scripts/link-peerguard.sh "$pg"
+
+step "Kubernetes API server (kube-apiserver 1.20.2 + etcd; built once, cached in ${PEERGUARD_KUBE_CACHE:-/var/cache/peerguard/kube})"
+# A cold build takes ~10-15 min on 2 cores; later runs reuse the cached binaries. The
+# Kubernetes tests run against this one server and never skip here.
+kube_dir=$(mktemp -d /tmp/peerguard-kube.XXXXXX)
+trap 'bash "$root/integration/kube/apiserver.sh" stop "$kube_dir" >/dev/null 2>&1 || true' EXIT
+export PEERGUARD_KUBECONFIG=$(bash integration/kube/apiserver.sh start "$kube_dir" | tail -n 1)
+export PEERGUARD_REQUIRE_KUBE=${PEERGUARD_REQUIRE_KUBE:-1}
 
 step "unit and integration tests"
 cargo test --workspace --no-fail-fast

@@ -1,7 +1,9 @@
 //! Envoy `Node` → the workload it runs as, and the bootstrap-token check.
 //!
 //! A node names itself by `node.id = "<namespace>/<name>"`, or by node metadata
-//! `NAMESPACE` + `WORKLOAD_NAME` (Istio's names). Naming is a claim, not a proof: secrets are
+//! `NAMESPACE` + `WORKLOAD_NAME`; an Istio proxy in Kubernetes names its pod by metadata
+//! `NAMESPACE` + `NAME` and by the node id `sidecar~<ip>~<pod>.<namespace>~<domain>`, which the
+//! Kubernetes source's registry (keyed by pod) resolves. Naming is a claim, not a proof: secrets are
 //! only served when the stream carries the workload's bootstrap token in the gRPC header
 //! [`TOKEN_HEADER`] (Envoy's `GrpcService.initial_metadata`). Tokens are
 //! `hex(HMAC-SHA256(server secret, "peerguard-token/v1:<ns>/<name>"))`, so the server needs no
@@ -35,24 +37,61 @@ fn meta_str(node: &Node, key: &str) -> Option<String> {
     }
 }
 
-/// Which workload the node says it is.
+/// Which workload the node says it is (the first of [`node_keys`]).
 pub fn node_key(node: Option<&Node>) -> Result<WorkloadKey, NodeError> {
-    let node = node.ok_or(NodeError::Missing)?;
-    if let (Some(namespace), Some(name)) = (meta_str(node, "NAMESPACE"), meta_str(node, "WORKLOAD_NAME")) {
-        return Ok(WorkloadKey { namespace, name });
-    }
-    match node.id.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
-            Ok(WorkloadKey { namespace: ns.into(), name: name.into() })
-        }
-        _ => Err(NodeError::Unnamed(node.id.clone())),
-    }
+    node_keys(node)?.into_iter().next().ok_or_else(|| NodeError::Unnamed(node.map(|n| n.id.clone()).unwrap_or_default()))
 }
 
-/// Resolve the node against the registry.
+/// Every name the node gives itself, the pod first: Istio's proxies send the pod (`NAME`,
+/// and the `sidecar~ip~pod.ns~…` id) as well as the workload (`WORKLOAD_NAME`, the
+/// Deployment), and a pod named like another pod's Deployment must not get that pod's policy.
+pub fn node_keys(node: Option<&Node>) -> Result<Vec<WorkloadKey>, NodeError> {
+    let node = node.ok_or(NodeError::Missing)?;
+    let mut keys = Vec::new();
+    let namespace = meta_str(node, "NAMESPACE");
+    if let (Some(namespace), Some(name)) = (&namespace, meta_str(node, "NAME")) {
+        keys.push(WorkloadKey { namespace: namespace.clone(), name });
+    }
+    if let Some(key) = sidecar_id(&node.id) {
+        keys.push(key);
+    }
+    if let (Some(namespace), Some(name)) = (namespace, meta_str(node, "WORKLOAD_NAME")) {
+        keys.push(WorkloadKey { namespace, name });
+    }
+    match node.id.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') && !node.id.contains('~') => {
+            keys.push(WorkloadKey { namespace: ns.into(), name: name.into() })
+        }
+        _ => {}
+    }
+    if keys.is_empty() {
+        return Err(NodeError::Unnamed(node.id.clone()));
+    }
+    keys.dedup();
+    Ok(keys)
+}
+
+/// `sidecar~10.0.0.5~httpbin-7d9f.foo~foo.svc.cluster.local` → `foo/httpbin-7d9f` (Istio's
+/// `<type>~<ip>~<pod>.<namespace>~<domain>`; pod names have no dots, so the last dot splits).
+fn sidecar_id(id: &str) -> Option<WorkloadKey> {
+    let mut parts = id.split('~');
+    let (kind, _ip, pod_ns, _domain) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || !matches!(kind, "sidecar" | "router") {
+        return None;
+    }
+    let (name, namespace) = pod_ns.rsplit_once('.')?;
+    (!name.is_empty() && !namespace.is_empty()).then(|| WorkloadKey { namespace: namespace.into(), name: name.into() })
+}
+
+/// Resolve the node against the registry: the first of its names that is registered.
 pub fn resolve<'r>(node: Option<&Node>, registry: &'r Registry) -> Result<&'r WorkloadEntry, NodeError> {
-    let key = node_key(node)?;
-    let entry = registry.get(&key).ok_or_else(|| NodeError::Unknown(key.clone()))?;
+    let keys = node_keys(node)?;
+    let entry = match (keys.iter().find_map(|k| registry.get(k)), keys.first()) {
+        (Some(entry), _) => entry,
+        (None, Some(first)) => return Err(NodeError::Unknown(first.clone())),
+        (None, None) => return Err(NodeError::Unnamed(node.map(|n| n.id.clone()).unwrap_or_default())),
+    };
+    let key = entry.key.clone();
     if let Some(claimed) = node.and_then(|n| meta_str(n, "SERVICE_ACCOUNT")) {
         if claimed != entry.spec.service_account {
             return Err(NodeError::ServiceAccountMismatch {
@@ -129,6 +168,19 @@ mod tests {
         }
         let n = Node { id: "sidecar~10.0.0.1~x~y".into(), metadata: Some(meta), ..Default::default() };
         assert_eq!(node_key(Some(&n)), Ok(key("bar", "sleep")));
+        // Istio's proxy in Kubernetes: the pod comes first, from metadata NAME or the id.
+        let mut meta = Struct::default();
+        for (k, v) in [("NAMESPACE", "foo"), ("NAME", "httpbin-7d9f"), ("WORKLOAD_NAME", "httpbin")] {
+            meta.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v.into())) });
+        }
+        let n = Node { id: "sidecar~10.0.0.5~httpbin-7d9f.foo~foo.svc.cluster.local".into(), metadata: Some(meta), ..Default::default() };
+        assert_eq!(node_keys(Some(&n)), Ok(vec![key("foo", "httpbin-7d9f"), key("foo", "httpbin")]));
+        let n = Node { id: "sidecar~10.0.0.5~sleep-1.bar~bar.svc.cluster.local".into(), ..Default::default() };
+        assert_eq!(node_key(Some(&n)), Ok(key("bar", "sleep-1")));
+        for bad in ["sidecar~10.0.0.5~nodots~x", "sidecar~1~a.b", "other~1~a.b~d", "sidecar~1~.b~d"] {
+            let n = Node { id: bad.into(), ..Default::default() };
+            assert!(matches!(node_key(Some(&n)), Err(NodeError::Unnamed(_))), "{bad}");
+        }
         let n = Node { id: "justname".into(), ..Default::default() };
         assert!(matches!(node_key(Some(&n)), Err(NodeError::Unnamed(_))));
         assert_eq!(node_key(None), Err(NodeError::Missing));

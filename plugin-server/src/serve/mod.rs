@@ -14,7 +14,7 @@ use crate::node::TokenAuth;
 use crate::ops::{self, Metrics};
 use crate::registry::Registry;
 use crate::snapshot::Store;
-use crate::source::{self, dir::DirSource, Inputs, Source};
+use crate::source::{self, dir::DirSource, kube::KubeSource, Inputs, Source};
 use crate::xds::{Xds, XdsState};
 use anyhow::Context;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
@@ -31,9 +31,17 @@ use tokio::sync::{mpsc, watch};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Directory of Istio resources and peerguard `Workload`s (YAML/JSON, read recursively,
-    /// watched for changes).
+    /// watched for changes). Required with `--source directory`.
     #[arg(long)]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    /// Where resources come from: a directory, or the Kubernetes API (the mesh CRDs, Pods,
+    /// Services and Namespaces).
+    #[arg(long, value_enum, default_value = "directory")]
+    pub source: SourceKind,
+    /// `--source kubernetes`: the kubeconfig to use (default: in-cluster, then `$KUBECONFIG`,
+    /// then `~/.kube/config`).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
     /// Path of the peerguard .wasm module as Envoy sees it (sent as `vm_config.code.local`).
     #[arg(long)]
     pub wasm: String,
@@ -100,6 +108,12 @@ pub struct Args {
     pub max_config_text_bytes: usize,
 }
 
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Directory,
+    Kubernetes,
+}
+
 pub fn run(args: Args) -> anyhow::Result<u8> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
     let result = rt.block_on(serve(args));
@@ -132,6 +146,10 @@ pub fn token_auth(state_dir: &std::path::Path) -> anyhow::Result<TokenAuth> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<u8> {
+    // Before anything is created (clap's `required_if_eq` ignores the default `--source`).
+    if args.source == SourceKind::Directory && args.config_dir.is_none() {
+        anyhow::bail!("--source directory (the default) needs --config-dir; or use --source kubernetes");
+    }
     std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
     let ca = Ca::load(&ca_source(&args), &args.trust_domain, args.workload_cert_ttl, args.max_workload_cert_ttl)
         .context("certificate authority")?;
@@ -156,13 +174,21 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
     tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
 
-    let source: Box<dyn Source> = Box::new(DirSource {
-        dir: args.config_dir.clone(),
-        poll: args.poll_interval,
-        debounce: args.debounce,
-        settle: args.settle,
-        total_budget: YamlCost { nodes: args.max_config_nodes, scalar_bytes: args.max_config_text_bytes },
-    });
+    let source: Box<dyn Source> = match (args.source, &args.config_dir) {
+        (SourceKind::Directory, Some(dir)) => Box::new(DirSource {
+            dir: dir.clone(),
+            poll: args.poll_interval,
+            debounce: args.debounce,
+            settle: args.settle,
+            total_budget: YamlCost { nodes: args.max_config_nodes, scalar_bytes: args.max_config_text_bytes },
+        }),
+        (SourceKind::Directory, None) => anyhow::bail!("--source directory (the default) needs --config-dir"),
+        (SourceKind::Kubernetes, _) => Box::new(KubeSource {
+            kubeconfig: args.kubeconfig.clone(),
+            debounce: args.debounce,
+            rediscover: Duration::from_secs(30),
+        }),
+    };
     tracing::info!(source = %source.describe(), "reading configuration");
     let (inputs_tx, inputs_rx) = mpsc::channel::<Arc<Inputs>>(4);
     let _source_task = source.run(inputs_tx);
@@ -181,10 +207,18 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
 
+    let reviewer = match args.source {
+        SourceKind::Kubernetes => {
+            let client = crate::source::kube::client(args.kubeconfig.as_deref()).await.context("Kubernetes client for TokenReview")?;
+            Some(Arc::new(crate::source::kube::tokenreview::TokenReviewer::new(client)))
+        }
+        SourceKind::Directory => None,
+    };
     let xds = Xds(Arc::new(XdsState {
         store,
         registry: registry_rx,
         auth,
+        reviewer,
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
         connected: Default::default(),

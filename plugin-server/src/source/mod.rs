@@ -1,10 +1,11 @@
 //! Where resources come from. A [`Source`] emits complete [`Inputs`] (a resync) whenever
 //! what it watches changes; the server recompiles from them. The directory source is in
-//! [`dir`]; a Kubernetes source plugs in later behind the same trait (its watchers turn
-//! `Init..InitDone` into one resync and later events into debounced resyncs).
+//! [`dir`]; the Kubernetes source in [`kube`] (its watchers turn `Init..InitDone` into one
+//! resync and later events into debounced resyncs).
 
 mod dedupe;
 pub mod dir;
+pub mod kube;
 pub mod loader;
 pub mod walk;
 mod watch;

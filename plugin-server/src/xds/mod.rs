@@ -25,6 +25,9 @@ pub struct XdsState {
     pub store: Arc<Store>,
     pub registry: watch::Receiver<Arc<Registry>>,
     pub auth: TokenAuth,
+    /// `--source kubernetes`: secrets need the pod's projected ServiceAccount token, verified
+    /// with the API server (the HMAC tokens of `auth` are not accepted then).
+    pub reviewer: Option<Arc<crate::source::kube::tokenreview::TokenReviewer>>,
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     /// Open streams per node, for `peerguard_xds_connected_nodes`.
@@ -108,10 +111,10 @@ async fn run_stream(
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
     let Some(first) = inbound.message().await? else { return Ok(()) };
-    let key = {
+    let (key, service_account) = {
         let registry = state.registry.borrow().clone();
         match node::resolve(first.node.as_ref(), &registry) {
-            Ok(entry) => entry.key.clone(),
+            Ok(entry) => (entry.key.clone(), entry.spec.service_account.clone()),
             Err(e) => {
                 tracing::warn!(service, node = ?first.node.as_ref().map(|n| &n.id), "refusing stream: {e}");
                 state.metrics.inc("peerguard_xds_refused_streams_total", &[("reason", "unknown_node")]);
@@ -119,7 +122,20 @@ async fn run_stream(
             }
         }
     };
-    let authenticated = token.as_deref().map(|t| state.auth.verify(&key, t)).unwrap_or(false);
+    let authenticated = match (&state.reviewer, token.as_deref()) {
+        (_, None) => false,
+        (None, Some(t)) => state.auth.verify(&key, t),
+        // Only a stream that may carry secrets needs the API server's word.
+        (Some(_), Some(_)) if !allowed.contains(&SECRET_TYPE) => false,
+        (Some(reviewer), Some(t)) => match reviewer.review(t).await.and_then(|id| id.authorizes(&key, &service_account)) {
+            Ok(()) => true,
+            Err(why) => {
+                // Counted with the refusal below (`reason="unauthenticated"`).
+                tracing::warn!(node = %key, service, "service account token refused: {why}");
+                false
+            }
+        },
+    };
     let Some(mut snaps) = state.store.subscribe(&key) else {
         return Err(Status::unavailable(format!("no configuration compiled yet for node {key}; retry")));
     };
