@@ -21,11 +21,7 @@ spec: {serviceAccount: sleep}
 ";
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
@@ -56,46 +52,21 @@ impl Server {
         Self::start_on(dir, wasm, free_port(), free_port(), extra)
     }
 
-    pub fn start_on(
-        dir: &Path,
-        wasm: &str,
-        grpc_port: u16,
-        http_port: u16,
-        extra: &[&str],
-    ) -> Server {
+    pub fn start_on(dir: &Path, wasm: &str, grpc_port: u16, http_port: u16, extra: &[&str]) -> Server {
         let s = Self::spawn_on(dir, wasm, grpc_port, http_port, extra);
         s.wait_ready();
         s
     }
 
     /// Starts the server without waiting for `/readyz`.
-    pub fn spawn_on(
-        dir: &Path,
-        wasm: &str,
-        grpc_port: u16,
-        http_port: u16,
-        extra: &[&str],
-    ) -> Server {
-        let log = dir.join(format!(
-            "server-{grpc_port}-{}.log",
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_millis()
-        ));
+    pub fn spawn_on(dir: &Path, wasm: &str, grpc_port: u16, http_port: u16, extra: &[&str]) -> Server {
+        let log = dir.join(format!("server-{grpc_port}-{}.log", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis()));
         let child = Command::new(env!("CARGO_BIN_EXE_peerguard"))
             .args(["serve", "--config-dir"])
             .arg(dir.join("cfg"))
             .arg("--state-dir")
             .arg(dir.join("state"))
-            .args([
-                "--wasm",
-                wasm,
-                "--listen",
-                &format!("127.0.0.1:{grpc_port}"),
-                "--http-listen",
-                &format!("127.0.0.1:{http_port}"),
-            ])
+            .args(["--wasm", wasm, "--listen", &format!("127.0.0.1:{grpc_port}"), "--http-listen", &format!("127.0.0.1:{http_port}")])
             .args(["--poll-interval", "100ms"])
             .args(extra)
             .env("RUST_LOG", "info,peerguard=debug")
@@ -103,13 +74,7 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let s = Server {
-            child,
-            dir: dir.to_path_buf(),
-            grpc_port,
-            http_port,
-            log,
-        };
+        let s = Server { child, dir: dir.to_path_buf(), grpc_port, http_port, log };
         s.wait_up();
         s
     }
@@ -123,10 +88,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "server not up; log:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        panic!("server not up; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     pub fn wait_ready(&self) {
@@ -137,39 +99,22 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!(
-            "server not ready; log:\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
+        panic!("server not ready; log:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
     }
 
     pub fn metrics(&self) -> String {
-        http_get(self.http_port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
+        http_get(self.http_port, "/metrics").map(|(_, b)| b).unwrap_or_default()
     }
 
     pub fn metric(&self, series: &str) -> f64 {
         self.metrics()
             .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)
-                    .and_then(|r| r.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse().ok())
-            })
+            .find_map(|l| l.strip_prefix(series).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
             .unwrap_or(0.0)
     }
 
     pub fn token(&self, ns: &str, name: &str) -> String {
-        std::fs::read_to_string(
-            self.dir
-                .join("state/tokens")
-                .join(ns)
-                .join(format!("{name}.token")),
-        )
-        .unwrap()
-        .trim()
-        .to_string()
+        std::fs::read_to_string(self.dir.join("state/tokens").join(ns).join(format!("{name}.token"))).unwrap().trim().to_string()
     }
 
     pub fn log_text(&self) -> String {
@@ -178,9 +123,7 @@ impl Server {
 
     /// SIGTERM, then wait: graceful shutdown.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -206,18 +149,11 @@ impl Drop for Server {
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
-    )
-    .ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let status = buf.split_whitespace().nth(1)?.parse().ok()?;
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((status, body))
 }
 
