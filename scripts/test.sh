@@ -58,7 +58,7 @@ step "Kubernetes API server (kube-apiserver 1.20.2 + etcd; built once, cached in
 # A cold build takes ~10-15 min on 2 cores; later runs reuse the cached binaries. The
 # Kubernetes tests run against this one server and never skip here.
 kube_dir=$(mktemp -d /tmp/peerguard-kube.XXXXXX)
-trap 'bash "$root/integration/kube/apiserver.sh" stop "$kube_dir" >/dev/null 2>&1 || true' EXIT
+trap 'bash "$root/integration/kube/apiserver.sh" stop "$kube_dir" >/dev/null 2>&1 || true; rm -rf "$kube_dir"' EXIT
 export PEERGUARD_KUBECONFIG=$(bash integration/kube/apiserver.sh start "$kube_dir" | tail -n 1)
 export PEERGUARD_REQUIRE_KUBE=${PEERGUARD_REQUIRE_KUBE:-1}
 
