@@ -12,8 +12,8 @@ mod harness;
 
 use harness::sidecar::*;
 use harness::*;
-use peerguard_harness::pki::Issued;
 use peerguard_harness::http1;
+use peerguard_harness::pki::Issued;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use std::net::TcpStream;
 use std::path::Path;

@@ -33,7 +33,9 @@ const DENY_TAIL: &str = "        - /secret\n";
 /// close, which Envoy delays by a second after a local reply).
 fn probe(port: u16, path: &str) -> String {
     use std::io::Read;
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return "closed: connect refused".into() };
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return "closed: connect refused".into();
+    };
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     if let Err(e) = write!(s, "GET {path} HTTP/1.1\r\nhost: httpbin.foo\r\n\r\n") {
         return format!("closed: {e}");
@@ -45,7 +47,11 @@ fn probe(port: u16, path: &str) -> String {
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if body.len() >= len {
                 let status = head.split_whitespace().nth(1).unwrap_or("?");
@@ -63,16 +69,42 @@ fn probe(port: u16, path: &str) -> String {
 #[test]
 fn a_deny_rewritten_in_place_with_long_pauses_never_lets_a_denied_request_through() {
     let test = "a_deny_rewritten_in_place_with_long_pauses_never_lets_a_denied_request_through";
-    let Some((envoy_bin, wasm)) = prerequisites(test) else { return };
+    let Some((envoy_bin, wasm)) = prerequisites(test) else {
+        return;
+    };
     let dir = temp_dir("e2e-writes");
     let app = http_app();
     write(&dir.join("cfg/workloads.yaml"), &workloads(app));
-    write(&dir.join("cfg/deny.yaml"), &format!("{DENY_HEAD}{DENY_TAIL}"));
+    write(
+        &dir.join("cfg/deny.yaml"),
+        &format!("{DENY_HEAD}{DENY_TAIL}"),
+    );
     let server = Server::start(&dir, &wasm.display().to_string(), &[]);
-    let (envoy, port) = Envoy::start(&envoy_bin, &dir, &server, &wasm, &["--app-port", &app.to_string()], "writes");
+    let (envoy, port) = Envoy::start(
+        &envoy_bin,
+        &dir,
+        &server,
+        &wasm,
+        &["--app-port", &app.to_string()],
+        "writes",
+    );
     let long = Duration::from_secs(30);
-    eventually("the DENY in force", long, &envoy, &server, || request_path(port, None, false, "/secret").0, "403 RBAC: access denied");
-    eventually("other paths allowed", long, &envoy, &server, || request_path(port, None, false, "/get").0, "200 app-ok");
+    eventually(
+        "the DENY in force",
+        long,
+        &envoy,
+        &server,
+        || request_path(port, None, false, "/secret").0,
+        "403 RBAC: access denied",
+    );
+    eventually(
+        "other paths allowed",
+        long,
+        &envoy,
+        &server,
+        || request_path(port, None, false, "/get").0,
+        "200 app-ok",
+    );
 
     // Requests the complete file denies, continuously, until told to stop.
     let stop = Arc::new(AtomicBool::new(false));
@@ -101,7 +133,11 @@ fn a_deny_rewritten_in_place_with_long_pauses_never_lets_a_denied_request_throug
     // The writer: truncate (the file is empty for 2 s), write the first half (a narrower DENY
     // on disk for 3 s), write the rest, close. Both pauses are far longer than the poll
     // interval, the debounce and the settle period.
-    let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(dir.join("cfg/deny.yaml")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join("cfg/deny.yaml"))
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     f.write_all(DENY_HEAD.as_bytes()).unwrap();
     f.flush().unwrap();
@@ -114,19 +150,42 @@ fn a_deny_rewritten_in_place_with_long_pauses_never_lets_a_denied_request_throug
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let (checked, allowed, other) = checker.join().unwrap();
-    println!("non-atomic rewrite: {checked} denied requests checked, {} let through, {} other outcomes", allowed.len(), other.len());
-    assert!(allowed.is_empty(), "requests the last complete DENY denies reached the app: {allowed:?}\n{}", envoy.log_tail());
+    println!(
+        "non-atomic rewrite: {checked} denied requests checked, {} let through, {} other outcomes",
+        allowed.len(),
+        other.len()
+    );
+    assert!(
+        allowed.is_empty(),
+        "requests the last complete DENY denies reached the app: {allowed:?}\n{}",
+        envoy.log_tail()
+    );
     assert!(other.is_empty(), "unexpected outcomes: {other:?}");
-    assert!(checked >= 100, "too little traffic to mean anything: {checked}");
+    assert!(
+        checked >= 100,
+        "too little traffic to mean anything: {checked}"
+    );
     assert_eq!(readyz.0, 200, "{readyz:?}");
     assert!(readyz.1.contains("deny.yaml: being written"), "{readyz:?}");
     assert_eq!(pending, 1.0);
-    wait_for("the completed file read", long, || server.metric("peerguard_config_files_pending") == 0.0);
+    wait_for("the completed file read", long, || {
+        server.metric("peerguard_config_files_pending") == 0.0
+    });
     assert_eq!(server.metric("peerguard_config_unreadable_files"), 0.0);
 
     // A deliberate, complete edit still applies at once: /secret is no longer denied.
     write(&dir.join("cfg/deny.yaml"), DENY_HEAD);
-    eventually("the narrowed DENY once complete", long, &envoy, &server, || request_path(port, None, false, "/secret").0, "200 app-ok");
-    assert_eq!(request_path(port, None, false, "/admin").0, "403 RBAC: access denied");
+    eventually(
+        "the narrowed DENY once complete",
+        long,
+        &envoy,
+        &server,
+        || request_path(port, None, false, "/secret").0,
+        "200 app-ok",
+    );
+    assert_eq!(
+        request_path(port, None, false, "/admin").0,
+        "403 RBAC: access denied"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,8 +5,8 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use peerguard_filter::schema::{
-    Action, AuthzPolicy, Field, HttpRequest, ModeFrom, MtlsMode, MtlsPolicy, Peer, PolicyRef, Request, Rule, Source,
-    StrMatch, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION,
+    Action, AuthzPolicy, Field, HttpRequest, ModeFrom, MtlsMode, MtlsPolicy, Peer, PolicyRef,
+    Request, Rule, Source, StrMatch, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION,
 };
 use peerguard_filter::Engine;
 use std::collections::BTreeMap;
@@ -19,14 +19,20 @@ fn principal(i: usize) -> String {
 fn workload(n: usize) -> WorkloadPolicy {
     let policies = (0..n)
         .map(|i| AuthzPolicy {
-            policy: PolicyRef { namespace: "foo".into(), name: format!("allow-{i:05}") },
+            policy: PolicyRef {
+                namespace: "foo".into(),
+                name: format!("allow-{i:05}"),
+            },
             action: Action::Allow,
             dry_run: false,
             provider: None,
             invalid: None,
             rules: vec![Rule {
                 from: Some(vec![Source {
-                    principals: Field { values: vec![StrMatch::Exact(principal(i))], not_values: Vec::new() },
+                    principals: Field {
+                        values: vec![StrMatch::Exact(principal(i))],
+                        not_values: Vec::new(),
+                    },
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -35,10 +41,19 @@ fn workload(n: usize) -> WorkloadPolicy {
         .collect();
     WorkloadPolicy {
         schema: SCHEMA_VERSION,
-        workload: WorkloadRef { namespace: "foo".into(), name: "httpbin".into() },
+        workload: WorkloadRef {
+            namespace: "foo".into(),
+            name: "httpbin".into(),
+        },
         trust_domain: "cluster.local".into(),
         trust_domain_aliases: Vec::new(),
-        mtls: MtlsPolicy { default: ModeFrom { mode: MtlsMode::Strict, from: None }, ports: BTreeMap::new() },
+        mtls: MtlsPolicy {
+            default: ModeFrom {
+                mode: MtlsMode::Strict,
+                from: None,
+            },
+            ports: BTreeMap::new(),
+        },
         policies,
         diagnostics: Vec::new(),
         path_normalization: Default::default(),
@@ -65,7 +80,10 @@ fn request(principal: &str, http: bool) -> Request {
 
 fn bench_decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
-    group.sample_size(50).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for n in [1usize, 100, 1_000, 10_000] {
         let engine = match Engine::new(workload(n)) {
             Ok(e) => e,

@@ -33,20 +33,60 @@ pub struct Rejected {
 }
 
 fn bad(why: impl Into<String>) -> Rejected {
-    Rejected { status: 400, why: why.into() }
+    Rejected {
+        status: 400,
+        why: why.into(),
+    }
 }
 
 /// The methods Envoy's HTTP/1 codec accepts (http-parser's list; BalsaParser enforces the
 /// same one). HTTP/2 accepts any token.
 const HTTP1_METHODS: &[&str] = &[
-    "ACL", "BIND", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LINK", "LOCK", "M-SEARCH", "MERGE",
-    "MKACTIVITY", "MKCALENDAR", "MKCOL", "MOVE", "NOTIFY", "OPTIONS", "PATCH", "POST", "PROPFIND", "PROPPATCH",
-    "PURGE", "PUT", "REBIND", "REPORT", "SEARCH", "SOURCE", "SUBSCRIBE", "TRACE", "UNBIND", "UNLINK", "UNLOCK",
+    "ACL",
+    "BIND",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LINK",
+    "LOCK",
+    "M-SEARCH",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MOVE",
+    "NOTIFY",
+    "OPTIONS",
+    "PATCH",
+    "POST",
+    "PROPFIND",
+    "PROPPATCH",
+    "PURGE",
+    "PUT",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "SOURCE",
+    "SUBSCRIBE",
+    "TRACE",
+    "UNBIND",
+    "UNLINK",
+    "UNLOCK",
     "UNSUBSCRIBE",
 ];
 
 /// Headers that describe one hop and never reach a filter.
-const HOP_BY_HOP: &[&str] = &["connection", "keep-alive", "proxy-connection", "te", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+];
 
 /// Placeholder for the `x-request-id` Envoy generates (it regenerates a client's one for
 /// external requests).
@@ -83,7 +123,10 @@ pub fn admit(req: &Request, normalization: PathNormalization) -> Result<Request,
 pub fn decide(engine: &Engine, client_request: &Request) -> Decision {
     match admit(client_request, engine.policy().path_normalization) {
         Ok(admitted) => engine.decide(&admitted),
-        Err(r) => Decision::deny(Reason::Rejected { status: r.status, why: r.why }),
+        Err(r) => Decision::deny(Reason::Rejected {
+            status: r.status,
+            why: r.why,
+        }),
     }
 }
 
@@ -99,7 +142,10 @@ fn check_method(method: &str, version: HttpVersion) -> Result<(), Rejected> {
     if ok {
         Ok(())
     } else {
-        Err(bad(format!("method {method:?} is not accepted over HTTP/{}", version_word(version))))
+        Err(bad(format!(
+            "method {method:?} is not accepted over HTTP/{}",
+            version_word(version)
+        )))
     }
 }
 
@@ -127,7 +173,11 @@ fn split_target(target: &str, host: &str) -> Result<(String, String), Rejected> 
         return Err(bad(format!("absolute URL {target:?} has no authority")));
     }
     // `http://h` and `http://h?q` name the root path.
-    let path = if path.starts_with('/') { path.to_string() } else { format!("/{path}") };
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
     Ok((authority.to_string(), path))
 }
 
@@ -159,16 +209,23 @@ fn check_header(name: &str, value: &str) -> Result<(), Rejected> {
     if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
         return Err(bad(format!("invalid value of header {name:?}")));
     }
-    if name == "content-length" && (value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit())) {
+    if name == "content-length" && (value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Err(bad(format!("invalid content-length {value:?}")));
     }
     if name == "transfer-encoding" && !value.eq_ignore_ascii_case("chunked") {
-        return Err(Rejected { status: 501, why: format!("transfer-encoding {value:?} is not implemented") });
+        return Err(Rejected {
+            status: 501,
+            why: format!("transfer-encoding {value:?} is not implemented"),
+        });
     }
     Ok(())
 }
 
-fn rewrite_headers(req: &Request, given: &[(String, String)]) -> Result<Vec<(String, String)>, Rejected> {
+fn rewrite_headers(
+    req: &Request,
+    given: &[(String, String)],
+) -> Result<Vec<(String, String)>, Rejected> {
     let mut out = Vec::with_capacity(given.len() + 4);
     let mut xff: Vec<&str> = Vec::new();
     for (name, value) in given {
@@ -207,7 +264,10 @@ fn rewrite_headers(req: &Request, given: &[(String, String)]) -> Result<Vec<(Str
     if let Some(peer) = &req.peer {
         // SANITIZE_SET with `uri: true`: Envoy's own value (its hash is not modelled).
         let uris: String = peer.uri_sans.iter().map(|u| format!(";URI={u}")).collect();
-        out.push(("x-forwarded-client-cert".into(), format!("Hash=unmodelled{uris}")));
+        out.push((
+            "x-forwarded-client-cert".into(),
+            format!("Hash=unmodelled{uris}"),
+        ));
     }
     Ok(out)
 }
@@ -229,7 +289,10 @@ mod tests {
                 method: method.into(),
                 path: path.into(),
                 host: "h".into(),
-                headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 version: HttpVersion::Http11,
             }),
         }
@@ -283,7 +346,11 @@ mod tests {
     }
 
     fn header<'a>(h: &'a HttpRequest, name: &str) -> Vec<&'a str> {
-        h.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        h.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     #[test]
@@ -307,21 +374,34 @@ mod tests {
         assert_eq!(header(&h, "x-role"), ["a", "b"]);
         assert!(header(&h, "connection").is_empty());
         assert!(header(&h, "x-envoy-internal").is_empty());
-        assert!(header(&h, "x-forwarded-client-cert").is_empty(), "plaintext: XFCC stripped");
+        assert!(
+            header(&h, "x-forwarded-client-cert").is_empty(),
+            "plaintext: XFCC stripped"
+        );
         assert_eq!(header(&h, "x-request-id"), [GENERATED_REQUEST_ID]);
         assert_eq!(header(&h, "x-forwarded-proto"), ["http"]);
         assert_eq!(header(&h, "x-envoy-external-address"), ["127.0.0.5"]);
 
-        let mut mtls = req("GET", "/", &[("x-forwarded-client-cert", "URI=spiffe://forged")]);
+        let mut mtls = req(
+            "GET",
+            "/",
+            &[("x-forwarded-client-cert", "URI=spiffe://forged")],
+        );
         mtls.peer = Some(Peer::from_principal("td/ns/a/sa/b"));
         let h = admitted(&mtls);
-        assert_eq!(header(&h, "x-forwarded-client-cert"), ["Hash=unmodelled;URI=spiffe://td/ns/a/sa/b"]);
+        assert_eq!(
+            header(&h, "x-forwarded-client-cert"),
+            ["Hash=unmodelled;URI=spiffe://td/ns/a/sa/b"]
+        );
         assert_eq!(header(&h, "x-forwarded-proto"), ["https"]);
     }
 
     #[test]
     fn absolute_form_sets_the_authority() {
         let h = admitted(&req("GET", "http://other:8080/abs/./x?q", &[]));
-        assert_eq!((h.host.as_str(), h.path.as_str()), ("other:8080", "/abs/x?q"));
+        assert_eq!(
+            (h.host.as_str(), h.path.as_str()),
+            ("other:8080", "/abs/x?q")
+        );
     }
 }

@@ -37,8 +37,12 @@ pub fn str_matches_ignore_case(m: &StrMatch, s: &str) -> bool {
     let s = s.as_bytes();
     match m {
         StrMatch::Exact(v) => s.eq_ignore_ascii_case(v.as_bytes()),
-        StrMatch::Prefix(v) => s.len() >= v.len() && s[..v.len()].eq_ignore_ascii_case(v.as_bytes()),
-        StrMatch::Suffix(v) => s.len() >= v.len() && s[s.len() - v.len()..].eq_ignore_ascii_case(v.as_bytes()),
+        StrMatch::Prefix(v) => {
+            s.len() >= v.len() && s[..v.len()].eq_ignore_ascii_case(v.as_bytes())
+        }
+        StrMatch::Suffix(v) => {
+            s.len() >= v.len() && s[s.len() - v.len()..].eq_ignore_ascii_case(v.as_bytes())
+        }
         StrMatch::Presence => !s.is_empty(),
     }
 }
@@ -62,7 +66,10 @@ pub fn namespace_matches(glob: &str, uri_san: &str) -> bool {
     for (i, _) in uri_san.match_indices("/ns/") {
         let rest = &uri_san[i + 4..];
         if literal {
-            if rest.len() > glob.len() && rest.starts_with(glob) && rest.as_bytes()[glob.len()] == b'/' {
+            if rest.len() > glob.len()
+                && rest.starts_with(glob)
+                && rest.as_bytes()[glob.len()] == b'/'
+            {
                 return true;
             }
             continue;
@@ -87,13 +94,24 @@ pub fn service_account_matches(ns_sa: &str, uri_san: &str) -> bool {
         if i == 0 {
             continue; // `.+` before `/ns/` needs at least one character
         }
-        let Some(after) = rest[i + 4..].strip_prefix(ns).and_then(|a| a.strip_prefix('/')) else {
+        let Some(after) = rest[i + 4..]
+            .strip_prefix(ns)
+            .and_then(|a| a.strip_prefix('/'))
+        else {
             continue;
         };
         // `(.+/|)`: nothing, or at least one character followed by `/`.
-        let starts = std::iter::once(0).chain(after.match_indices('/').map(|(k, _)| k + 1).filter(|&k| k >= 2));
+        let starts = std::iter::once(0).chain(
+            after
+                .match_indices('/')
+                .map(|(k, _)| k + 1)
+                .filter(|&k| k >= 2),
+        );
         for k in starts {
-            let Some(tail) = after[k..].strip_prefix("sa/").and_then(|t| t.strip_prefix(sa)) else {
+            let Some(tail) = after[k..]
+                .strip_prefix("sa/")
+                .and_then(|t| t.strip_prefix(sa))
+            else {
                 continue;
             };
             if tail.is_empty() || (tail.len() > 1 && tail.starts_with('/')) {
@@ -108,7 +126,9 @@ pub fn service_account_matches(ns_sa: &str, uri_san: &str) -> bool {
 /// not SPIFFE or has no path (then no trust-domain matcher can match, as Istio's matchers
 /// all require `spiffe://<td>/`).
 pub fn trust_domain(uri_san: &str) -> Option<&str> {
-    strip_spiffe(uri_san).and_then(|r| r.split_once('/')).map(|(td, _)| td)
+    strip_spiffe(uri_san)
+        .and_then(|r| r.split_once('/'))
+        .map(|(td, _)| td)
 }
 
 /// Glob with `*` only (any run of characters, possibly empty); everything else literal.
@@ -158,11 +178,13 @@ impl FromStr for SpiffeId {
         let rest = strip_spiffe(s).ok_or_else(|| SpiffeIdError::NotSpiffe(s.to_string()))?;
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
-            [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => Ok(SpiffeId {
-                trust_domain: (*td).to_string(),
-                namespace: (*ns).to_string(),
-                service_account: (*sa).to_string(),
-            }),
+            [td, "ns", ns, "sa", sa] if !td.is_empty() && !ns.is_empty() && !sa.is_empty() => {
+                Ok(SpiffeId {
+                    trust_domain: (*td).to_string(),
+                    namespace: (*ns).to_string(),
+                    service_account: (*sa).to_string(),
+                })
+            }
             _ => Err(SpiffeIdError::Malformed(s.to_string())),
         }
     }
@@ -170,7 +192,11 @@ impl FromStr for SpiffeId {
 
 impl fmt::Display for SpiffeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{SPIFFE_SCHEME}{}/ns/{}/sa/{}", self.trust_domain, self.namespace, self.service_account)
+        write!(
+            f,
+            "{SPIFFE_SCHEME}{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
     }
 }
 
@@ -206,9 +232,17 @@ mod tests {
             // `.+` on the raw SAN: presence accepts a non-SPIFFE SAN too.
             (StrMatch::Presence, "https://sleep.example/", true),
             (ex("sleep.example/"), "https://sleep.example/", false),
-            (pre("cluster.local/ns/foo"), "https://cluster.local/ns/foo/sa/sleep", false),
+            (
+                pre("cluster.local/ns/foo"),
+                "https://cluster.local/ns/foo/sa/sleep",
+                false,
+            ),
             // Extra path segments do not break string matchers.
-            (pre("cluster.local/ns/foo/"), "spiffe://cluster.local/ns/foo", false),
+            (
+                pre("cluster.local/ns/foo/"),
+                "spiffe://cluster.local/ns/foo",
+                false,
+            ),
             (StrMatch::Presence, "spiffe://cluster.local/ns/foo", true),
         ];
         for (m, san, want) in cases {
@@ -240,7 +274,11 @@ mod tests {
     fn service_account_regex() {
         let cases: &[(&str, &str, bool)] = &[
             ("foo/sleep", "spiffe://cluster.local/ns/foo/sa/sleep", true),
-            ("foo/sleep", "spiffe://cluster.local/ns/foo/sa/sleep-v2", false),
+            (
+                "foo/sleep",
+                "spiffe://cluster.local/ns/foo/sa/sleep-v2",
+                false,
+            ),
             ("foo/sleep", "spiffe://cluster.local/ns/bar/sa/sleep", false),
             ("foo/sleep", "spiffe://any-td/ns/foo/sa/sleep", true),
             ("foo/sleep", "spiffe://td/ns/foo/x/sa/sleep", true),
@@ -280,17 +318,32 @@ mod tests {
     #[test]
     fn host_case_insensitive() {
         assert!(str_matches_ignore_case(&ex("example.com"), "Example.COM"));
-        assert!(str_matches_ignore_case(&pre("example.com:"), "EXAMPLE.com:80"));
+        assert!(str_matches_ignore_case(
+            &pre("example.com:"),
+            "EXAMPLE.com:80"
+        ));
         assert!(str_matches_ignore_case(&suf(".com"), "a.COM"));
-        assert!(!str_matches_ignore_case(&ex("example.com"), "example.com:80"));
+        assert!(!str_matches_ignore_case(
+            &ex("example.com"),
+            "example.com:80"
+        ));
         assert!(!str_matches(&ex("GET"), "get"));
     }
 
     #[test]
     fn spiffe_id_roundtrip() {
         let id: Result<SpiffeId, _> = "spiffe://td/ns/a/sa/b".parse();
-        assert_eq!(id.as_ref().map(|i| i.to_string()).ok(), Some("spiffe://td/ns/a/sa/b".to_string()));
-        assert!(matches!("td/ns/a/sa/b".parse::<SpiffeId>(), Err(SpiffeIdError::NotSpiffe(_))));
-        assert!(matches!("spiffe://td/ns/a".parse::<SpiffeId>(), Err(SpiffeIdError::Malformed(_))));
+        assert_eq!(
+            id.as_ref().map(|i| i.to_string()).ok(),
+            Some("spiffe://td/ns/a/sa/b".to_string())
+        );
+        assert!(matches!(
+            "td/ns/a/sa/b".parse::<SpiffeId>(),
+            Err(SpiffeIdError::NotSpiffe(_))
+        ));
+        assert!(matches!(
+            "spiffe://td/ns/a".parse::<SpiffeId>(),
+            Err(SpiffeIdError::Malformed(_))
+        ));
     }
 }

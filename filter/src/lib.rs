@@ -9,7 +9,10 @@
 //! - [`compile`]: resources + one workload → `WorkloadPolicy` (feature `resources`).
 //! - [`decide`]: `WorkloadPolicy` → indexed [`decide::Engine`] → `Decision`. Pure, no clock.
 //! - `wasm`: the proxy-wasm adapter, only on `target_arch = "wasm32"`.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod decide;
 pub mod hcm;
@@ -29,7 +32,11 @@ pub mod scenario;
 // The adapter's host-independent part (`wasm::facts`) is unit-tested natively, and fuzzed
 // (feature `fuzzing`), where most of it is unused. Left out when the engine is embedded in
 // another wasm module (feature `embedded`, the playground).
-#[cfg(any(test, feature = "fuzzing", all(target_arch = "wasm32", not(feature = "embedded"))))]
+#[cfg(any(
+    test,
+    feature = "fuzzing",
+    all(target_arch = "wasm32", not(feature = "embedded"))
+))]
 #[cfg_attr(
     all(feature = "fuzzing", not(test), not(target_arch = "wasm32")),
     allow(dead_code)

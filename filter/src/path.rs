@@ -32,7 +32,10 @@ pub fn normalize(target: &str, mode: PathNormalization) -> String {
         PathNormalization::Base | PathNormalization::MergeSlashes => canonical(path),
         PathNormalization::DecodeAndMergeSlashes => canonical(&unescape_slashes(path)),
     };
-    if matches!(mode, PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes) {
+    if matches!(
+        mode,
+        PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes
+    ) {
         out = merge_slashes(&out);
     }
     out.push_str(query);
@@ -204,7 +207,9 @@ pub fn parse_template(value: &str) -> Result<Option<Vec<TemplateSegment>>, Templ
             "{*}" => TemplateSegment::One,
             "{**}" => TemplateSegment::Any,
             s if s.contains("{*") => return Err(TemplateError::PartialSegment(err())),
-            s if s.contains('{') || s.contains('}') => return Err(TemplateError::UnknownOperator(err())),
+            s if s.contains('{') || s.contains('}') => {
+                return Err(TemplateError::UnknownOperator(err()))
+            }
             s => {
                 literal.push_str(s);
                 continue;
@@ -238,17 +243,25 @@ pub fn template_matches(tokens: &[TemplateSegment], path: &str) -> bool {
         return path.is_empty();
     };
     match first {
-        TemplateSegment::Literal(l) => path.strip_prefix(l.as_str()).is_some_and(|p| template_matches(rest, p)),
+        TemplateSegment::Literal(l) => path
+            .strip_prefix(l.as_str())
+            .is_some_and(|p| template_matches(rest, p)),
         TemplateSegment::One => {
             let seg_end = path.find(|c: char| !template_char(c)).unwrap_or(path.len());
-            (1..=seg_end).filter(|&k| path.is_char_boundary(k)).any(|k| template_matches(rest, &path[k..]))
+            (1..=seg_end)
+                .filter(|&k| path.is_char_boundary(k))
+                .any(|k| template_matches(rest, &path[k..]))
         }
         TemplateSegment::Any => {
-            let end = path.find(|c: char| c != '/' && !template_char(c)).unwrap_or(path.len());
+            let end = path
+                .find(|c: char| c != '/' && !template_char(c))
+                .unwrap_or(path.len());
             if rest.is_empty() {
                 return end == path.len();
             }
-            (0..=end).filter(|&k| path.is_char_boundary(k)).any(|k| template_matches(rest, &path[k..]))
+            (0..=end)
+                .filter(|&k| path.is_char_boundary(k))
+                .any(|k| template_matches(rest, &path[k..]))
         }
     }
 }
@@ -308,7 +321,11 @@ mod tests {
             ("/a?q=\"x\"", "/a?q=\"x\""),
         ];
         for (raw, want) in cases {
-            assert_eq!(normalize(raw, PathNormalization::Base), *want, "normalize({raw})");
+            assert_eq!(
+                normalize(raw, PathNormalization::Base),
+                *want,
+                "normalize({raw})"
+            );
         }
     }
 
@@ -316,12 +333,24 @@ mod tests {
     fn other_modes() {
         let cases: &[(PathNormalization, &str, &str)] = &[
             (PathNormalization::None, "/a/../b//c%2F", "/a/../b//c%2F"),
-            (PathNormalization::MergeSlashes, "/a//b///c/../d?x=//", "/a/b/d?x=//"),
+            (
+                PathNormalization::MergeSlashes,
+                "/a//b///c/../d?x=//",
+                "/a/b/d?x=//",
+            ),
             (PathNormalization::MergeSlashes, "//a", "/a"),
             (PathNormalization::None, "/a%00", "/a%00"),
             (PathNormalization::MergeSlashes, "/a%2F%2Fb", "/a%2F%2Fb"),
-            (PathNormalization::DecodeAndMergeSlashes, "/a%2F%2fb", "/a/b"),
-            (PathNormalization::DecodeAndMergeSlashes, "/admin%2F..%2Fpublic", "/public"),
+            (
+                PathNormalization::DecodeAndMergeSlashes,
+                "/a%2F%2fb",
+                "/a/b",
+            ),
+            (
+                PathNormalization::DecodeAndMergeSlashes,
+                "/admin%2F..%2Fpublic",
+                "/public",
+            ),
             (PathNormalization::DecodeAndMergeSlashes, "/a%5Cb", "/a/b"),
         ];
         for (mode, raw, want) in cases {
@@ -380,10 +409,22 @@ mod tests {
         assert_eq!(parse_template("/plain/*"), Ok(None));
         assert_eq!(
             parse_template("/allow/admin/{**}"),
-            Ok(Some(vec![TemplateSegment::Literal("/allow/admin/".into()), TemplateSegment::Any]))
+            Ok(Some(vec![
+                TemplateSegment::Literal("/allow/admin/".into()),
+                TemplateSegment::Any
+            ]))
         );
-        assert!(matches!(parse_template("/a/x{*}"), Err(TemplateError::PartialSegment(_))));
-        assert!(matches!(parse_template("/a/{x}"), Err(TemplateError::UnknownOperator(_))));
-        assert!(matches!(parse_template("/{**}/{*}"), Err(TemplateError::AfterAny(_))));
+        assert!(matches!(
+            parse_template("/a/x{*}"),
+            Err(TemplateError::PartialSegment(_))
+        ));
+        assert!(matches!(
+            parse_template("/a/{x}"),
+            Err(TemplateError::UnknownOperator(_))
+        ));
+        assert!(matches!(
+            parse_template("/{**}/{*}"),
+            Err(TemplateError::AfterAny(_))
+        ));
     }
 }

@@ -40,7 +40,11 @@ fuzz_target!(|case: Case| {
         sni: None,
         http: Some(http),
     };
-    let raw_path = client.http.as_ref().map(|h| h.path.clone()).unwrap_or_default();
+    let raw_path = client
+        .http
+        .as_ref()
+        .map(|h| h.path.clone())
+        .unwrap_or_default();
     let Ok(request) = admit(&client, PathNormalization::Base) else {
         return;
     };
@@ -50,7 +54,13 @@ fuzz_target!(|case: Case| {
     };
     let decision = engine.decide(&request);
     // The path the engine matches against: the `:path` the connection manager passed on.
-    let normalized = url_path(request.http.as_ref().map(|h| h.path.as_str()).unwrap_or_default());
+    let normalized = url_path(
+        request
+            .http
+            .as_ref()
+            .map(|h| h.path.as_str())
+            .unwrap_or_default(),
+    );
     let raw_path = raw_path.as_str();
     let Some(want) = reference::decide(&policy, peer.as_ref(), &headers) else {
         return;

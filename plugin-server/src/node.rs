@@ -23,10 +23,16 @@ pub enum NodeError {
     Missing,
     #[error("node id {0:?} is not `<namespace>/<name>` and node metadata has no NAMESPACE and WORKLOAD_NAME")]
     Unnamed(String),
-    #[error("unknown node {0}: no `Workload` {0} in the registry (add one to the config directory)")]
+    #[error(
+        "unknown node {0}: no `Workload` {0} in the registry (add one to the config directory)"
+    )]
     Unknown(WorkloadKey),
     #[error("node {key}: metadata SERVICE_ACCOUNT {claimed:?} differs from the registry's {registered:?}")]
-    ServiceAccountMismatch { key: WorkloadKey, claimed: String, registered: String },
+    ServiceAccountMismatch {
+        key: WorkloadKey,
+        claimed: String,
+        registered: String,
+    },
 }
 
 fn meta_str(node: &Node, key: &str) -> Option<String> {
@@ -39,7 +45,10 @@ fn meta_str(node: &Node, key: &str) -> Option<String> {
 
 /// Which workload the node says it is (the first of [`node_keys`]).
 pub fn node_key(node: Option<&Node>) -> Result<WorkloadKey, NodeError> {
-    node_keys(node)?.into_iter().next().ok_or_else(|| NodeError::Unnamed(node.map(|n| n.id.clone()).unwrap_or_default()))
+    node_keys(node)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| NodeError::Unnamed(node.map(|n| n.id.clone()).unwrap_or_default()))
 }
 
 /// Every name the node gives itself, the pod first: Istio's proxies send the pod (`NAME`,
@@ -50,7 +59,10 @@ pub fn node_keys(node: Option<&Node>) -> Result<Vec<WorkloadKey>, NodeError> {
     let mut keys = Vec::new();
     let namespace = meta_str(node, "NAMESPACE");
     if let (Some(namespace), Some(name)) = (&namespace, meta_str(node, "NAME")) {
-        keys.push(WorkloadKey { namespace: namespace.clone(), name });
+        keys.push(WorkloadKey {
+            namespace: namespace.clone(),
+            name,
+        });
     }
     if let Some(key) = sidecar_id(&node.id) {
         keys.push(key);
@@ -59,8 +71,16 @@ pub fn node_keys(node: Option<&Node>) -> Result<Vec<WorkloadKey>, NodeError> {
         keys.push(WorkloadKey { namespace, name });
     }
     match node.id.split_once('/') {
-        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') && !node.id.contains('~') => {
-            keys.push(WorkloadKey { namespace: ns.into(), name: name.into() })
+        Some((ns, name))
+            if !ns.is_empty()
+                && !name.is_empty()
+                && !name.contains('/')
+                && !node.id.contains('~') =>
+        {
+            keys.push(WorkloadKey {
+                namespace: ns.into(),
+                name: name.into(),
+            })
         }
         _ => {}
     }
@@ -80,16 +100,26 @@ fn sidecar_id(id: &str) -> Option<WorkloadKey> {
         return None;
     }
     let (name, namespace) = pod_ns.rsplit_once('.')?;
-    (!name.is_empty() && !namespace.is_empty()).then(|| WorkloadKey { namespace: namespace.into(), name: name.into() })
+    (!name.is_empty() && !namespace.is_empty()).then(|| WorkloadKey {
+        namespace: namespace.into(),
+        name: name.into(),
+    })
 }
 
 /// Resolve the node against the registry: the first of its names that is registered.
-pub fn resolve<'r>(node: Option<&Node>, registry: &'r Registry) -> Result<&'r WorkloadEntry, NodeError> {
+pub fn resolve<'r>(
+    node: Option<&Node>,
+    registry: &'r Registry,
+) -> Result<&'r WorkloadEntry, NodeError> {
     let keys = node_keys(node)?;
     let entry = match (keys.iter().find_map(|k| registry.get(k)), keys.first()) {
         (Some(entry), _) => entry,
         (None, Some(first)) => return Err(NodeError::Unknown(first.clone())),
-        (None, None) => return Err(NodeError::Unnamed(node.map(|n| n.id.clone()).unwrap_or_default())),
+        (None, None) => {
+            return Err(NodeError::Unnamed(
+                node.map(|n| n.id.clone()).unwrap_or_default(),
+            ))
+        }
     };
     let key = entry.key.clone();
     if let Some(claimed) = node.and_then(|n| meta_str(n, "SERVICE_ACCOUNT")) {
@@ -128,13 +158,19 @@ impl TokenAuth {
     }
 
     pub fn token(&self, key: &WorkloadKey) -> String {
-        self.mac(key).map(|m| hex(&m.finalize().into_bytes())).unwrap_or_default()
+        self.mac(key)
+            .map(|m| hex(&m.finalize().into_bytes()))
+            .unwrap_or_default()
     }
 
     /// Constant-time check.
     pub fn verify(&self, key: &WorkloadKey, token: &str) -> bool {
-        let Some(bytes) = unhex(token.trim()) else { return false };
-        self.mac(key).map(|m| m.verify_slice(&bytes).is_ok()).unwrap_or(false)
+        let Some(bytes) = unhex(token.trim()) else {
+            return false;
+        };
+        self.mac(key)
+            .map(|m| m.verify_slice(&bytes).is_ok())
+            .unwrap_or(false)
     }
 }
 
@@ -146,7 +182,10 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() & 1 == 1 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -155,41 +194,95 @@ mod tests {
     use envoy_types::pb::google::protobuf::{Struct, Value};
 
     fn key(ns: &str, n: &str) -> WorkloadKey {
-        WorkloadKey { namespace: ns.into(), name: n.into() }
+        WorkloadKey {
+            namespace: ns.into(),
+            name: n.into(),
+        }
     }
 
     #[test]
     fn node_id_or_metadata() {
-        let n = Node { id: "foo/httpbin".into(), ..Default::default() };
+        let n = Node {
+            id: "foo/httpbin".into(),
+            ..Default::default()
+        };
         assert_eq!(node_key(Some(&n)), Ok(key("foo", "httpbin")));
         let mut meta = Struct::default();
         for (k, v) in [("NAMESPACE", "bar"), ("WORKLOAD_NAME", "sleep")] {
-            meta.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v.into())) });
+            meta.fields.insert(
+                k.into(),
+                Value {
+                    kind: Some(Kind::StringValue(v.into())),
+                },
+            );
         }
-        let n = Node { id: "sidecar~10.0.0.1~x~y".into(), metadata: Some(meta), ..Default::default() };
+        let n = Node {
+            id: "sidecar~10.0.0.1~x~y".into(),
+            metadata: Some(meta),
+            ..Default::default()
+        };
         assert_eq!(node_key(Some(&n)), Ok(key("bar", "sleep")));
         // Istio's proxy in Kubernetes: the pod comes first, from metadata NAME or the id.
         let mut meta = Struct::default();
-        for (k, v) in [("NAMESPACE", "foo"), ("NAME", "httpbin-7d9f"), ("WORKLOAD_NAME", "httpbin")] {
-            meta.fields.insert(k.into(), Value { kind: Some(Kind::StringValue(v.into())) });
+        for (k, v) in [
+            ("NAMESPACE", "foo"),
+            ("NAME", "httpbin-7d9f"),
+            ("WORKLOAD_NAME", "httpbin"),
+        ] {
+            meta.fields.insert(
+                k.into(),
+                Value {
+                    kind: Some(Kind::StringValue(v.into())),
+                },
+            );
         }
-        let n = Node { id: "sidecar~10.0.0.5~httpbin-7d9f.foo~foo.svc.cluster.local".into(), metadata: Some(meta), ..Default::default() };
-        assert_eq!(node_keys(Some(&n)), Ok(vec![key("foo", "httpbin-7d9f"), key("foo", "httpbin")]));
-        let n = Node { id: "sidecar~10.0.0.5~sleep-1.bar~bar.svc.cluster.local".into(), ..Default::default() };
+        let n = Node {
+            id: "sidecar~10.0.0.5~httpbin-7d9f.foo~foo.svc.cluster.local".into(),
+            metadata: Some(meta),
+            ..Default::default()
+        };
+        assert_eq!(
+            node_keys(Some(&n)),
+            Ok(vec![key("foo", "httpbin-7d9f"), key("foo", "httpbin")])
+        );
+        let n = Node {
+            id: "sidecar~10.0.0.5~sleep-1.bar~bar.svc.cluster.local".into(),
+            ..Default::default()
+        };
         assert_eq!(node_key(Some(&n)), Ok(key("bar", "sleep-1")));
-        for bad in ["sidecar~10.0.0.5~nodots~x", "sidecar~1~a.b", "other~1~a.b~d", "sidecar~1~.b~d"] {
-            let n = Node { id: bad.into(), ..Default::default() };
-            assert!(matches!(node_key(Some(&n)), Err(NodeError::Unnamed(_))), "{bad}");
+        for bad in [
+            "sidecar~10.0.0.5~nodots~x",
+            "sidecar~1~a.b",
+            "other~1~a.b~d",
+            "sidecar~1~.b~d",
+        ] {
+            let n = Node {
+                id: bad.into(),
+                ..Default::default()
+            };
+            assert!(
+                matches!(node_key(Some(&n)), Err(NodeError::Unnamed(_))),
+                "{bad}"
+            );
         }
-        let n = Node { id: "justname".into(), ..Default::default() };
+        let n = Node {
+            id: "justname".into(),
+            ..Default::default()
+        };
         assert!(matches!(node_key(Some(&n)), Err(NodeError::Unnamed(_))));
         assert_eq!(node_key(None), Err(NodeError::Missing));
     }
 
     #[test]
     fn unknown_node_is_a_clear_error() {
-        let n = Node { id: "foo/ghost".into(), ..Default::default() };
-        let err = resolve(Some(&n), &Registry::default()).err().map(|e| e.to_string()).unwrap_or_default();
+        let n = Node {
+            id: "foo/ghost".into(),
+            ..Default::default()
+        };
+        let err = resolve(Some(&n), &Registry::default())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("unknown node foo/ghost"), "{err}");
     }
 

@@ -65,7 +65,14 @@ fn labels(l: &[(&str, &str)]) -> String {
     }
     let parts: Vec<String> = l
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")))
+        .map(|(k, v)| {
+            format!(
+                "{k}=\"{}\"",
+                v.replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('\n', "\\n")
+            )
+        })
         .collect();
     format!("{{{}}}", parts.join(","))
 }
@@ -120,7 +127,9 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let Ok(series) = self.series.lock() else { return out };
+        let Ok(series) = self.series.lock() else {
+            return out;
+        };
         for (name, kind, help) in METRICS {
             out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
             match series.get(name) {
@@ -145,20 +154,31 @@ fn needs_labels(name: &str) -> bool {
 }
 
 /// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` fires.
-pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+pub async fn serve_http(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = shutdown.changed() => return,
         };
-        let Ok((mut sock, _)) = accepted else { continue };
+        let Ok((mut sock, _)) = accepted else {
+            continue;
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
             // Read the request head (bounded); only the request line matters.
             while n < buf.len() {
-                match tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf[n..])).await {
+                match tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    sock.read(&mut buf[n..]),
+                )
+                .await
+                {
                     Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
                     Ok(Ok(k)) => {
                         n += k;
@@ -175,7 +195,11 @@ pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>, mut shutdo
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
                 "/readyz" => readyz(&metrics),
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                _ => ("404 Not Found", "text/plain", "not found (try /healthz, /readyz, /metrics)\n".to_string()),
+                _ => (
+                    "404 Not Found",
+                    "text/plain",
+                    "not found (try /healthz, /readyz, /metrics)\n".to_string(),
+                ),
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -200,11 +224,23 @@ fn readyz(metrics: &Metrics) -> (&'static str, &'static str, String) {
         return if degraded.is_empty() {
             ("200 OK", "text/plain", "ready\n".to_string())
         } else {
-            ("200 OK", "text/plain", format!("ready, degraded:\n{degraded}"))
+            (
+                "200 OK",
+                "text/plain",
+                format!("ready, degraded:\n{degraded}"),
+            )
         };
     }
-    let head = if r.published { "not ready:\n" } else { "not ready: no policy published yet\n" };
-    ("503 Service Unavailable", "text/plain", format!("{head}{}{degraded}", lines(&reasons)))
+    let head = if r.published {
+        "not ready:\n"
+    } else {
+        "not ready: no policy published yet\n"
+    };
+    (
+        "503 Service Unavailable",
+        "text/plain",
+        format!("{head}{}{degraded}", lines(&reasons)),
+    )
 }
 
 /// Resolves on SIGINT or SIGTERM.
@@ -243,7 +279,10 @@ mod tests {
         m.set("peerguard_config_errors", &[], 3.0);
         let t = m.render();
         assert!(t.contains("# TYPE peerguard_xds_rejects_total counter\n"));
-        assert!(t.contains("peerguard_xds_rejects_total{type=\"ecds\"} 2\n"), "{t}");
+        assert!(
+            t.contains("peerguard_xds_rejects_total{type=\"ecds\"} 2\n"),
+            "{t}"
+        );
         assert!(t.contains("peerguard_config_errors 3\n"));
         assert!(t.contains("peerguard_config_reloads_total 0\n"));
     }
@@ -252,16 +291,31 @@ mod tests {
     fn readiness_is_not_sticky() {
         let m = Metrics::default();
         assert_eq!(readyz(&m).0, "503 Service Unavailable");
-        m.set_readiness(Readiness { published: true, ..Default::default() });
+        m.set_readiness(Readiness {
+            published: true,
+            ..Default::default()
+        });
         assert_eq!(readyz(&m), ("200 OK", "text/plain", "ready\n".to_string()));
         assert!(m.render().contains("peerguard_ready 1\n"));
-        m.set_readiness(Readiness { published: true, not_ready: vec![("no_workloads", "no workloads".into())], degraded: vec!["a.yaml: x".into()] });
+        m.set_readiness(Readiness {
+            published: true,
+            not_ready: vec![("no_workloads", "no workloads".into())],
+            degraded: vec!["a.yaml: x".into()],
+        });
         let (status, _, body) = readyz(&m);
         assert_eq!(status, "503 Service Unavailable");
         assert_eq!(body, "not ready:\nno workloads\na.yaml: x\n");
         let t = m.render();
-        assert!(t.contains("peerguard_ready 0\n") && t.contains("peerguard_not_ready{reason=\"no_workloads\"} 1\n"), "{t}");
-        m.set_readiness(Readiness { published: true, degraded: vec!["a.yaml: x".into()], ..Default::default() });
+        assert!(
+            t.contains("peerguard_ready 0\n")
+                && t.contains("peerguard_not_ready{reason=\"no_workloads\"} 1\n"),
+            "{t}"
+        );
+        m.set_readiness(Readiness {
+            published: true,
+            degraded: vec!["a.yaml: x".into()],
+            ..Default::default()
+        });
         assert_eq!(readyz(&m).2, "ready, degraded:\na.yaml: x\n");
         assert!(!m.render().contains("peerguard_not_ready{"));
     }

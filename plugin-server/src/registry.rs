@@ -163,7 +163,12 @@ pub fn is_workload(doc: &serde_json::Value) -> bool {
 /// Read one `Workload` document.
 pub fn parse_workload(doc: &serde_json::Value, file: &str) -> Result<WorkloadEntry, RegistryError> {
     let meta = doc.get("metadata");
-    let s = |k: &str| meta.and_then(|m| m.get(k)).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let s = |k: &str| {
+        meta.and_then(|m| m.get(k))
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string()
+    };
     let object = format!("{KIND} {}/{}", s("namespace"), s("name"));
     let obj: WorkloadObject = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
@@ -180,24 +185,36 @@ pub fn parse_workload(doc: &serde_json::Value, file: &str) -> Result<WorkloadEnt
         field: Some(field.into()),
         message,
     };
-    for (k, v) in [("metadata.name", &obj.metadata.name), ("metadata.namespace", &obj.metadata.namespace)] {
+    for (k, v) in [
+        ("metadata.name", &obj.metadata.name),
+        ("metadata.namespace", &obj.metadata.namespace),
+    ] {
         if !valid_dns_label(v) {
             return Err(err(k, format!("{v:?} is not a valid DNS label")));
         }
     }
     if obj.spec.service_account.is_empty() || obj.spec.service_account.contains('/') {
-        return Err(err("spec.serviceAccount", format!("{:?} is not a valid name", obj.spec.service_account)));
+        return Err(err(
+            "spec.serviceAccount",
+            format!("{:?} is not a valid name", obj.spec.service_account),
+        ));
     }
     for (i, svc) in obj.spec.services.iter().enumerate() {
         for (j, p) in svc.ports.iter().enumerate() {
             if p.port == 0 || p.target_port == Some(0) {
-                return Err(err(&format!("spec.services[{i}].ports[{j}]"), "port 0 is not valid".into()));
+                return Err(err(
+                    &format!("spec.services[{i}].ports[{j}]"),
+                    "port 0 is not valid".into(),
+                ));
             }
         }
     }
     let _ = obj.metadata.annotations;
     Ok(WorkloadEntry {
-        key: WorkloadKey { namespace: obj.metadata.namespace, name: obj.metadata.name },
+        key: WorkloadKey {
+            namespace: obj.metadata.namespace,
+            name: obj.metadata.name,
+        },
         labels: obj.metadata.labels,
         spec: obj.spec,
         file: file.into(),
@@ -207,7 +224,8 @@ pub fn parse_workload(doc: &serde_json::Value, file: &str) -> Result<WorkloadEnt
 fn valid_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -239,7 +257,8 @@ impl Registry {
                     file: files.join(", "),
                     object: format!("{KIND} {key}"),
                     field: None,
-                    message: "defined more than once; ignored until only one definition remains".into(),
+                    message: "defined more than once; ignored until only one definition remains"
+                        .into(),
                 });
             }
         }
@@ -278,10 +297,19 @@ mod tests {
     #[test]
     fn errors_name_file_object_and_field() {
         let d = doc("apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: foo}\nspec:\n  serviceAccount: a\n  services: [{name: s, ports: [{port: 80, protocol: udp}]}]\n");
-        let msg = parse_workload(&d, "w.yaml").err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(msg.starts_with("w.yaml: Workload foo/a: spec.services[0].ports[0].protocol: "), "{msg}");
+        let msg = parse_workload(&d, "w.yaml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            msg.starts_with("w.yaml: Workload foo/a: spec.services[0].ports[0].protocol: "),
+            "{msg}"
+        );
         let d = doc("apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: foo}\nspec: {}\n");
-        let msg = parse_workload(&d, "w.yaml").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = parse_workload(&d, "w.yaml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("serviceAccount"), "{msg}");
     }
 

@@ -4,9 +4,15 @@
 
 use crate::ca::IssuedCert;
 use crate::registry::WorkloadKey;
-use envoy_types::pb::envoy::config::core::v3::{async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{secret, CertificateValidationContext, Secret, TlsCertificate};
-use envoy_types::pb::envoy::extensions::wasm::v3::{plugin_config, FailurePolicy, PluginConfig, VmConfig};
+use envoy_types::pb::envoy::config::core::v3::{
+    async_data_source, data_source, AsyncDataSource, DataSource, TypedExtensionConfig,
+};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    secret, CertificateValidationContext, Secret, TlsCertificate,
+};
+use envoy_types::pb::envoy::extensions::wasm::v3::{
+    plugin_config, FailurePolicy, PluginConfig, VmConfig,
+};
 use envoy_types::pb::google::protobuf::{Any, StringValue};
 use envoy_types::util::pack_any;
 use sha2::{Digest, Sha256};
@@ -15,10 +21,13 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig";
-pub const SECRET_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
+pub const SECRET_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// Names shared with the listeners that load these resources (one vocabulary).
 pub use crate::envoy_config::listener::{HTTP_FILTER, SECRET_CERT, SECRET_ROOT, TCP_FILTER};
-pub use crate::envoy_config::{HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, V8_RUNTIME, VM_ID};
+pub use crate::envoy_config::{
+    HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, V8_RUNTIME, VM_ID,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned {
@@ -34,7 +43,10 @@ impl Versioned {
         h.update([0]);
         h.update(&any.value);
         let digest = h.finalize();
-        Versioned { version: crate::node::hex(&digest[..8]), any }
+        Versioned {
+            version: crate::node::hex(&digest[..8]),
+            any,
+        }
     }
 }
 
@@ -46,8 +58,15 @@ pub struct NodeSnapshot {
 
 impl NodeSnapshot {
     pub fn insert(&mut self, name: &str, any: Any) {
-        let type_url = if any.type_url == SECRET_TYPE { SECRET_TYPE } else { ECDS_TYPE };
-        self.by_type.entry(type_url.to_string()).or_default().insert(name.to_string(), Versioned::new(any));
+        let type_url = if any.type_url == SECRET_TYPE {
+            SECRET_TYPE
+        } else {
+            ECDS_TYPE
+        };
+        self.by_type
+            .entry(type_url.to_string())
+            .or_default()
+            .insert(name.to_string(), Versioned::new(any));
     }
 }
 
@@ -67,7 +86,9 @@ fn plugin(name: &str, root_id: &str, wasm_path: &str, policy_json: &str) -> Plug
             }),
             ..Default::default()
         })),
-        configuration: Some(pack_any(StringValue { value: policy_json.to_string() })),
+        configuration: Some(pack_any(StringValue {
+            value: policy_json.to_string(),
+        })),
         failure_policy: FailurePolicy::FailClosed as i32,
         ..Default::default()
     }
@@ -76,19 +97,32 @@ fn plugin(name: &str, root_id: &str, wasm_path: &str, policy_json: &str) -> Plug
 /// The ECDS resource of the HTTP filter.
 pub fn http_filter(wasm_path: &str, policy_json: &str) -> Any {
     use envoy_types::pb::envoy::extensions::filters::http::wasm::v3::Wasm;
-    let wasm = Wasm { config: Some(plugin(HTTP_FILTER, HTTP_ROOT_ID, wasm_path, policy_json)) };
-    pack_any(TypedExtensionConfig { name: HTTP_FILTER.to_string(), typed_config: Some(pack_any(wasm)) })
+    let wasm = Wasm {
+        config: Some(plugin(HTTP_FILTER, HTTP_ROOT_ID, wasm_path, policy_json)),
+    };
+    pack_any(TypedExtensionConfig {
+        name: HTTP_FILTER.to_string(),
+        typed_config: Some(pack_any(wasm)),
+    })
 }
 
 /// The ECDS resource of the network filter.
 pub fn tcp_filter(wasm_path: &str, policy_json: &str) -> Any {
     use envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm;
-    let wasm = Wasm { config: Some(plugin(TCP_FILTER, TCP_ROOT_ID, wasm_path, policy_json)) };
-    pack_any(TypedExtensionConfig { name: TCP_FILTER.to_string(), typed_config: Some(pack_any(wasm)) })
+    let wasm = Wasm {
+        config: Some(plugin(TCP_FILTER, TCP_ROOT_ID, wasm_path, policy_json)),
+    };
+    pack_any(TypedExtensionConfig {
+        name: TCP_FILTER.to_string(),
+        typed_config: Some(pack_any(wasm)),
+    })
 }
 
 fn inline(s: &str) -> Option<DataSource> {
-    Some(DataSource { specifier: Some(data_source::Specifier::InlineString(s.to_string())), ..Default::default() })
+    Some(DataSource {
+        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
+        ..Default::default()
+    })
 }
 
 pub fn cert_secret(cert: &IssuedCert) -> Any {
@@ -105,10 +139,12 @@ pub fn cert_secret(cert: &IssuedCert) -> Any {
 pub fn root_secret(bundle_pem: &str) -> Any {
     pack_any(Secret {
         name: SECRET_ROOT.to_string(),
-        r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-            trusted_ca: inline(bundle_pem),
-            ..Default::default()
-        })),
+        r#type: Some(secret::Type::ValidationContext(
+            CertificateValidationContext {
+                trusted_ca: inline(bundle_pem),
+                ..Default::default()
+            },
+        )),
     })
 }
 
@@ -122,7 +158,9 @@ impl Store {
     /// Publishes `snap` for `key`; returns whether anything changed (subscribers are only
     /// woken then).
     pub fn publish(&self, key: &WorkloadKey, snap: NodeSnapshot) -> bool {
-        let Ok(mut nodes) = self.nodes.lock() else { return false };
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return false;
+        };
         match nodes.get(key) {
             Some(tx) => tx.send_if_modified(|cur| {
                 if **cur == snap {
@@ -149,7 +187,11 @@ impl Store {
 
     /// What is published for `key` now.
     pub fn current(&self, key: &WorkloadKey) -> Option<Arc<NodeSnapshot>> {
-        self.nodes.lock().ok()?.get(key).map(|tx| tx.borrow().clone())
+        self.nodes
+            .lock()
+            .ok()?
+            .get(key)
+            .map(|tx| tx.borrow().clone())
     }
 
     pub fn subscribe(&self, key: &WorkloadKey) -> Option<watch::Receiver<Arc<NodeSnapshot>>> {
@@ -180,7 +222,10 @@ mod tests {
         assert_eq!(tec.name, TCP_FILTER);
         let inner = tec.typed_config.unwrap();
         assert_eq!(inner.type_url, NETWORK_WASM_TYPE);
-        let w = envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm::decode(inner.value.as_slice()).unwrap();
+        let w = envoy_types::pb::envoy::extensions::filters::network::wasm::v3::Wasm::decode(
+            inner.value.as_slice(),
+        )
+        .unwrap();
         let pc = w.config.unwrap();
         assert_eq!(pc.root_id, TCP_ROOT_ID);
         assert_eq!(pc.failure_policy, FailurePolicy::FailClosed as i32);
@@ -191,7 +236,10 @@ mod tests {
     #[test]
     fn publish_only_wakes_on_change() {
         let store = Store::default();
-        let k = WorkloadKey { namespace: "a".into(), name: "b".into() };
+        let k = WorkloadKey {
+            namespace: "a".into(),
+            name: "b".into(),
+        };
         let mut s = NodeSnapshot::default();
         s.insert(HTTP_FILTER, http_filter("/x", "{}"));
         assert!(store.publish(&k, s.clone()));

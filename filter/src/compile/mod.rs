@@ -46,7 +46,9 @@ pub use jwt::JWT_NOT_ENFORCED;
 pub(crate) const UNREADABLE_NAMESPACE: &str = "<unreadable>";
 
 use crate::istio::Resource;
-use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy, PathNormalization, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION};
+use crate::schema::{
+    ModeFrom, MtlsMode, MtlsPolicy, PathNormalization, WorkloadPolicy, WorkloadRef, SCHEMA_VERSION,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 

@@ -8,10 +8,13 @@
 //! `not_id`/`not_rule` around matchers that fail on missing data.
 
 use crate::identity::{
-    namespace_matches, principal_matches, service_account_matches, str_matches, str_matches_ignore_case, trust_domain,
+    namespace_matches, principal_matches, service_account_matches, str_matches,
+    str_matches_ignore_case, trust_domain,
 };
 use crate::path::template_matches;
-use crate::schema::{Cidr, Condition, Field, Operation, PathMatch, Request, Rule, Source, StrMatch};
+use crate::schema::{
+    Cidr, Condition, Field, Operation, PathMatch, Request, Rule, Source, StrMatch,
+};
 use std::net::IpAddr;
 
 /// The request attributes, extracted once per decision.
@@ -134,11 +137,16 @@ fn namespace(ctx: &Ctx, glob: &str) -> bool {
 }
 
 fn service_account(ctx: &Ctx, v: &str) -> bool {
-    ctx.uri_sans.iter().any(|san| service_account_matches(v, san))
+    ctx.uri_sans
+        .iter()
+        .any(|san| service_account_matches(v, san))
 }
 
 fn trust_domain_is(ctx: &Ctx, m: &StrMatch) -> bool {
-    ctx.uri_sans.iter().filter_map(|san| trust_domain(san)).any(|td| str_matches(m, td))
+    ctx.uri_sans
+        .iter()
+        .filter_map(|san| trust_domain(san))
+        .any(|td| str_matches(m, td))
 }
 
 fn source(ctx: &Ctx, s: &Source) -> bool {
@@ -163,7 +171,9 @@ fn operation(ctx: &Ctx, o: &Operation) -> bool {
     let http = ctx.http.as_ref();
     field(&o.hosts, |m| http.is_some_and(|h| host_matches(m, h.host)))
         && field(&o.ports, |p| *p == ctx.port)
-        && field(&o.methods, |m| http.is_some_and(|h| header_value_matches(m, h.method)))
+        && field(&o.methods, |m| {
+            http.is_some_and(|h| header_value_matches(m, h.method))
+        })
         && field(&o.paths, |m| http.is_some_and(|h| path_matches(m, h.path)))
 }
 
@@ -179,9 +189,9 @@ fn header_value_matches(m: &StrMatch, v: &str) -> bool {
 
 fn condition(ctx: &Ctx, c: &Condition) -> bool {
     match c {
-        Condition::RequestHeader { name, field: f } => {
-            field(f, |m| ctx.header_values(name).any(|v| header_value_matches(m, v)))
-        }
+        Condition::RequestHeader { name, field: f } => field(f, |m| {
+            ctx.header_values(name).any(|v| header_value_matches(m, v))
+        }),
         Condition::SourceIp { field: f } => field(f, |c| cidr_contains(c, ctx.source_ip)),
         Condition::RemoteIp { field: f } => field(f, |c| cidr_contains(c, ctx.remote_ip)),
         Condition::DestinationIp { field: f } => field(f, |c| cidr_contains(c, ctx.destination_ip)),
@@ -190,17 +200,25 @@ fn condition(ctx: &Ctx, c: &Condition) -> bool {
         Condition::SourceNamespace { field: f } => field(f, |g| namespace(ctx, g)),
         Condition::SourceServiceAccount { field: f } => field(f, |v| service_account(ctx, v)),
         Condition::SourceTrustDomain { field: f } => field(f, |m| trust_domain_is(ctx, m)),
-        Condition::ConnectionSni { field: f } => field(f, |m| ctx.sni.is_some_and(|s| str_matches(m, s))),
+        Condition::ConnectionSni { field: f } => {
+            field(f, |m| ctx.sni.is_some_and(|s| str_matches(m, s)))
+        }
         // Attributes peerguard never has (no JWT, no foreign dynamic metadata): absent.
-        Condition::RequestAuth { field: f, .. } | Condition::EnvoyMetadata { field: f, .. } => field(f, |_| false),
+        Condition::RequestAuth { field: f, .. } | Condition::EnvoyMetadata { field: f, .. } => {
+            field(f, |_| false)
+        }
     }
 }
 
 /// An empty `from`/`to` list is the same as an absent one (proto3 cannot tell them apart,
 /// and Istio's model treats both as "any").
 pub(crate) fn rule_matches(ctx: &Ctx, r: &Rule) -> bool {
-    r.from.as_deref().is_none_or(|f| f.is_empty() || f.iter().any(|s| source(ctx, s)))
-        && r.to.as_deref().is_none_or(|t| t.is_empty() || t.iter().any(|o| operation(ctx, o)))
+    r.from
+        .as_deref()
+        .is_none_or(|f| f.is_empty() || f.iter().any(|s| source(ctx, s)))
+        && r.to
+            .as_deref()
+            .is_none_or(|t| t.is_empty() || t.iter().any(|o| operation(ctx, o)))
         && r.when.iter().all(|c| condition(ctx, c))
 }
 
@@ -210,7 +228,10 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn cidr(s: &str, len: u8) -> Cidr {
-        Cidr { addr: s.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), prefix_len: len }
+        Cidr {
+            addr: s.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            prefix_len: len,
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ mod transport;
 mod tests;
 
 use crate::schema::{
-    Action, AuthzPolicy, Condition, Decision, DryRun, MtlsMode, Reason, Request, RuleRef, ShadowResult, WorkloadPolicy,
-    SCHEMA_VERSION,
+    Action, AuthzPolicy, Condition, Decision, DryRun, MtlsMode, Reason, Request, RuleRef,
+    ShadowResult, WorkloadPolicy, SCHEMA_VERSION,
 };
 use matcher::Ctx;
 use ruleset::{Entry, RuleSet};
@@ -77,7 +77,10 @@ impl Stage {
             // invalid ALLOW/AUDIT nothing.
             if matches!(p.action, Action::Deny | Action::Custom) {
                 let e = Entry {
-                    matched: RuleRef { policy: p.policy.clone(), rule: None },
+                    matched: RuleRef {
+                        policy: p.policy.clone(),
+                        rule: None,
+                    },
                     provider: p.provider.clone(),
                     rule: None,
                 };
@@ -88,7 +91,10 @@ impl Stage {
         }
         for (i, rule) in p.rules.iter().enumerate() {
             let entry = |rule| Entry {
-                matched: RuleRef { policy: p.policy.clone(), rule: Some(i) },
+                matched: RuleRef {
+                    policy: p.policy.clone(),
+                    rule: Some(i),
+                },
                 provider: p.provider.clone(),
                 rule: Some(rule),
             };
@@ -109,7 +115,10 @@ pub enum EngineError {
 impl Engine {
     pub fn new(mut policy: WorkloadPolicy) -> Result<Self, EngineError> {
         if policy.schema != SCHEMA_VERSION {
-            return Err(EngineError::SchemaVersion { found: policy.schema, expected: SCHEMA_VERSION });
+            return Err(EngineError::SchemaVersion {
+                found: policy.schema,
+                expected: SCHEMA_VERSION,
+            });
         }
         // A policy the matchers could only misread fails closed on its own, like an invalid
         // object (spec 4.11), without dropping the rest of the configuration.
@@ -149,7 +158,12 @@ impl Engine {
             stage.add(p);
         }
         let want_remote_ip = policy.num_trusted_proxies > 0 && uses_remote_ip(&policy);
-        Ok(Engine { policy, trusted_prefixes, stages, want_remote_ip })
+        Ok(Engine {
+            policy,
+            trusted_prefixes,
+            stages,
+            want_remote_ip,
+        })
     }
 
     pub fn policy(&self) -> &WorkloadPolicy {
@@ -160,33 +174,70 @@ impl Engine {
         if let Some(refused) = self.listener_check(request) {
             return Decision::deny(refused);
         }
-        let ctx = Ctx::new(request, self.policy.num_trusted_proxies, self.want_remote_ip);
-        let audit = self.stages.audit.for_request(&ctx).first_match(&ctx).map(|e| e.matched.clone());
+        let ctx = Ctx::new(
+            request,
+            self.policy.num_trusted_proxies,
+            self.want_remote_ip,
+        );
+        let audit = self
+            .stages
+            .audit
+            .for_request(&ctx)
+            .first_match(&ctx)
+            .map(|e| e.matched.clone());
         let mut dry_run = DryRun::default();
-        let done = |allowed, reason, dry_run| Decision { allowed, reason, audit: audit.clone(), dry_run };
+        let done = |allowed, reason, dry_run| Decision {
+            allowed,
+            reason,
+            audit: audit.clone(),
+            dry_run,
+        };
 
         if let Some(e) = self.stages.custom.for_request(&ctx).first_match(&ctx) {
-            let reason = Reason::CustomDenied { matched: e.matched.clone(), provider: e.provider.clone() };
+            let reason = Reason::CustomDenied {
+                matched: e.matched.clone(),
+                provider: e.provider.clone(),
+            };
             return done(false, reason, dry_run);
         }
         if self.stages.has_dry_deny {
             let m = self.stages.deny_dry.for_request(&ctx).first_match(&ctx);
-            dry_run.deny = Some(if m.is_some() { ShadowResult::Denied } else { ShadowResult::Allowed });
+            dry_run.deny = Some(if m.is_some() {
+                ShadowResult::Denied
+            } else {
+                ShadowResult::Allowed
+            });
             dry_run.deny_matched = m.map(|e| e.matched.clone());
         }
         if let Some(e) = self.stages.deny.for_request(&ctx).first_match(&ctx) {
-            return done(false, Reason::Denied { matched: e.matched.clone() }, dry_run);
+            return done(
+                false,
+                Reason::Denied {
+                    matched: e.matched.clone(),
+                },
+                dry_run,
+            );
         }
         if self.stages.has_dry_allow {
             let m = self.stages.allow_dry.for_request(&ctx).first_match(&ctx);
-            dry_run.allow = Some(if m.is_some() { ShadowResult::Allowed } else { ShadowResult::Denied });
+            dry_run.allow = Some(if m.is_some() {
+                ShadowResult::Allowed
+            } else {
+                ShadowResult::Denied
+            });
             dry_run.allow_matched = m.map(|e| e.matched.clone());
         }
         if !self.stages.has_enforced_allow {
             return done(true, Reason::NoAllowPolicies, dry_run);
         }
         match self.stages.allow.for_request(&ctx).first_match(&ctx) {
-            Some(e) => done(true, Reason::Allowed { matched: e.matched.clone() }, dry_run),
+            Some(e) => done(
+                true,
+                Reason::Allowed {
+                    matched: e.matched.clone(),
+                },
+                dry_run,
+            ),
             None => done(false, Reason::NoAllowMatched, dry_run),
         }
     }
@@ -199,9 +250,14 @@ impl Engine {
             (None, _) => None,
             (Some(_), MtlsMode::Disable) => Some(Reason::MtlsRefused),
             (Some(peer), _) => {
-                let trusted =
-                    peer.uri_sans.iter().any(|san| self.trusted_prefixes.iter().any(|p| san.starts_with(p.as_str())));
-                (!trusted).then(|| Reason::UntrustedPeer { uri_sans: peer.uri_sans.clone() })
+                let trusted = peer.uri_sans.iter().any(|san| {
+                    self.trusted_prefixes
+                        .iter()
+                        .any(|p| san.starts_with(p.as_str()))
+                });
+                (!trusted).then(|| Reason::UntrustedPeer {
+                    uri_sans: peer.uri_sans.clone(),
+                })
             }
         }
     }
@@ -210,8 +266,13 @@ impl Engine {
 /// Whether any rule looks at the forwarded client address.
 pub(crate) fn uses_remote_ip(policy: &WorkloadPolicy) -> bool {
     policy.policies.iter().flat_map(|p| &p.rules).any(|r| {
-        r.from.iter().flatten().any(|s| !s.remote_ip_blocks.is_empty())
-            || r.when.iter().any(|c| matches!(c, Condition::RemoteIp { .. }))
+        r.from
+            .iter()
+            .flatten()
+            .any(|s| !s.remote_ip_blocks.is_empty())
+            || r.when
+                .iter()
+                .any(|c| matches!(c, Condition::RemoteIp { .. }))
     })
 }
 
@@ -220,13 +281,18 @@ fn validate(p: &AuthzPolicy) -> Result<(), String> {
     let check_cidr = |c: &crate::schema::Cidr| {
         let max = if c.addr.is_ipv4() { 32 } else { 128 };
         if c.prefix_len > max {
-            return Err(format!("CIDR {}/{} has a prefix longer than the address", c.addr, c.prefix_len));
+            return Err(format!(
+                "CIDR {}/{} has a prefix longer than the address",
+                c.addr, c.prefix_len
+            ));
         }
         Ok(())
     };
     let check_sa = |v: &String| {
         if !v.contains('/') {
-            return Err(format!("service account {v:?} is not qualified as namespace/name"));
+            return Err(format!(
+                "service account {v:?} is not qualified as namespace/name"
+            ));
         }
         Ok(())
     };
@@ -235,16 +301,28 @@ fn validate(p: &AuthzPolicy) -> Result<(), String> {
             for c in s.ip_blocks.values.iter().chain(&s.ip_blocks.not_values) {
                 check_cidr(c)?;
             }
-            for c in s.remote_ip_blocks.values.iter().chain(&s.remote_ip_blocks.not_values) {
+            for c in s
+                .remote_ip_blocks
+                .values
+                .iter()
+                .chain(&s.remote_ip_blocks.not_values)
+            {
                 check_cidr(c)?;
             }
-            for v in s.service_accounts.values.iter().chain(&s.service_accounts.not_values) {
+            for v in s
+                .service_accounts
+                .values
+                .iter()
+                .chain(&s.service_accounts.not_values)
+            {
                 check_sa(v)?;
             }
         }
         for c in &r.when {
             match c {
-                Condition::SourceIp { field } | Condition::RemoteIp { field } | Condition::DestinationIp { field } => {
+                Condition::SourceIp { field }
+                | Condition::RemoteIp { field }
+                | Condition::DestinationIp { field } => {
                     for c in field.values.iter().chain(&field.not_values) {
                         check_cidr(c)?;
                     }

@@ -64,7 +64,10 @@ impl RuleSet {
         match entry.rule.as_ref().and_then(required_principals) {
             Some(keys) => {
                 for k in keys {
-                    self.by_principal.entry(k.to_string()).or_default().push(pos);
+                    self.by_principal
+                        .entry(k.to_string())
+                        .or_default()
+                        .push(pos);
                 }
             }
             None => self.scan.push(pos),
@@ -74,7 +77,10 @@ impl RuleSet {
 
     #[cfg(test)]
     pub fn indexed_and_scanned(&self) -> (usize, usize) {
-        (self.by_principal.values().map(Vec::len).sum(), self.scan.len())
+        (
+            self.by_principal.values().map(Vec::len).sum(),
+            self.scan.len(),
+        )
     }
 
     /// The first matching rule in policy order.

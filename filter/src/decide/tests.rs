@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::schema::{
-    Cidr, Field, HttpRequest, ModeFrom, MtlsPolicy, Operation, PathMatch, Peer, PolicyRef, Rule, Source, StrMatch,
-    TemplateSegment, WorkloadRef,
+    Cidr, Field, HttpRequest, ModeFrom, MtlsPolicy, Operation, PathMatch, Peer, PolicyRef, Rule,
+    Source, StrMatch, TemplateSegment, WorkloadRef,
 };
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,10 +13,16 @@ use std::net::IpAddr;
 fn wp_mode(mode: MtlsMode, policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
     WorkloadPolicy {
         schema: SCHEMA_VERSION,
-        workload: WorkloadRef { namespace: "foo".into(), name: "httpbin".into() },
+        workload: WorkloadRef {
+            namespace: "foo".into(),
+            name: "httpbin".into(),
+        },
         trust_domain: "cluster.local".into(),
         trust_domain_aliases: vec!["old-td".into()],
-        mtls: MtlsPolicy { default: ModeFrom { mode, from: None }, ports: BTreeMap::new() },
+        mtls: MtlsPolicy {
+            default: ModeFrom { mode, from: None },
+            ports: BTreeMap::new(),
+        },
         policies,
         diagnostics: Vec::new(),
         path_normalization: Default::default(),
@@ -30,7 +36,10 @@ fn wp(policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
 
 fn pol(name: &str, action: Action, rules: Vec<Rule>) -> AuthzPolicy {
     AuthzPolicy {
-        policy: PolicyRef { namespace: "foo".into(), name: name.into() },
+        policy: PolicyRef {
+            namespace: "foo".into(),
+            name: name.into(),
+        },
         action,
         dry_run: false,
         provider: None,
@@ -63,23 +72,38 @@ fn any_rule() -> Rule {
 }
 
 fn from(s: Source) -> Rule {
-    Rule { from: Some(vec![s]), ..Rule::default() }
+    Rule {
+        from: Some(vec![s]),
+        ..Rule::default()
+    }
 }
 
 fn to(o: Operation) -> Rule {
-    Rule { to: Some(vec![o]), ..Rule::default() }
+    Rule {
+        to: Some(vec![o]),
+        ..Rule::default()
+    }
 }
 
 fn when(c: Condition) -> Rule {
-    Rule { when: vec![c], ..Rule::default() }
+    Rule {
+        when: vec![c],
+        ..Rule::default()
+    }
 }
 
 fn yes<T>(v: Vec<T>) -> Field<T> {
-    Field { values: v, not_values: Vec::new() }
+    Field {
+        values: v,
+        not_values: Vec::new(),
+    }
 }
 
 fn no<T>(v: Vec<T>) -> Field<T> {
-    Field { values: Vec::new(), not_values: v }
+    Field {
+        values: Vec::new(),
+        not_values: v,
+    }
 }
 
 fn ex(s: &str) -> StrMatch {
@@ -96,7 +120,10 @@ fn suf(s: &str) -> StrMatch {
 
 fn cidr(s: &str) -> Cidr {
     let (a, l) = s.split_once('/').unwrap_or((s, "32"));
-    Cidr { addr: a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])), prefix_len: l.parse().unwrap_or(0) }
+    Cidr {
+        addr: a.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        prefix_len: l.parse().unwrap_or(0),
+    }
 }
 
 fn http_req(peer: Option<Peer>) -> Request {
@@ -157,11 +184,22 @@ fn engine(p: WorkloadPolicy) -> Engine {
 
 // Only reached after a failed assertion above; keeps the helper total without `panic!`.
 fn unreachable_engine() -> Engine {
-    Engine { policy: wp(vec![]), trusted_prefixes: Vec::new(), stages: Stages::default(), want_remote_ip: false }
+    Engine {
+        policy: wp(vec![]),
+        trusted_prefixes: Vec::new(),
+        stages: Stages::default(),
+        want_remote_ip: false,
+    }
 }
 
 fn rref(name: &str, rule: Option<usize>) -> RuleRef {
-    RuleRef { policy: PolicyRef { namespace: "foo".into(), name: name.into() }, rule }
+    RuleRef {
+        policy: PolicyRef {
+            namespace: "foo".into(),
+            name: name.into(),
+        },
+        rule,
+    }
 }
 
 /// One ALLOW policy with `rule`: is the request allowed? (The policy being the only ALLOW,
@@ -178,19 +216,66 @@ fn rule_allows(rule: Rule, req: &Request) -> bool {
 fn listener_modes_and_trust_domain() {
     let strict_with_disable_port = {
         let mut p = wp_mode(MtlsMode::Strict, vec![]);
-        p.mtls.ports.insert(9000, ModeFrom { mode: MtlsMode::Disable, from: None });
+        p.mtls.ports.insert(
+            9000,
+            ModeFrom {
+                mode: MtlsMode::Disable,
+                from: None,
+            },
+        );
         p
     };
-    let raw = |sans: &[&str]| http_req(Some(Peer { uri_sans: sans.iter().map(|s| s.to_string()).collect() }));
-    let untrusted = |sans: &[&str]| Reason::UntrustedPeer { uri_sans: sans.iter().map(|s| s.to_string()).collect() };
+    let raw = |sans: &[&str]| {
+        http_req(Some(Peer {
+            uri_sans: sans.iter().map(|s| s.to_string()).collect(),
+        }))
+    };
+    let untrusted = |sans: &[&str]| Reason::UntrustedPeer {
+        uri_sans: sans.iter().map(|s| s.to_string()).collect(),
+    };
     let cases: Vec<(&str, WorkloadPolicy, Request, Reason)> = vec![
-        ("strict refuses plaintext", wp_mode(MtlsMode::Strict, vec![]), plain(), Reason::PlaintextRefused),
-        ("strict accepts mTLS", wp_mode(MtlsMode::Strict, vec![]), sleep(), Reason::NoAllowPolicies),
-        ("strict refuses plaintext TCP", wp_mode(MtlsMode::Strict, vec![]), tcp(plain()), Reason::PlaintextRefused),
-        ("permissive accepts plaintext", wp(vec![]), plain(), Reason::NoAllowPolicies),
-        ("permissive accepts mTLS", wp(vec![]), sleep(), Reason::NoAllowPolicies),
-        ("disable refuses mTLS", wp_mode(MtlsMode::Disable, vec![]), sleep(), Reason::MtlsRefused),
-        ("disable accepts plaintext", wp_mode(MtlsMode::Disable, vec![]), plain(), Reason::NoAllowPolicies),
+        (
+            "strict refuses plaintext",
+            wp_mode(MtlsMode::Strict, vec![]),
+            plain(),
+            Reason::PlaintextRefused,
+        ),
+        (
+            "strict accepts mTLS",
+            wp_mode(MtlsMode::Strict, vec![]),
+            sleep(),
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "strict refuses plaintext TCP",
+            wp_mode(MtlsMode::Strict, vec![]),
+            tcp(plain()),
+            Reason::PlaintextRefused,
+        ),
+        (
+            "permissive accepts plaintext",
+            wp(vec![]),
+            plain(),
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "permissive accepts mTLS",
+            wp(vec![]),
+            sleep(),
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "disable refuses mTLS",
+            wp_mode(MtlsMode::Disable, vec![]),
+            sleep(),
+            Reason::MtlsRefused,
+        ),
+        (
+            "disable accepts plaintext",
+            wp_mode(MtlsMode::Disable, vec![]),
+            plain(),
+            Reason::NoAllowPolicies,
+        ),
         (
             "port override DISABLE refuses mTLS",
             strict_with_disable_port.clone(),
@@ -203,8 +288,18 @@ fn listener_modes_and_trust_domain() {
             port(plain(), 9000),
             Reason::NoAllowPolicies,
         ),
-        ("other ports keep STRICT", strict_with_disable_port, port(plain(), 9001), Reason::PlaintextRefused),
-        ("alias trust domain accepted", wp(vec![]), mtls("old-td/ns/foo/sa/sleep"), Reason::NoAllowPolicies),
+        (
+            "other ports keep STRICT",
+            strict_with_disable_port,
+            port(plain(), 9001),
+            Reason::PlaintextRefused,
+        ),
+        (
+            "alias trust domain accepted",
+            wp(vec![]),
+            mtls("old-td/ns/foo/sa/sleep"),
+            Reason::NoAllowPolicies,
+        ),
         (
             "foreign trust domain refused",
             wp(vec![]),
@@ -242,7 +337,11 @@ fn listener_modes_and_trust_domain() {
 fn listener_refusals_have_no_audit_or_shadow_results() {
     let p = wp_mode(
         MtlsMode::Strict,
-        vec![pol("audit", Action::Audit, vec![any_rule()]), dry(deny(vec![any_rule()])), dry(allow(vec![any_rule()]))],
+        vec![
+            pol("audit", Action::Audit, vec![any_rule()]),
+            dry(deny(vec![any_rule()])),
+            dry(allow(vec![any_rule()])),
+        ],
     );
     for req in [plain(), mtls("evil.example/ns/foo/sa/sleep")] {
         let d = decide(&p, &req);
@@ -261,40 +360,86 @@ fn listener_refusals_have_no_audit_or_shadow_results() {
 
 #[test]
 fn actions_and_order() {
-    let custom = |rules| AuthzPolicy { provider: Some("ext-authz".into()), ..pol("custom", Action::Custom, rules) };
+    let custom = |rules| AuthzPolicy {
+        provider: Some("ext-authz".into()),
+        ..pol("custom", Action::Custom, rules)
+    };
     let cases: Vec<(&str, Vec<AuthzPolicy>, Reason)> = vec![
-        ("no policies: allowed by default", vec![], Reason::NoAllowPolicies),
-        ("ALLOW without rules: allow-nothing", vec![allow(vec![])], Reason::NoAllowMatched),
+        (
+            "no policies: allowed by default",
+            vec![],
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "ALLOW without rules: allow-nothing",
+            vec![allow(vec![])],
+            Reason::NoAllowMatched,
+        ),
         (
             "ALLOW with an empty rule: allow-all",
             vec![allow(vec![any_rule()])],
-            Reason::Allowed { matched: rref("allow", Some(0)) },
+            Reason::Allowed {
+                matched: rref("allow", Some(0)),
+            },
         ),
         (
             "ALLOW policies are OR-ed: allow-nothing does not veto allow-all",
-            vec![pol("nothing", Action::Allow, vec![]), pol("all", Action::Allow, vec![any_rule()])],
-            Reason::Allowed { matched: rref("all", Some(0)) },
+            vec![
+                pol("nothing", Action::Allow, vec![]),
+                pol("all", Action::Allow, vec![any_rule()]),
+            ],
+            Reason::Allowed {
+                matched: rref("all", Some(0)),
+            },
         ),
         (
             "DENY wins over ALLOW",
             vec![allow(vec![any_rule()]), deny(vec![any_rule()])],
-            Reason::Denied { matched: rref("deny", Some(0)) },
+            Reason::Denied {
+                matched: rref("deny", Some(0)),
+            },
         ),
-        ("DENY without rules never matches", vec![deny(vec![])], Reason::NoAllowPolicies),
+        (
+            "DENY without rules never matches",
+            vec![deny(vec![])],
+            Reason::NoAllowPolicies,
+        ),
         (
             "CUSTOM denies what it matches, before DENY",
             vec![deny(vec![any_rule()]), custom(vec![any_rule()])],
-            Reason::CustomDenied { matched: rref("custom", Some(0)), provider: Some("ext-authz".into()) },
+            Reason::CustomDenied {
+                matched: rref("custom", Some(0)),
+                provider: Some("ext-authz".into()),
+            },
         ),
         (
             "CUSTOM not matching lets the rest decide",
-            vec![custom(vec![to(Operation { paths: yes(vec![PathMatch::Str(ex("/admin"))]), ..Default::default() })])],
+            vec![custom(vec![to(Operation {
+                paths: yes(vec![PathMatch::Str(ex("/admin"))]),
+                ..Default::default()
+            })])],
             Reason::NoAllowPolicies,
         ),
-        ("AUDIT never decides", vec![pol("audit", Action::Audit, vec![any_rule()])], Reason::NoAllowPolicies),
-        ("dry-run CUSTOM is ignored", vec![dry(custom(vec![any_rule()]))], Reason::NoAllowPolicies),
-        ("dry-run ALLOW does not make the ALLOW set non-empty", vec![dry(allow(vec![]))], Reason::NoAllowPolicies),
-        ("dry-run DENY never denies", vec![dry(deny(vec![any_rule()]))], Reason::NoAllowPolicies),
+        (
+            "AUDIT never decides",
+            vec![pol("audit", Action::Audit, vec![any_rule()])],
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "dry-run CUSTOM is ignored",
+            vec![dry(custom(vec![any_rule()]))],
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "dry-run ALLOW does not make the ALLOW set non-empty",
+            vec![dry(allow(vec![]))],
+            Reason::NoAllowPolicies,
+        ),
+        (
+            "dry-run DENY never denies",
+            vec![dry(deny(vec![any_rule()]))],
+            Reason::NoAllowPolicies,
+        ),
     ];
     for (about, policies, want) in cases {
         let d = decide(&wp(policies), &sleep());
@@ -307,7 +452,10 @@ fn audit_is_reported_whatever_the_decision() {
     let audit = pol(
         "audit",
         Action::Audit,
-        vec![from(Source { principals: yes(vec![ex("cluster.local/ns/foo/sa/sleep")]), ..Default::default() })],
+        vec![from(Source {
+            principals: yes(vec![ex("cluster.local/ns/foo/sa/sleep")]),
+            ..Default::default()
+        })],
     );
     let d = decide(&wp(vec![audit.clone(), deny(vec![any_rule()])]), &sleep());
     assert!(!d.allowed);
@@ -324,24 +472,39 @@ fn audit_is_reported_whatever_the_decision() {
 #[test]
 fn invalid_policies_fail_closed() {
     let cases: Vec<(&str, Vec<AuthzPolicy>, bool, Reason)> = vec![
-        ("invalid ALLOW allows nothing", vec![invalid(allow(vec![any_rule()]))], false, Reason::NoAllowMatched),
+        (
+            "invalid ALLOW allows nothing",
+            vec![invalid(allow(vec![any_rule()]))],
+            false,
+            Reason::NoAllowMatched,
+        ),
         (
             "invalid ALLOW next to a matching ALLOW",
-            vec![invalid(pol("bad", Action::Allow, vec![])), allow(vec![any_rule()])],
+            vec![
+                invalid(pol("bad", Action::Allow, vec![])),
+                allow(vec![any_rule()]),
+            ],
             true,
-            Reason::Allowed { matched: rref("allow", Some(0)) },
+            Reason::Allowed {
+                matched: rref("allow", Some(0)),
+            },
         ),
         (
             "invalid DENY denies everything",
             vec![invalid(deny(vec![]))],
             false,
-            Reason::Denied { matched: rref("deny", None) },
+            Reason::Denied {
+                matched: rref("deny", None),
+            },
         ),
         (
             "invalid CUSTOM denies everything",
             vec![invalid(pol("custom", Action::Custom, vec![]))],
             false,
-            Reason::CustomDenied { matched: rref("custom", None), provider: None },
+            Reason::CustomDenied {
+                matched: rref("custom", None),
+                provider: None,
+            },
         ),
         (
             "invalid AUDIT matches nothing",
@@ -358,30 +521,61 @@ fn invalid_policies_fail_closed() {
         }
     }
     let d = decide(&wp(vec![dry(invalid(deny(vec![])))]), &sleep());
-    assert_eq!((d.allowed, d.dry_run.deny), (true, Some(ShadowResult::Denied)), "invalid dry-run DENY shadow-denies");
+    assert_eq!(
+        (d.allowed, d.dry_run.deny),
+        (true, Some(ShadowResult::Denied)),
+        "invalid dry-run DENY shadow-denies"
+    );
 }
 
 #[test]
 fn policies_the_engine_cannot_read_fail_closed_alone() {
     let bad_cidr = Source {
-        ip_blocks: yes(vec![Cidr { addr: IpAddr::from([10, 0, 0, 0]), prefix_len: 33 }]),
+        ip_blocks: yes(vec![Cidr {
+            addr: IpAddr::from([10, 0, 0, 0]),
+            prefix_len: 33,
+        }]),
         ..Default::default()
     };
-    let bad_sa = Source { service_accounts: yes(vec!["sleep".into()]), ..Default::default() };
-    let p = wp(vec![pol("bad-deny", Action::Deny, vec![from(bad_cidr.clone())]), allow(vec![any_rule()])]);
+    let bad_sa = Source {
+        service_accounts: yes(vec!["sleep".into()]),
+        ..Default::default()
+    };
+    let p = wp(vec![
+        pol("bad-deny", Action::Deny, vec![from(bad_cidr.clone())]),
+        allow(vec![any_rule()]),
+    ]);
     let e = engine(p);
-    assert_eq!(e.decide(&sleep()).reason, Reason::Denied { matched: rref("bad-deny", None) });
-    assert_eq!(e.policy().diagnostics.len(), 1, "{:?}", e.policy().diagnostics);
+    assert_eq!(
+        e.decide(&sleep()).reason,
+        Reason::Denied {
+            matched: rref("bad-deny", None)
+        }
+    );
+    assert_eq!(
+        e.policy().diagnostics.len(),
+        1,
+        "{:?}",
+        e.policy().diagnostics
+    );
     let p = wp(vec![
         pol("bad-allow", Action::Allow, vec![from(bad_sa)]),
         pol(
             "ok",
             Action::Allow,
-            vec![from(Source { principals: yes(vec![StrMatch::Presence]), ..Default::default() })],
+            vec![from(Source {
+                principals: yes(vec![StrMatch::Presence]),
+                ..Default::default()
+            })],
         ),
     ]);
     let e = engine(p);
-    assert_eq!(e.decide(&sleep()).reason, Reason::Allowed { matched: rref("ok", Some(0)) });
+    assert_eq!(
+        e.decide(&sleep()).reason,
+        Reason::Allowed {
+            matched: rref("ok", Some(0))
+        }
+    );
     assert_eq!(e.decide(&plain()).reason, Reason::NoAllowMatched);
 }
 
@@ -389,21 +583,51 @@ fn policies_the_engine_cannot_read_fail_closed_alone() {
 fn schema_version_is_checked() {
     let mut p = wp(vec![]);
     p.schema = SCHEMA_VERSION + 1;
-    assert!(matches!(Engine::new(p.clone()), Err(EngineError::SchemaVersion { .. })));
-    assert!(matches!(decide(&p, &sleep()).reason, Reason::NoConfig { .. }));
+    assert!(matches!(
+        Engine::new(p.clone()),
+        Err(EngineError::SchemaVersion { .. })
+    ));
+    assert!(matches!(
+        decide(&p, &sleep()).reason,
+        Reason::NoConfig { .. }
+    ));
 }
 
 // ---------- 4.12: dry run ----------
 
 #[test]
 fn dry_run_shadow_keys() {
-    let on_headers = to(Operation { paths: yes(vec![PathMatch::Str(ex("/headers"))]), ..Default::default() });
+    let on_headers = to(Operation {
+        paths: yes(vec![PathMatch::Str(ex("/headers"))]),
+        ..Default::default()
+    });
     let headers = path(sleep(), "/headers");
     use ShadowResult::{Allowed as A, Denied as D};
-    type Case = (&'static str, Vec<AuthzPolicy>, Request, bool, Option<ShadowResult>, Option<ShadowResult>);
+    type Case = (
+        &'static str,
+        Vec<AuthzPolicy>,
+        Request,
+        bool,
+        Option<ShadowResult>,
+        Option<ShadowResult>,
+    );
     let cases: Vec<Case> = vec![
-        ("dry DENY matches", vec![dry(deny(vec![on_headers.clone()]))], headers.clone(), true, Some(D), None),
-        ("dry DENY does not match", vec![dry(deny(vec![on_headers.clone()]))], sleep(), true, Some(A), None),
+        (
+            "dry DENY matches",
+            vec![dry(deny(vec![on_headers.clone()]))],
+            headers.clone(),
+            true,
+            Some(D),
+            None,
+        ),
+        (
+            "dry DENY does not match",
+            vec![dry(deny(vec![on_headers.clone()]))],
+            sleep(),
+            true,
+            Some(A),
+            None,
+        ),
         (
             "dry DENY matches plaintext too",
             vec![dry(deny(vec![on_headers.clone()]))],
@@ -412,7 +636,14 @@ fn dry_run_shadow_keys() {
             Some(D),
             None,
         ),
-        ("dry ALLOW matches", vec![dry(allow(vec![on_headers.clone()]))], headers.clone(), true, None, Some(A)),
+        (
+            "dry ALLOW matches",
+            vec![dry(allow(vec![on_headers.clone()]))],
+            headers.clone(),
+            true,
+            None,
+            Some(A),
+        ),
         (
             "dry ALLOW does not match, still allowed",
             vec![dry(allow(vec![on_headers.clone()]))],
@@ -447,7 +678,10 @@ fn dry_run_shadow_keys() {
         ),
         (
             "CUSTOM refusal stops before the DENY stage",
-            vec![pol("custom", Action::Custom, vec![any_rule()]), dry(deny(vec![any_rule()]))],
+            vec![
+                pol("custom", Action::Custom, vec![any_rule()]),
+                dry(deny(vec![any_rule()])),
+            ],
             sleep(),
             false,
             None,
@@ -455,7 +689,10 @@ fn dry_run_shadow_keys() {
         ),
         (
             "enforced ALLOW deciding deny still reports the ALLOW shadow",
-            vec![allow(vec![on_headers.clone()]), dry(pol("da", Action::Allow, vec![any_rule()]))],
+            vec![
+                allow(vec![on_headers.clone()]),
+                dry(pol("da", Action::Allow, vec![any_rule()])),
+            ],
             sleep(),
             false,
             None,
@@ -467,8 +704,16 @@ fn dry_run_shadow_keys() {
         assert_eq!(d.allowed, allowed, "{about}");
         assert_eq!(d.dry_run.deny, deny_key, "{about}: deny");
         assert_eq!(d.dry_run.allow, allow_key, "{about}: allow");
-        assert_eq!(d.dry_run.deny_matched.is_some(), deny_key == Some(D), "{about}");
-        assert_eq!(d.dry_run.allow_matched.is_some(), allow_key == Some(A), "{about}");
+        assert_eq!(
+            d.dry_run.deny_matched.is_some(),
+            deny_key == Some(D),
+            "{about}"
+        );
+        assert_eq!(
+            d.dry_run.allow_matched.is_some(),
+            allow_key == Some(A),
+            "{about}"
+        );
     }
 }
 
@@ -488,11 +733,26 @@ fn op(f: impl FnOnce(&mut Operation)) -> Rule {
 
 #[test]
 fn source_fields() {
-    let raw = |sans: &[&str]| http_req(Some(Peer { uri_sans: sans.iter().map(|s| s.to_string()).collect() }));
-    let ip = |r: Request, s: &str| Request { source_ip: s.parse().ok(), ..r };
-    let no_ip = |r: Request| Request { source_ip: None, ..r };
+    let raw = |sans: &[&str]| {
+        http_req(Some(Peer {
+            uri_sans: sans.iter().map(|s| s.to_string()).collect(),
+        }))
+    };
+    let ip = |r: Request, s: &str| Request {
+        source_ip: s.parse().ok(),
+        ..r
+    };
+    let no_ip = |r: Request| Request {
+        source_ip: None,
+        ..r
+    };
     let cases: Vec<(&str, Rule, Request, bool)> = vec![
-        ("principal exact", src(|s| s.principals = yes(vec![ex("cluster.local/ns/foo/sa/sleep")])), sleep(), true),
+        (
+            "principal exact",
+            src(|s| s.principals = yes(vec![ex("cluster.local/ns/foo/sa/sleep")])),
+            sleep(),
+            true,
+        ),
         (
             "principal exact, other peer",
             src(|s| s.principals = yes(vec![ex("cluster.local/ns/foo/sa/sleep")])),
@@ -505,21 +765,49 @@ fn source_fields() {
             sleep(),
             true,
         ),
-        ("principal prefix", src(|s| s.principals = yes(vec![pre("cluster.local/ns/foo/")])), sleep(), true),
-        ("principal suffix", src(|s| s.principals = yes(vec![suf("/sa/sleep")])), sleep(), true),
-        ("principal presence", src(|s| s.principals = yes(vec![StrMatch::Presence])), sleep(), true),
+        (
+            "principal prefix",
+            src(|s| s.principals = yes(vec![pre("cluster.local/ns/foo/")])),
+            sleep(),
+            true,
+        ),
+        (
+            "principal suffix",
+            src(|s| s.principals = yes(vec![suf("/sa/sleep")])),
+            sleep(),
+            true,
+        ),
+        (
+            "principal presence",
+            src(|s| s.principals = yes(vec![StrMatch::Presence])),
+            sleep(),
+            true,
+        ),
         (
             "positive principal on plaintext is false",
             src(|s| s.principals = yes(vec![StrMatch::Presence])),
             plain(),
             false,
         ),
-        ("notPrincipals on plaintext is true", src(|s| s.principals = no(vec![StrMatch::Presence])), plain(), true),
-        ("notPrincipals * on mTLS is false", src(|s| s.principals = no(vec![StrMatch::Presence])), sleep(), false),
+        (
+            "notPrincipals on plaintext is true",
+            src(|s| s.principals = no(vec![StrMatch::Presence])),
+            plain(),
+            true,
+        ),
+        (
+            "notPrincipals * on mTLS is false",
+            src(|s| s.principals = no(vec![StrMatch::Presence])),
+            sleep(),
+            false,
+        ),
         (
             "principal and notPrincipals both hold",
             src(|s| {
-                s.principals = Field { values: vec![pre("cluster.local/ns/foo/")], not_values: vec![suf("/sa/sleep")] }
+                s.principals = Field {
+                    values: vec![pre("cluster.local/ns/foo/")],
+                    not_values: vec![suf("/sa/sleep")],
+                }
             }),
             sleep(),
             false,
@@ -527,7 +815,10 @@ fn source_fields() {
         (
             "any URI SAN may match",
             src(|s| s.principals = yes(vec![ex("cluster.local/ns/a/sa/b")])),
-            raw(&["spiffe://cluster.local/ns/x/sa/y", "spiffe://cluster.local/ns/a/sa/b"]),
+            raw(&[
+                "spiffe://cluster.local/ns/x/sa/y",
+                "spiffe://cluster.local/ns/a/sa/b",
+            ]),
             true,
         ),
         (
@@ -536,29 +827,84 @@ fn source_fields() {
             raw(&["spiffe://cluster.local/ns/x/sa/y", "https://sleep.example/"]),
             false,
         ),
-        ("namespace", src(|s| s.namespaces = yes(vec!["foo".into()])), sleep(), true),
-        ("namespace other", src(|s| s.namespaces = yes(vec!["bar".into()])), sleep(), false),
-        ("namespace glob", src(|s| s.namespaces = yes(vec!["f*".into()])), sleep(), true),
+        (
+            "namespace",
+            src(|s| s.namespaces = yes(vec!["foo".into()])),
+            sleep(),
+            true,
+        ),
+        (
+            "namespace other",
+            src(|s| s.namespaces = yes(vec!["bar".into()])),
+            sleep(),
+            false,
+        ),
+        (
+            "namespace glob",
+            src(|s| s.namespaces = yes(vec!["f*".into()])),
+            sleep(),
+            true,
+        ),
         (
             "namespace on malformed SPIFFE path",
             src(|s| s.namespaces = yes(vec!["foo".into()])),
             raw(&["spiffe://cluster.local/ns/foo"]),
             false,
         ),
-        ("namespace on plaintext", src(|s| s.namespaces = yes(vec!["*".into()])), plain(), false),
-        ("notNamespaces on plaintext", src(|s| s.namespaces = no(vec!["foo".into()])), plain(), true),
-        ("notNamespaces on mTLS", src(|s| s.namespaces = no(vec!["foo".into()])), sleep(), false),
-        ("service account", src(|s| s.service_accounts = yes(vec!["foo/sleep".into()])), sleep(), true),
-        ("service account is not a prefix", src(|s| s.service_accounts = yes(vec!["foo/slee".into()])), sleep(), false),
-        ("notServiceAccounts on plaintext", src(|s| s.service_accounts = no(vec!["foo/sleep".into()])), plain(), true),
-        ("trust domain", src(|s| s.trust_domains = yes(vec![ex("cluster.local")])), sleep(), true),
+        (
+            "namespace on plaintext",
+            src(|s| s.namespaces = yes(vec!["*".into()])),
+            plain(),
+            false,
+        ),
+        (
+            "notNamespaces on plaintext",
+            src(|s| s.namespaces = no(vec!["foo".into()])),
+            plain(),
+            true,
+        ),
+        (
+            "notNamespaces on mTLS",
+            src(|s| s.namespaces = no(vec!["foo".into()])),
+            sleep(),
+            false,
+        ),
+        (
+            "service account",
+            src(|s| s.service_accounts = yes(vec!["foo/sleep".into()])),
+            sleep(),
+            true,
+        ),
+        (
+            "service account is not a prefix",
+            src(|s| s.service_accounts = yes(vec!["foo/slee".into()])),
+            sleep(),
+            false,
+        ),
+        (
+            "notServiceAccounts on plaintext",
+            src(|s| s.service_accounts = no(vec!["foo/sleep".into()])),
+            plain(),
+            true,
+        ),
+        (
+            "trust domain",
+            src(|s| s.trust_domains = yes(vec![ex("cluster.local")])),
+            sleep(),
+            true,
+        ),
         (
             "trust domain alias peer",
             src(|s| s.trust_domains = yes(vec![ex("cluster.local")])),
             mtls("old-td/ns/foo/sa/sleep"),
             false,
         ),
-        ("notTrustDomains on plaintext", src(|s| s.trust_domains = no(vec![ex("cluster.local")])), plain(), true),
+        (
+            "notTrustDomains on plaintext",
+            src(|s| s.trust_domains = no(vec![ex("cluster.local")])),
+            plain(),
+            true,
+        ),
         (
             "request principals never present",
             src(|s| s.request_principals = yes(vec![StrMatch::Presence])),
@@ -571,18 +917,48 @@ fn source_fields() {
             sleep(),
             true,
         ),
-        ("ipBlocks", src(|s| s.ip_blocks = yes(vec![cidr("127.0.0.0/24")])), plain(), true),
-        ("ipBlocks other", src(|s| s.ip_blocks = yes(vec![cidr("10.0.0.0/8")])), plain(), false),
+        (
+            "ipBlocks",
+            src(|s| s.ip_blocks = yes(vec![cidr("127.0.0.0/24")])),
+            plain(),
+            true,
+        ),
+        (
+            "ipBlocks other",
+            src(|s| s.ip_blocks = yes(vec![cidr("10.0.0.0/8")])),
+            plain(),
+            false,
+        ),
         (
             "ipBlocks single address",
             src(|s| s.ip_blocks = yes(vec![cidr("127.0.0.8")])),
             ip(plain(), "127.0.0.8"),
             true,
         ),
-        ("notIpBlocks without source ip", src(|s| s.ip_blocks = no(vec![cidr("127.0.0.0/8")])), no_ip(plain()), true),
-        ("ipBlocks without source ip", src(|s| s.ip_blocks = yes(vec![cidr("0.0.0.0/0")])), no_ip(plain()), false),
-        ("remoteIpBlocks = source ip", src(|s| s.remote_ip_blocks = yes(vec![cidr("127.0.0.7")])), plain(), true),
-        ("notRemoteIpBlocks = source ip", src(|s| s.remote_ip_blocks = no(vec![cidr("127.0.0.7")])), plain(), false),
+        (
+            "notIpBlocks without source ip",
+            src(|s| s.ip_blocks = no(vec![cidr("127.0.0.0/8")])),
+            no_ip(plain()),
+            true,
+        ),
+        (
+            "ipBlocks without source ip",
+            src(|s| s.ip_blocks = yes(vec![cidr("0.0.0.0/0")])),
+            no_ip(plain()),
+            false,
+        ),
+        (
+            "remoteIpBlocks = source ip",
+            src(|s| s.remote_ip_blocks = yes(vec![cidr("127.0.0.7")])),
+            plain(),
+            true,
+        ),
+        (
+            "notRemoteIpBlocks = source ip",
+            src(|s| s.remote_ip_blocks = no(vec![cidr("127.0.0.7")])),
+            plain(),
+            false,
+        ),
         (
             "fields of one source are AND-ed",
             src(|s| {
@@ -596,15 +972,29 @@ fn source_fields() {
             "from entries are OR-ed",
             Rule {
                 from: Some(vec![
-                    Source { ip_blocks: yes(vec![cidr("10.0.0.0/8")]), ..Default::default() },
-                    Source { namespaces: yes(vec!["foo".into()]), ..Default::default() },
+                    Source {
+                        ip_blocks: yes(vec![cidr("10.0.0.0/8")]),
+                        ..Default::default()
+                    },
+                    Source {
+                        namespaces: yes(vec!["foo".into()]),
+                        ..Default::default()
+                    },
                 ]),
                 ..Rule::default()
             },
             sleep(),
             true,
         ),
-        ("empty from list is no constraint", Rule { from: Some(vec![]), ..Rule::default() }, plain(), true),
+        (
+            "empty from list is no constraint",
+            Rule {
+                from: Some(vec![]),
+                ..Rule::default()
+            },
+            plain(),
+            true,
+        ),
     ];
     for (about, rule, req, want) in cases {
         assert_eq!(rule_allows(rule, &req), want, "{about}");
@@ -618,42 +1008,135 @@ fn operation_fields() {
     let p = |s: &str| PathMatch::Str(ex(s));
     let tpl = |t: Vec<TemplateSegment>| PathMatch::Template(t);
     let cases: Vec<(&str, Rule, Request, bool)> = vec![
-        ("host includes the port", op(|o| o.hosts = yes(vec![ex("httpbin.foo")])), sleep(), false),
-        ("host with port", op(|o| o.hosts = yes(vec![ex("httpbin.foo:8000")])), sleep(), true),
+        (
+            "host includes the port",
+            op(|o| o.hosts = yes(vec![ex("httpbin.foo")])),
+            sleep(),
+            false,
+        ),
+        (
+            "host with port",
+            op(|o| o.hosts = yes(vec![ex("httpbin.foo:8000")])),
+            sleep(),
+            true,
+        ),
         (
             "host case-insensitive",
             op(|o| o.hosts = yes(vec![ex("httpbin.foo:8000")])),
             host(sleep(), "HTTPBIN.Foo:8000"),
             true,
         ),
-        ("host prefix", op(|o| o.hosts = yes(vec![pre("httpbin.foo:")])), sleep(), true),
-        ("notHosts", op(|o| o.hosts = no(vec![suf(":8000")])), sleep(), false),
+        (
+            "host prefix",
+            op(|o| o.hosts = yes(vec![pre("httpbin.foo:")])),
+            sleep(),
+            true,
+        ),
+        (
+            "notHosts",
+            op(|o| o.hosts = no(vec![suf(":8000")])),
+            sleep(),
+            false,
+        ),
         ("port", op(|o| o.ports = yes(vec![8000])), sleep(), true),
-        ("port other", op(|o| o.ports = yes(vec![9000])), sleep(), false),
+        (
+            "port other",
+            op(|o| o.ports = yes(vec![9000])),
+            sleep(),
+            false,
+        ),
         ("notPorts", op(|o| o.ports = no(vec![9000])), sleep(), true),
-        ("method", op(|o| o.methods = yes(vec![ex("GET")])), sleep(), true),
-        ("method case-sensitive", op(|o| o.methods = yes(vec![ex("GET")])), method(sleep(), "get"), false),
-        ("notMethods", op(|o| o.methods = no(vec![ex("GET"), ex("HEAD")])), sleep(), false),
-        ("path exact", op(|o| o.paths = yes(vec![p("/ip")])), sleep(), true),
-        ("path case-sensitive", op(|o| o.paths = yes(vec![p("/IP")])), sleep(), false),
-        ("path without query", op(|o| o.paths = yes(vec![p("/allow")])), path(sleep(), "/allow?param=value"), true),
-        ("path normalized ..", op(|o| o.paths = yes(vec![p("/admin")])), path(sleep(), "/public/../admin"), true),
-        ("path normalized .", op(|o| o.paths = yes(vec![p("/a/b")])), path(sleep(), "/a/./b"), true),
-        ("path normalized backslash", op(|o| o.paths = yes(vec![p("/admin")])), path(sleep(), "/x\\..\\admin"), true),
-        ("path normalized %41", op(|o| o.paths = yes(vec![p("/Admin")])), path(sleep(), "/%41dmin"), true),
+        (
+            "method",
+            op(|o| o.methods = yes(vec![ex("GET")])),
+            sleep(),
+            true,
+        ),
+        (
+            "method case-sensitive",
+            op(|o| o.methods = yes(vec![ex("GET")])),
+            method(sleep(), "get"),
+            false,
+        ),
+        (
+            "notMethods",
+            op(|o| o.methods = no(vec![ex("GET"), ex("HEAD")])),
+            sleep(),
+            false,
+        ),
+        (
+            "path exact",
+            op(|o| o.paths = yes(vec![p("/ip")])),
+            sleep(),
+            true,
+        ),
+        (
+            "path case-sensitive",
+            op(|o| o.paths = yes(vec![p("/IP")])),
+            sleep(),
+            false,
+        ),
+        (
+            "path without query",
+            op(|o| o.paths = yes(vec![p("/allow")])),
+            path(sleep(), "/allow?param=value"),
+            true,
+        ),
+        (
+            "path normalized ..",
+            op(|o| o.paths = yes(vec![p("/admin")])),
+            path(sleep(), "/public/../admin"),
+            true,
+        ),
+        (
+            "path normalized .",
+            op(|o| o.paths = yes(vec![p("/a/b")])),
+            path(sleep(), "/a/./b"),
+            true,
+        ),
+        (
+            "path normalized backslash",
+            op(|o| o.paths = yes(vec![p("/admin")])),
+            path(sleep(), "/x\\..\\admin"),
+            true,
+        ),
+        (
+            "path normalized %41",
+            op(|o| o.paths = yes(vec![p("/Admin")])),
+            path(sleep(), "/%41dmin"),
+            true,
+        ),
         (
             "notPaths sees the normalized path",
             op(|o| o.paths = no(vec![p("/admin")])),
             path(sleep(), "/x/../admin"),
             false,
         ),
-        ("%2F is not decoded", op(|o| o.paths = yes(vec![p("/a/b")])), path(sleep(), "/a%2Fb"), false),
-        ("slashes are not merged", op(|o| o.paths = yes(vec![p("/a/b")])), path(sleep(), "/a//b"), false),
-        ("path prefix", op(|o| o.paths = yes(vec![PathMatch::Str(pre("/api/"))])), path(sleep(), "/api/x"), true),
+        (
+            "%2F is not decoded",
+            op(|o| o.paths = yes(vec![p("/a/b")])),
+            path(sleep(), "/a%2Fb"),
+            false,
+        ),
+        (
+            "slashes are not merged",
+            op(|o| o.paths = yes(vec![p("/a/b")])),
+            path(sleep(), "/a//b"),
+            false,
+        ),
+        (
+            "path prefix",
+            op(|o| o.paths = yes(vec![PathMatch::Str(pre("/api/"))])),
+            path(sleep(), "/api/x"),
+            true,
+        ),
         (
             "path template {**}",
             op(|o| {
-                o.paths = yes(vec![tpl(vec![TemplateSegment::Literal("/allow/admin/".into()), TemplateSegment::Any])])
+                o.paths = yes(vec![tpl(vec![
+                    TemplateSegment::Literal("/allow/admin/".into()),
+                    TemplateSegment::Any,
+                ])])
             }),
             path(sleep(), "/allow/admin/x/y"),
             true,
@@ -661,7 +1144,10 @@ fn operation_fields() {
         (
             "path template {**} needs the slash",
             op(|o| {
-                o.paths = yes(vec![tpl(vec![TemplateSegment::Literal("/allow/admin/".into()), TemplateSegment::Any])])
+                o.paths = yes(vec![tpl(vec![
+                    TemplateSegment::Literal("/allow/admin/".into()),
+                    TemplateSegment::Any,
+                ])])
             }),
             path(sleep(), "/allow/admin"),
             false,
@@ -691,8 +1177,14 @@ fn operation_fields() {
             "to entries are OR-ed",
             Rule {
                 to: Some(vec![
-                    Operation { methods: yes(vec![ex("POST")]), ..Default::default() },
-                    Operation { paths: yes(vec![p("/ip")]), ..Default::default() },
+                    Operation {
+                        methods: yes(vec![ex("POST")]),
+                        ..Default::default()
+                    },
+                    Operation {
+                        paths: yes(vec![p("/ip")]),
+                        ..Default::default()
+                    },
                 ]),
                 ..Rule::default()
             },
@@ -701,7 +1193,10 @@ fn operation_fields() {
         ),
         (
             "from AND to",
-            Rule { to: op(|o| o.methods = yes(vec![ex("GET")])).to, ..src(|s| s.namespaces = yes(vec!["bar".into()])) },
+            Rule {
+                to: op(|o| o.methods = yes(vec![ex("GET")])).to,
+                ..src(|s| s.namespaces = yes(vec!["bar".into()]))
+            },
             sleep(),
             false,
         ),
@@ -713,13 +1208,29 @@ fn operation_fields() {
 
 #[test]
 fn conditions() {
-    let hdr = |name: &str, f: Field<StrMatch>| Condition::RequestHeader { name: name.into(), field: f };
-    let headers = |r: Request, hs: &[(&str, &str)]| {
-        with_http(r, |h| h.headers = hs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    let hdr = |name: &str, f: Field<StrMatch>| Condition::RequestHeader {
+        name: name.into(),
+        field: f,
     };
-    let sni = |r: Request, s: &str| Request { sni: Some(s.into()), ..r };
+    let headers = |r: Request, hs: &[(&str, &str)]| {
+        with_http(r, |h| {
+            h.headers = hs
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        })
+    };
+    let sni = |r: Request, s: &str| Request {
+        sni: Some(s.into()),
+        ..r
+    };
     let cases: Vec<(&str, Rule, Request, bool)> = vec![
-        ("header exact", when(hdr("x-token", yes(vec![ex("admin")]))), headers(sleep(), &[("x-token", "admin")]), true),
+        (
+            "header exact",
+            when(hdr("x-token", yes(vec![ex("admin")]))),
+            headers(sleep(), &[("x-token", "admin")]),
+            true,
+        ),
         (
             "header name case-insensitive",
             when(hdr("x-token", yes(vec![ex("admin")]))),
@@ -758,15 +1269,30 @@ fn conditions() {
             headers(sleep(), &[("x-a", "user"), ("x-a", "admin")]),
             false,
         ),
-        ("host is :authority", when(hdr("host", yes(vec![pre("httpbin.foo")]))), sleep(), true),
-        (":authority", when(hdr(":authority", yes(vec![suf(":8000")]))), sleep(), true),
+        (
+            "host is :authority",
+            when(hdr("host", yes(vec![pre("httpbin.foo")]))),
+            sleep(),
+            true,
+        ),
+        (
+            ":authority",
+            when(hdr(":authority", yes(vec![suf(":8000")]))),
+            sleep(),
+            true,
+        ),
         (
             ":path is the normalized path with query",
             when(hdr(":path", yes(vec![ex("/admin?x=1")]))),
             path(sleep(), "/x/../admin?x=1"),
             true,
         ),
-        (":method", when(hdr(":method", yes(vec![ex("GET")]))), sleep(), true),
+        (
+            ":method",
+            when(hdr(":method", yes(vec![ex("GET")]))),
+            sleep(),
+            true,
+        ),
         (
             "Envoy sets x-forwarded-proto",
             when(hdr("x-forwarded-proto", yes(vec![ex("https")]))),
@@ -775,8 +1301,17 @@ fn conditions() {
         ),
         (
             "a client's XFCC never reaches the filter on plaintext",
-            when(hdr("x-forwarded-client-cert", yes(vec![StrMatch::Presence]))),
-            headers(plain(), &[("x-forwarded-client-cert", "URI=spiffe://cluster.local/ns/foo/sa/admin")]),
+            when(hdr(
+                "x-forwarded-client-cert",
+                yes(vec![StrMatch::Presence]),
+            )),
+            headers(
+                plain(),
+                &[(
+                    "x-forwarded-client-cert",
+                    "URI=spiffe://cluster.local/ns/foo/sa/admin",
+                )],
+            ),
             false,
         ),
         (
@@ -785,71 +1320,144 @@ fn conditions() {
             headers(sleep(), &[("x-a", "")]),
             true,
         ),
-        ("header presence: absent", when(hdr("x-a", yes(vec![StrMatch::Presence]))), sleep(), false),
-        ("header notValues on absent header", when(hdr("x-a", no(vec![ex("bad")]))), sleep(), true),
+        (
+            "header presence: absent",
+            when(hdr("x-a", yes(vec![StrMatch::Presence]))),
+            sleep(),
+            false,
+        ),
+        (
+            "header notValues on absent header",
+            when(hdr("x-a", no(vec![ex("bad")]))),
+            sleep(),
+            true,
+        ),
         (
             "header notValues matching",
             when(hdr("x-a", no(vec![pre("ba")]))),
             headers(sleep(), &[("x-a", "bad")]),
             false,
         ),
-        ("source.ip", when(Condition::SourceIp { field: yes(vec![cidr("127.0.0.0/8")]) }), plain(), true),
-        ("remote.ip = source ip", when(Condition::RemoteIp { field: no(vec![cidr("127.0.0.0/8")]) }), plain(), false),
-        ("destination.ip", when(Condition::DestinationIp { field: yes(vec![cidr("10.0.0.1")]) }), plain(), true),
-        ("destination.port", when(Condition::DestinationPort { field: yes(vec![9000]) }), plain(), false),
+        (
+            "source.ip",
+            when(Condition::SourceIp {
+                field: yes(vec![cidr("127.0.0.0/8")]),
+            }),
+            plain(),
+            true,
+        ),
+        (
+            "remote.ip = source ip",
+            when(Condition::RemoteIp {
+                field: no(vec![cidr("127.0.0.0/8")]),
+            }),
+            plain(),
+            false,
+        ),
+        (
+            "destination.ip",
+            when(Condition::DestinationIp {
+                field: yes(vec![cidr("10.0.0.1")]),
+            }),
+            plain(),
+            true,
+        ),
+        (
+            "destination.port",
+            when(Condition::DestinationPort {
+                field: yes(vec![9000]),
+            }),
+            plain(),
+            false,
+        ),
         (
             "source.principal",
-            when(Condition::SourcePrincipal { field: yes(vec![ex("cluster.local/ns/foo/sa/sleep")]) }),
+            when(Condition::SourcePrincipal {
+                field: yes(vec![ex("cluster.local/ns/foo/sa/sleep")]),
+            }),
             sleep(),
             true,
         ),
         (
             "source.principal notValues on plaintext",
-            when(Condition::SourcePrincipal { field: no(vec![StrMatch::Presence]) }),
+            when(Condition::SourcePrincipal {
+                field: no(vec![StrMatch::Presence]),
+            }),
             plain(),
             true,
         ),
-        ("source.namespace", when(Condition::SourceNamespace { field: yes(vec!["foo".into()]) }), sleep(), true),
+        (
+            "source.namespace",
+            when(Condition::SourceNamespace {
+                field: yes(vec!["foo".into()]),
+            }),
+            sleep(),
+            true,
+        ),
         (
             "source.namespace notValues on plaintext",
-            when(Condition::SourceNamespace { field: no(vec!["foo".into()]) }),
+            when(Condition::SourceNamespace {
+                field: no(vec!["foo".into()]),
+            }),
             plain(),
             true,
         ),
         (
             "source.serviceAccount",
-            when(Condition::SourceServiceAccount { field: yes(vec!["foo/sleep".into()]) }),
+            when(Condition::SourceServiceAccount {
+                field: yes(vec!["foo/sleep".into()]),
+            }),
             sleep(),
             true,
         ),
-        ("source.trustDomain", when(Condition::SourceTrustDomain { field: yes(vec![pre("cluster")]) }), sleep(), true),
+        (
+            "source.trustDomain",
+            when(Condition::SourceTrustDomain {
+                field: yes(vec![pre("cluster")]),
+            }),
+            sleep(),
+            true,
+        ),
         (
             "connection.sni",
-            when(Condition::ConnectionSni { field: yes(vec![suf(".svc")]) }),
+            when(Condition::ConnectionSni {
+                field: yes(vec![suf(".svc")]),
+            }),
             sni(sleep(), "httpbin.foo.svc"),
             true,
         ),
         (
             "connection.sni absent",
-            when(Condition::ConnectionSni { field: yes(vec![StrMatch::Presence]) }),
+            when(Condition::ConnectionSni {
+                field: yes(vec![StrMatch::Presence]),
+            }),
             sleep(),
             false,
         ),
         (
             "request.auth positive never",
-            when(Condition::RequestAuth { claim: "iss".into(), field: yes(vec![StrMatch::Presence]) }),
+            when(Condition::RequestAuth {
+                claim: "iss".into(),
+                field: yes(vec![StrMatch::Presence]),
+            }),
             sleep(),
             false,
         ),
         (
             "request.auth negative always",
-            when(Condition::RequestAuth { claim: "iss".into(), field: no(vec![ex("x")]) }),
+            when(Condition::RequestAuth {
+                claim: "iss".into(),
+                field: no(vec![ex("x")]),
+            }),
             sleep(),
             true,
         ),
         (
             "envoy metadata absent",
-            when(Condition::EnvoyMetadata { path: "f[k]".into(), field: yes(vec![StrMatch::Presence]) }),
+            when(Condition::EnvoyMetadata {
+                path: "f[k]".into(),
+                field: yes(vec![StrMatch::Presence]),
+            }),
             sleep(),
             false,
         ),
@@ -857,8 +1465,12 @@ fn conditions() {
             "every condition must hold",
             Rule {
                 when: vec![
-                    Condition::DestinationPort { field: yes(vec![8000]) },
-                    Condition::SourceIp { field: yes(vec![cidr("10.0.0.0/8")]) },
+                    Condition::DestinationPort {
+                        field: yes(vec![8000]),
+                    },
+                    Condition::SourceIp {
+                        field: yes(vec![cidr("10.0.0.0/8")]),
+                    },
                 ],
                 ..Rule::default()
             },
@@ -875,12 +1487,29 @@ fn conditions() {
 
 #[test]
 fn tcp_drops_allow_rules_and_strips_deny_rules() {
-    let get = Operation { methods: yes(vec![ex("GET")]), ..Default::default() };
-    let get_9000 = Operation { ports: yes(vec![9000]), ..get.clone() };
-    let hdr = Condition::RequestHeader { name: "x".into(), field: yes(vec![StrMatch::Presence]) };
-    let r_get = Rule { to: Some(vec![get.clone()]), ..Rule::default() };
-    let r_ports =
-        Rule { to: Some(vec![Operation { ports: yes(vec![8000]), ..Default::default() }]), ..Rule::default() };
+    let get = Operation {
+        methods: yes(vec![ex("GET")]),
+        ..Default::default()
+    };
+    let get_9000 = Operation {
+        ports: yes(vec![9000]),
+        ..get.clone()
+    };
+    let hdr = Condition::RequestHeader {
+        name: "x".into(),
+        field: yes(vec![StrMatch::Presence]),
+    };
+    let r_get = Rule {
+        to: Some(vec![get.clone()]),
+        ..Rule::default()
+    };
+    let r_ports = Rule {
+        to: Some(vec![Operation {
+            ports: yes(vec![8000]),
+            ..Default::default()
+        }]),
+        ..Rule::default()
+    };
     let r_not_hosts = op(|o| o.hosts = no(vec![ex("x")]));
     let r_not_req_principals = src(|s| s.request_principals = no(vec![StrMatch::Presence]));
     let sleep_tcp = tcp(sleep());
@@ -895,13 +1524,17 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
             "ALLOW with methods works on HTTP",
             vec![allow(vec![r_get.clone()])],
             sleep(),
-            Reason::Allowed { matched: rref("allow", Some(0)) },
+            Reason::Allowed {
+                matched: rref("allow", Some(0)),
+            },
         ),
         (
             "other rules of the policy still work",
             vec![allow(vec![r_get.clone(), r_ports.clone()])],
             sleep_tcp.clone(),
-            Reason::Allowed { matched: rref("allow", Some(1)) },
+            Reason::Allowed {
+                matched: rref("allow", Some(1)),
+            },
         ),
         (
             "ALLOW with a negative HTTP field is dropped too",
@@ -925,7 +1558,9 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
             "DENY with methods only denies every TCP connection",
             vec![deny(vec![r_get.clone()])],
             sleep_tcp.clone(),
-            Reason::Denied { matched: rref("deny", Some(0)) },
+            Reason::Denied {
+                matched: rref("deny", Some(0)),
+            },
         ),
         (
             "DENY methods only, HTTP POST not denied",
@@ -935,13 +1570,21 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
         ),
         (
             "DENY methods+ports denies TCP on that port",
-            vec![deny(vec![Rule { to: Some(vec![get_9000.clone()]), ..Rule::default() }])],
+            vec![deny(vec![Rule {
+                to: Some(vec![get_9000.clone()]),
+                ..Rule::default()
+            }])],
             port(sleep_tcp.clone(), 9000),
-            Reason::Denied { matched: rref("deny", Some(0)) },
+            Reason::Denied {
+                matched: rref("deny", Some(0)),
+            },
         ),
         (
             "DENY methods+ports keeps other ports",
-            vec![deny(vec![Rule { to: Some(vec![get_9000.clone()]), ..Rule::default() }])],
+            vec![deny(vec![Rule {
+                to: Some(vec![get_9000.clone()]),
+                ..Rule::default()
+            }])],
             sleep_tcp.clone(),
             Reason::NoAllowPolicies,
         ),
@@ -949,7 +1592,9 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
             "DENY with a header condition only denies TCP",
             vec![deny(vec![when(hdr.clone())])],
             tcp(plain()),
-            Reason::Denied { matched: rref("deny", Some(0)) },
+            Reason::Denied {
+                matched: rref("deny", Some(0)),
+            },
         ),
         (
             "DENY with a header condition on HTTP needs the header",
@@ -961,7 +1606,10 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
             "CUSTOM is stripped like DENY",
             vec![pol("custom", Action::Custom, vec![r_get.clone()])],
             sleep_tcp.clone(),
-            Reason::CustomDenied { matched: rref("custom", Some(0)), provider: None },
+            Reason::CustomDenied {
+                matched: rref("custom", Some(0)),
+                provider: None,
+            },
         ),
         (
             "stripped DENY keeps its TCP fields",
@@ -980,27 +1628,41 @@ fn tcp_drops_allow_rules_and_strips_deny_rules() {
             "an emptied from entry matches anything",
             vec![deny(vec![Rule {
                 from: Some(vec![
-                    Source { namespaces: yes(vec!["bar".into()]), ..Default::default() },
-                    Source { request_principals: yes(vec![StrMatch::Presence]), ..Default::default() },
+                    Source {
+                        namespaces: yes(vec!["bar".into()]),
+                        ..Default::default()
+                    },
+                    Source {
+                        request_principals: yes(vec![StrMatch::Presence]),
+                        ..Default::default()
+                    },
                 ]),
                 ..Rule::default()
             }])],
             sleep_tcp.clone(),
-            Reason::Denied { matched: rref("deny", Some(0)) },
+            Reason::Denied {
+                matched: rref("deny", Some(0)),
+            },
         ),
     ];
     for (about, policies, req, want) in cases {
         assert_eq!(decide(&wp(policies), &req).reason, want, "{about}");
     }
     // AUDIT is stripped like DENY.
-    let d = decide(&wp(vec![pol("audit", Action::Audit, vec![r_get])]), &sleep_tcp);
+    let d = decide(
+        &wp(vec![pol("audit", Action::Audit, vec![r_get])]),
+        &sleep_tcp,
+    );
     assert_eq!(d.audit, Some(rref("audit", Some(0))));
 }
 
 #[test]
 fn tcp_variants_are_built_once() {
     let e = engine(wp(vec![
-        allow(vec![op(|o| o.methods = yes(vec![ex("GET")])), src(|s| s.principals = yes(vec![ex("a")]))]),
+        allow(vec![
+            op(|o| o.methods = yes(vec![ex("GET")])),
+            src(|s| s.principals = yes(vec![ex("a")])),
+        ]),
         deny(vec![op(|o| o.methods = yes(vec![ex("GET")]))]),
     ]));
     assert_eq!(e.stages.allow.http.indexed_and_scanned(), (1, 1));
@@ -1013,7 +1675,12 @@ fn tcp_variants_are_built_once() {
 #[test]
 fn expanded_alias_principals_match_both_trust_domains() {
     // compile expands `old-td/ns/a/sa/b` into one value per bundle member.
-    let rule = src(|s| s.principals = yes(vec![ex("cluster.local/ns/foo/sa/sleep"), ex("old-td/ns/foo/sa/sleep")]));
+    let rule = src(|s| {
+        s.principals = yes(vec![
+            ex("cluster.local/ns/foo/sa/sleep"),
+            ex("old-td/ns/foo/sa/sleep"),
+        ])
+    });
     assert!(rule_allows(rule.clone(), &sleep()));
     assert!(rule_allows(rule.clone(), &mtls("old-td/ns/foo/sa/sleep")));
     assert!(!rule_allows(rule, &mtls("old-td/ns/foo/sa/other")));
@@ -1028,12 +1695,18 @@ fn first_match_in_policy_order_across_index_and_scan() {
     let cases: Vec<(&str, Vec<AuthzPolicy>, RuleRef)> = vec![
         (
             "indexed rule first",
-            vec![pol("a", Action::Allow, vec![exact.clone()]), pol("b", Action::Allow, vec![prefix.clone()])],
+            vec![
+                pol("a", Action::Allow, vec![exact.clone()]),
+                pol("b", Action::Allow, vec![prefix.clone()]),
+            ],
             rref("a", Some(0)),
         ),
         (
             "scanned rule first",
-            vec![pol("a", Action::Allow, vec![prefix.clone()]), pol("b", Action::Allow, vec![exact.clone()])],
+            vec![
+                pol("a", Action::Allow, vec![prefix.clone()]),
+                pol("b", Action::Allow, vec![exact.clone()]),
+            ],
             rref("a", Some(0)),
         ),
         (
@@ -1041,21 +1714,36 @@ fn first_match_in_policy_order_across_index_and_scan() {
             vec![pol(
                 "a",
                 Action::Allow,
-                vec![src(|s| s.principals = yes(vec![ex("x")])), prefix.clone(), exact.clone()],
+                vec![
+                    src(|s| s.principals = yes(vec![ex("x")])),
+                    prefix.clone(),
+                    exact.clone(),
+                ],
             )],
             rref("a", Some(1)),
         ),
         (
             "indexed rule that does not fully match is skipped",
             vec![
-                pol("a", Action::Allow, vec![Rule { to: op(|o| o.ports = yes(vec![1])).to, ..exact.clone() }]),
+                pol(
+                    "a",
+                    Action::Allow,
+                    vec![Rule {
+                        to: op(|o| o.ports = yes(vec![1])).to,
+                        ..exact.clone()
+                    }],
+                ),
                 pol("b", Action::Allow, vec![exact.clone()]),
             ],
             rref("b", Some(0)),
         ),
     ];
     for (about, policies, want) in cases {
-        assert_eq!(decide(&wp(policies), &sleep()).reason, Reason::Allowed { matched: want }, "{about}");
+        assert_eq!(
+            decide(&wp(policies), &sleep()).reason,
+            Reason::Allowed { matched: want },
+            "{about}"
+        );
     }
 }
 
@@ -1063,8 +1751,12 @@ fn first_match_in_policy_order_across_index_and_scan() {
 /// generated policies and peers.
 #[test]
 fn index_agrees_with_linear_scan() {
-    let principals =
-        ["cluster.local/ns/a/sa/x", "cluster.local/ns/a/sa/y", "cluster.local/ns/b/sa/x", "old-td/ns/a/sa/x"];
+    let principals = [
+        "cluster.local/ns/a/sa/x",
+        "cluster.local/ns/a/sa/y",
+        "cluster.local/ns/b/sa/x",
+        "old-td/ns/a/sa/x",
+    ];
     let matchers = |k: usize| -> Vec<StrMatch> {
         match k % 5 {
             0 => vec![ex(principals[k % 4])],
@@ -1078,24 +1770,36 @@ fn index_agrees_with_linear_scan() {
     for i in 0..40usize {
         let mut rule = src(|s| s.principals = yes(matchers(i * 7 + 3)));
         if i % 3 == 0 {
-            rule.to = Some(vec![Operation { ports: yes(vec![8000 + (i % 2) as u16]), ..Default::default() }]);
+            rule.to = Some(vec![Operation {
+                ports: yes(vec![8000 + (i % 2) as u16]),
+                ..Default::default()
+            }]);
         }
         if i % 4 == 1 {
             if let Some(f) = rule.from.as_mut() {
-                f.push(Source { principals: yes(matchers(i)), ..Default::default() });
+                f.push(Source {
+                    principals: yes(matchers(i)),
+                    ..Default::default()
+                });
             }
         }
         policies.push(pol(&format!("p{i:02}"), Action::Allow, vec![rule]));
     }
     let e = engine(wp(policies.clone()));
     let (indexed, scanned) = e.stages.allow.http.indexed_and_scanned();
-    assert!(indexed > 0 && scanned > 0, "the grid exercises both buckets: {indexed} {scanned}");
+    assert!(
+        indexed > 0 && scanned > 0,
+        "the grid exercises both buckets: {indexed} {scanned}"
+    );
     for p in principals {
         for prt in [8000u16, 8001] {
             let req = port(mtls(p), prt);
             let ctx = Ctx::new(&req, 0, false);
             let linear = policies.iter().find_map(|pol| {
-                pol.rules.iter().position(|r| matcher::rule_matches(&ctx, r)).map(|i| rref(&pol.policy.name, Some(i)))
+                pol.rules
+                    .iter()
+                    .position(|r| matcher::rule_matches(&ctx, r))
+                    .map(|i| rref(&pol.policy.name, Some(i)))
             });
             let got = match e.decide(&req).reason {
                 Reason::Allowed { matched } => Some(matched),
@@ -1108,7 +1812,10 @@ fn index_agrees_with_linear_scan() {
 
 #[test]
 fn decision_names_policy_and_rule() {
-    let d = decide(&wp(vec![deny(vec![op(|o| o.ports = yes(vec![1])), any_rule()])]), &sleep());
+    let d = decide(
+        &wp(vec![deny(vec![op(|o| o.ports = yes(vec![1])), any_rule()])]),
+        &sleep(),
+    );
     let named = match &d.reason {
         Reason::Denied { matched } => matched.to_string(),
         other => format!("{other:?}"),
@@ -1125,30 +1832,99 @@ fn decision_names_policy_and_rule() {
 /// `remote_ip: 10.9.9.9/32` with 0 trusted hops.
 #[test]
 fn source_addresses_follow_the_connection_not_the_header() {
-    let xff = |r: Request, v: &str| with_http(r, |h| h.headers = vec![("x-forwarded-for".into(), v.into())]);
+    let xff = |r: Request, v: &str| {
+        with_http(r, |h| {
+            h.headers = vec![("x-forwarded-for".into(), v.into())]
+        })
+    };
     let ip_block = |c: &str| src(|s| s.ip_blocks = yes(vec![cidr(c)]));
     let remote_block = |c: &str| src(|s| s.remote_ip_blocks = yes(vec![cidr(c)]));
-    let outside = |r: Request| Request { source_ip: "192.0.2.9".parse().ok(), ..r };
+    let outside = |r: Request| Request {
+        source_ip: "192.0.2.9".parse().ok(),
+        ..r
+    };
     let decide_hops = |hops: u32, rule: Rule, req: &Request| {
         let mut p = wp(vec![allow(vec![rule])]);
         p.num_trusted_proxies = hops;
         crate::hcm::decide(&engine(p), req).allowed
     };
     let cases: Vec<(&str, u32, Rule, Request, bool)> = vec![
-        ("ipBlocks: outside client claiming an inside address", 0, ip_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
-        ("ipBlocks: inside client claiming an outside address", 0, ip_block("127.0.0.0/8"), xff(plain(), "192.0.2.9"), true),
-        ("ipBlocks ignore XFF even with trusted hops", 1, ip_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
-        ("remoteIpBlocks, 0 hops: the peer", 0, remote_block("127.0.0.0/8"), xff(outside(plain()), "127.0.0.7"), false),
-        ("remoteIpBlocks, 0 hops: the peer, inside", 0, remote_block("127.0.0.0/8"), xff(plain(), "192.0.2.9"), true),
-        ("remoteIpBlocks, 1 hop: the last client entry", 1, remote_block("10.0.0.0/8"), xff(plain(), "192.0.2.1, 10.1.2.3"), true),
-        ("remoteIpBlocks, 2 hops", 2, remote_block("192.0.2.1/32"), xff(plain(), "192.0.2.1, 10.1.2.3"), true),
-        ("remoteIpBlocks, too few entries: the peer", 3, remote_block("127.0.0.7/32"), xff(plain(), "192.0.2.1"), true),
-        ("remoteIpBlocks, unparsable entry: the peer", 1, remote_block("127.0.0.7/32"), xff(plain(), "bogus"), true),
-        ("remoteIpBlocks, 1 hop, no XFF: the peer", 1, remote_block("127.0.0.7/32"), plain(), true),
+        (
+            "ipBlocks: outside client claiming an inside address",
+            0,
+            ip_block("127.0.0.0/8"),
+            xff(outside(plain()), "127.0.0.7"),
+            false,
+        ),
+        (
+            "ipBlocks: inside client claiming an outside address",
+            0,
+            ip_block("127.0.0.0/8"),
+            xff(plain(), "192.0.2.9"),
+            true,
+        ),
+        (
+            "ipBlocks ignore XFF even with trusted hops",
+            1,
+            ip_block("127.0.0.0/8"),
+            xff(outside(plain()), "127.0.0.7"),
+            false,
+        ),
+        (
+            "remoteIpBlocks, 0 hops: the peer",
+            0,
+            remote_block("127.0.0.0/8"),
+            xff(outside(plain()), "127.0.0.7"),
+            false,
+        ),
+        (
+            "remoteIpBlocks, 0 hops: the peer, inside",
+            0,
+            remote_block("127.0.0.0/8"),
+            xff(plain(), "192.0.2.9"),
+            true,
+        ),
+        (
+            "remoteIpBlocks, 1 hop: the last client entry",
+            1,
+            remote_block("10.0.0.0/8"),
+            xff(plain(), "192.0.2.1, 10.1.2.3"),
+            true,
+        ),
+        (
+            "remoteIpBlocks, 2 hops",
+            2,
+            remote_block("192.0.2.1/32"),
+            xff(plain(), "192.0.2.1, 10.1.2.3"),
+            true,
+        ),
+        (
+            "remoteIpBlocks, too few entries: the peer",
+            3,
+            remote_block("127.0.0.7/32"),
+            xff(plain(), "192.0.2.1"),
+            true,
+        ),
+        (
+            "remoteIpBlocks, unparsable entry: the peer",
+            1,
+            remote_block("127.0.0.7/32"),
+            xff(plain(), "bogus"),
+            true,
+        ),
+        (
+            "remoteIpBlocks, 1 hop, no XFF: the peer",
+            1,
+            remote_block("127.0.0.7/32"),
+            plain(),
+            true,
+        ),
         (
             "remote.ip IPv6",
             1,
-            when(Condition::RemoteIp { field: yes(vec![cidr("2001:db8::/32")]) }),
+            when(Condition::RemoteIp {
+                field: yes(vec![cidr("2001:db8::/32")]),
+            }),
             xff(plain(), "2001:db8::1"),
             true,
         ),
@@ -1159,7 +1935,13 @@ fn source_addresses_follow_the_connection_not_the_header() {
             plain(),
             true,
         ),
-        ("TCP: remoteIpBlocks is the peer", 1, remote_block("127.0.0.7/32"), tcp(plain()), true),
+        (
+            "TCP: remoteIpBlocks is the peer",
+            1,
+            remote_block("127.0.0.7/32"),
+            tcp(plain()),
+            true,
+        ),
     ];
     for (about, hops, rule, req, want) in cases {
         assert_eq!(decide_hops(hops, rule, &req), want, "{about}");
@@ -1172,10 +1954,20 @@ fn connection_manager_refusals_deny() {
     let e = engine(wp(vec![]));
     for raw in ["/a%00b", "/a#frag", "/a b"] {
         let d = crate::hcm::decide(&e, &path(sleep(), raw));
-        assert!(matches!(d.reason, Reason::Rejected { status: 400, .. }), "{raw}: {:?}", d.reason);
+        assert!(
+            matches!(d.reason, Reason::Rejected { status: 400, .. }),
+            "{raw}: {:?}",
+            d.reason
+        );
     }
     let lower = with_http(sleep(), |h| h.method = "get".into());
-    assert!(!crate::hcm::decide(&e, &lower).allowed, "lower-case method over HTTP/1.1");
+    assert!(
+        !crate::hcm::decide(&e, &lower).allowed,
+        "lower-case method over HTTP/1.1"
+    );
     let h2 = with_http(lower, |h| h.version = crate::schema::HttpVersion::Http2);
-    assert!(crate::hcm::decide(&e, &h2).allowed, "lower-case method over HTTP/2");
+    assert!(
+        crate::hcm::decide(&e, &h2).allowed,
+        "lower-case method over HTTP/2"
+    );
 }

@@ -6,7 +6,10 @@
 use crate::schema::{Action, Condition, Field, Operation, Rule, Source};
 
 fn is_http_only(c: &Condition) -> bool {
-    matches!(c, Condition::RequestHeader { .. } | Condition::RequestAuth { .. })
+    matches!(
+        c,
+        Condition::RequestHeader { .. } | Condition::RequestAuth { .. }
+    )
 }
 
 fn source_uses_http(s: &Source) -> bool {
@@ -32,10 +35,14 @@ pub(crate) fn tcp_variant(action: Action, r: &Rule) -> Option<Rule> {
     match action {
         Action::Allow => None,
         Action::Deny | Action::Audit | Action::Custom => Some(Rule {
-            from: r
-                .from
-                .as_ref()
-                .map(|f| f.iter().map(|s| Source { request_principals: Field::default(), ..s.clone() }).collect()),
+            from: r.from.as_ref().map(|f| {
+                f.iter()
+                    .map(|s| Source {
+                        request_principals: Field::default(),
+                        ..s.clone()
+                    })
+                    .collect()
+            }),
             to: r.to.as_ref().map(|t| {
                 t.iter()
                     .map(|o| Operation {
@@ -46,7 +53,12 @@ pub(crate) fn tcp_variant(action: Action, r: &Rule) -> Option<Rule> {
                     })
                     .collect()
             }),
-            when: r.when.iter().filter(|c| !is_http_only(c)).cloned().collect(),
+            when: r
+                .when
+                .iter()
+                .filter(|c| !is_http_only(c))
+                .cloned()
+                .collect(),
         }),
     }
 }

@@ -433,7 +433,10 @@ impl ScenarioRequest {
                 headers: h
                     .headers
                     .iter()
-                    .flat_map(|(k, v)| v.iter().map(move |v| (k.to_ascii_lowercase(), v.to_string())))
+                    .flat_map(|(k, v)| {
+                        v.iter()
+                            .map(move |v| (k.to_ascii_lowercase(), v.to_string()))
+                    })
                     .collect(),
                 version: h.version.unwrap_or_default(),
             }),

@@ -43,7 +43,10 @@ pub enum Reason {
     /// The client certificate carries no URI SAN of an accepted trust domain.
     UntrustedPeer { uri_sans: Vec<String> },
     /// A CUSTOM policy matched; peerguard has no external authorizer, so it denies.
-    CustomDenied { matched: RuleRef, provider: Option<String> },
+    CustomDenied {
+        matched: RuleRef,
+        provider: Option<String>,
+    },
     /// An enforced DENY rule matched.
     Denied { matched: RuleRef },
     /// The workload has enforced ALLOW policies and one matched.
@@ -118,6 +121,11 @@ pub struct Decision {
 
 impl Decision {
     pub fn deny(reason: Reason) -> Self {
-        Decision { allowed: false, reason, audit: None, dry_run: DryRun::default() }
+        Decision {
+            allowed: false,
+            reason,
+            audit: None,
+            dry_run: DryRun::default(),
+        }
     }
 }

@@ -189,7 +189,10 @@ pub struct Field<T> {
 
 impl<T> Default for Field<T> {
     fn default() -> Self {
-        Field { values: Vec::new(), not_values: Vec::new() }
+        Field {
+            values: Vec::new(),
+            not_values: Vec::new(),
+        }
     }
 }
 
@@ -279,19 +282,46 @@ pub struct Operation {
 #[serde(tag = "attribute", rename_all = "snake_case")]
 pub enum Condition {
     /// `request.headers[name]` (name stored lower-case). HTTP only.
-    RequestHeader { name: String, field: Field<StrMatch> },
-    SourceIp { field: Field<Cidr> },
-    RemoteIp { field: Field<Cidr> },
-    DestinationIp { field: Field<Cidr> },
-    DestinationPort { field: Field<u16> },
-    SourcePrincipal { field: Field<StrMatch> },
-    SourceNamespace { field: Field<String> },
-    SourceServiceAccount { field: Field<String> },
-    SourceTrustDomain { field: Field<StrMatch> },
-    ConnectionSni { field: Field<StrMatch> },
+    RequestHeader {
+        name: String,
+        field: Field<StrMatch>,
+    },
+    SourceIp {
+        field: Field<Cidr>,
+    },
+    RemoteIp {
+        field: Field<Cidr>,
+    },
+    DestinationIp {
+        field: Field<Cidr>,
+    },
+    DestinationPort {
+        field: Field<u16>,
+    },
+    SourcePrincipal {
+        field: Field<StrMatch>,
+    },
+    SourceNamespace {
+        field: Field<String>,
+    },
+    SourceServiceAccount {
+        field: Field<String>,
+    },
+    SourceTrustDomain {
+        field: Field<StrMatch>,
+    },
+    ConnectionSni {
+        field: Field<StrMatch>,
+    },
     /// `request.auth.*` (JWT). HTTP only. peerguard has no RequestAuthentication, so the
     /// attribute is always absent: positive values never match, negative always do.
-    RequestAuth { claim: String, field: Field<StrMatch> },
+    RequestAuth {
+        claim: String,
+        field: Field<StrMatch>,
+    },
     /// `experimental.envoy.filters.*`: not available to peerguard. Treated as absent.
-    EnvoyMetadata { path: String, field: Field<StrMatch> },
+    EnvoyMetadata {
+        path: String,
+        field: Field<StrMatch>,
+    },
 }

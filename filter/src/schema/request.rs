@@ -31,7 +31,9 @@ pub struct Peer {
 impl Peer {
     /// A peer whose certificate carries the single SAN `spiffe://<principal>`.
     pub fn from_principal(principal: &str) -> Self {
-        Peer { uri_sans: vec![format!("spiffe://{principal}")] }
+        Peer {
+            uri_sans: vec![format!("spiffe://{principal}")],
+        }
     }
 }
 

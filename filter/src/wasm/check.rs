@@ -46,7 +46,12 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
         Ok(c) => c,
         Err(e) => {
             shared.metrics.borrow().record_denied(host);
-            log(host, shared, Level::Warn, &format!("deny {word}: cannot read the connection: {e}"));
+            log(
+                host,
+                shared,
+                Level::Warn,
+                &format!("deny {word}: cannot read the connection: {e}"),
+            );
             return Verdict::Deny;
         }
     };
@@ -86,12 +91,23 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
             Some(h) => format!("{} {} host {}", h.method, h.path, h.host),
             None => "connection".to_string(),
         };
-        let source = request.source_ip.map(|i| i.to_string()).unwrap_or_else(|| "?".into());
+        let source = request
+            .source_ip
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "?".into());
         let verb = if d.allowed { "allow" } else { "deny" };
-        let line = format!("{verb} {word} {what} port {} from {source} peer {peer}: {}", request.port, d.reason);
+        let line = format!(
+            "{verb} {word} {what} port {} from {source} peer {peer}: {}",
+            request.port, d.reason
+        );
         log(host, shared, Level::Debug, &line);
         if let Some(a) = &d.audit {
-            log(host, shared, Level::Debug, &format!("audit: matched policy {a}"));
+            log(
+                host,
+                shared,
+                Level::Debug,
+                &format!("audit: matched policy {a}"),
+            );
         }
     }
     log_shadows(host, shared, &d);
@@ -99,7 +115,9 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
         Verdict::Allow
     } else {
         match d.reason {
-            Reason::PlaintextRefused | Reason::MtlsRefused | Reason::UntrustedPeer { .. } => Verdict::Refuse,
+            Reason::PlaintextRefused | Reason::MtlsRefused | Reason::UntrustedPeer { .. } => {
+                Verdict::Refuse
+            }
             _ => Verdict::Deny,
         }
     }
@@ -108,8 +126,17 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
 /// The facts of this request's connection. HTTP requests of a keep-alive connection share
 /// them through the connection cache (one `connection.id` read instead of every attribute);
 /// a connection without a readable id is read in full each time, never guessed.
-fn conn_facts(host: &impl Host, shared: &Shared, cached: bool, needs: &Needs) -> Result<ConnFacts, FactsError> {
-    let id = if cached { facts::connection_id(host) } else { None };
+fn conn_facts(
+    host: &impl Host,
+    shared: &Shared,
+    cached: bool,
+    needs: &Needs,
+) -> Result<ConnFacts, FactsError> {
+    let id = if cached {
+        facts::connection_id(host)
+    } else {
+        None
+    };
     if let Some(id) = id {
         if let Some(hit) = shared.conns.borrow().get(id, needs) {
             return Ok(hit.clone());
@@ -127,7 +154,10 @@ fn conn_facts(host: &impl Host, shared: &Shared, cached: bool, needs: &Needs) ->
 
 /// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").
 fn log_shadows(host: &impl Host, shared: &Shared, d: &Decision) {
-    let stages = [("DENY", d.dry_run.deny, &d.dry_run.deny_matched), ("ALLOW", d.dry_run.allow, &d.dry_run.allow_matched)];
+    let stages = [
+        ("DENY", d.dry_run.deny, &d.dry_run.deny_matched),
+        ("ALLOW", d.dry_run.allow, &d.dry_run.allow_matched),
+    ];
     for (stage, result, matched) in stages {
         let Some(result) = result else { continue };
         let outcome = match result {

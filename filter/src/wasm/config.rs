@@ -89,7 +89,9 @@ fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
     let live = ENGINES.with(|e| {
         let mut e = e.borrow_mut();
         e.retain(|(_, w)| w.strong_count() > 0);
-        e.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
+        e.iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, w)| w.upgrade())
     });
     if let Some(engine) = live {
         return Ok(engine);
@@ -166,7 +168,10 @@ impl Lifecycle {
             Ok(engine) => {
                 let policy = engine.policy();
                 let needs = Needs::of(policy);
-                self.shared.metrics.borrow_mut().define_policies(host, policy);
+                self.shared
+                    .metrics
+                    .borrow_mut()
+                    .define_policies(host, policy);
                 host.log(
                     Level::Info,
                     &format!(

@@ -274,7 +274,6 @@ mod tests {
     /// A critical subjectAltName (the BOOLEAN is present) with one URI and an email.
     const CRITICAL_SAN_PEM: &str = include_str!("testdata/critical_san.pem");
 
-
     #[test]
     fn base64_and_percent_decoding() {
         assert_eq!(base64_decode(b"aGVs\nbG8=").unwrap(), b"hello");
@@ -364,13 +363,18 @@ mod tests {
         };
         // `[3]` extensions (164 bytes long in this certificate) as a primitive tag.
         let primitive = retag(&[tlv::EXTENSIONS, 0x81, 164, tlv::SEQUENCE], 0x83);
-        assert!(uri_sans_from_der(&primitive).unwrap_err().contains("tbsCertificate"));
+        assert!(uri_sans_from_der(&primitive)
+            .unwrap_err()
+            .contains("tbsCertificate"));
         // The second URI SAN as a constructed `[6]` and as a universal tag 6.
         let second = b"spiffe://other.td";
         let len = u8::try_from(second.len() + "/ns/bar/sa/b".len()).unwrap();
         for to in [0xa6, 0x06] {
             let d = retag(&[&[tlv::URI, len][..], second].concat(), to);
-            assert!(uri_sans_from_der(&d).unwrap_err().contains("GeneralName"), "{to:#x}");
+            assert!(
+                uri_sans_from_der(&d).unwrap_err().contains("GeneralName"),
+                "{to:#x}"
+            );
         }
     }
 }

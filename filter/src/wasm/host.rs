@@ -27,8 +27,10 @@ fn lossy(v: Vec<u8>) -> String {
 
 impl Host for WasmHost {
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-        hostcalls::get_property(path.to_vec())
-            .map_err(|status| HostError { path: path.join("."), status: format!("{status:?}") })
+        hostcalls::get_property(path.to_vec()).map_err(|status| HostError {
+            path: path.join("."),
+            status: format!("{status:?}"),
+        })
     }
 
     fn request_headers(&self) -> Result<Vec<(String, String)>, String> {
@@ -83,13 +85,19 @@ impl Host for WasmHost {
 /// handshake): `connection.tls_version` exists (possibly empty) on every TLS connection and
 /// never on a plaintext one. Errors answer `false`: the caller then waits for the handshake.
 pub(crate) fn is_plaintext() -> bool {
-    matches!(hostcalls::get_property(vec!["connection", "tls_version"]), Ok(None))
+    matches!(
+        hostcalls::get_property(vec!["connection", "tls_version"]),
+        Ok(None)
+    )
 }
 
 /// Answers `403 RBAC: access denied`, or resets the stream when that fails.
 pub(crate) fn deny_http() {
     if let Err(s) = hostcalls::send_http_response(403, vec![], Some(b"RBAC: access denied")) {
-        WasmHost.log(Level::Error, &format!("peerguard: 403 not sent ({s:?}); resetting"));
+        WasmHost.log(
+            Level::Error,
+            &format!("peerguard: 403 not sent ({s:?}); resetting"),
+        );
         let _ = hostcalls::reset_http_request();
     }
 }
@@ -97,13 +105,19 @@ pub(crate) fn deny_http() {
 /// Resets the stream (transport-level refusal), or answers 403 when that fails.
 pub(crate) fn refuse_http() {
     if let Err(s) = hostcalls::reset_http_request() {
-        WasmHost.log(Level::Error, &format!("peerguard: reset failed ({s:?}); answering 403"));
+        WasmHost.log(
+            Level::Error,
+            &format!("peerguard: reset failed ({s:?}); answering 403"),
+        );
         let _ = hostcalls::send_http_response(403, vec![], Some(b"RBAC: access denied"));
     }
 }
 
 pub(crate) fn close_downstream() {
     if let Err(s) = hostcalls::close_downstream() {
-        WasmHost.log(Level::Error, &format!("peerguard: close_downstream failed: {s:?}"));
+        WasmHost.log(
+            Level::Error,
+            &format!("peerguard: close_downstream failed: {s:?}"),
+        );
     }
 }

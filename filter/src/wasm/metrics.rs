@@ -28,7 +28,10 @@ fn define(host: &impl Host, name: &str) -> Option<u32> {
     match host.define_counter(name) {
         Ok(id) => Some(id),
         Err(s) => {
-            host.log(Level::Warn, &format!("peerguard: cannot define metric {name}: {s}"));
+            host.log(
+                Level::Warn,
+                &format!("peerguard: cannot define metric {name}: {s}"),
+            );
             None
         }
     }
@@ -80,18 +83,18 @@ impl Metrics {
         for p in &policy.policies {
             let r = &p.policy;
             if !self.policy_denied.contains_key(r) {
-                if let Some(id) = define(host, &format!(
-                    "peerguard_policy_denied.{}.{}",
-                    r.namespace, r.name
-                )) {
+                if let Some(id) = define(
+                    host,
+                    &format!("peerguard_policy_denied.{}.{}", r.namespace, r.name),
+                ) {
                     self.policy_denied.insert(r.clone(), id);
                 }
             }
             if !self.policy_allowed.contains_key(r) {
-                if let Some(id) = define(host, &format!(
-                    "peerguard_policy_allowed.{}.{}",
-                    r.namespace, r.name
-                )) {
+                if let Some(id) = define(
+                    host,
+                    &format!("peerguard_policy_allowed.{}.{}", r.namespace, r.name),
+                ) {
                     self.policy_allowed.insert(r.clone(), id);
                 }
             }
@@ -123,10 +126,13 @@ impl Metrics {
             inc(host, self.audit);
         }
         for shadow in [d.dry_run.deny, d.dry_run.allow].into_iter().flatten() {
-            inc(host, match shadow {
-                ShadowResult::Denied => self.dry_run_denied,
-                ShadowResult::Allowed => self.dry_run_allowed,
-            });
+            inc(
+                host,
+                match shadow {
+                    ShadowResult::Denied => self.dry_run_denied,
+                    ShadowResult::Allowed => self.dry_run_allowed,
+                },
+            );
         }
     }
 }

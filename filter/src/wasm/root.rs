@@ -31,7 +31,10 @@ impl RootContext for Root {
     }
 
     fn get_type(&self) -> Option<ContextType> {
-        let kind = self.life.cached_kind().unwrap_or_else(|| kind_of(&WasmHost.root_id()));
+        let kind = self
+            .life
+            .cached_kind()
+            .unwrap_or_else(|| kind_of(&WasmHost.root_id()));
         Some(match kind {
             Kind::Tcp => ContextType::StreamContext,
             Kind::Http => ContextType::HttpContext,
@@ -39,10 +42,16 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HttpFilter::new(self.life.shared.clone(), self.life.active.clone())))
+        Some(Box::new(HttpFilter::new(
+            self.life.shared.clone(),
+            self.life.active.clone(),
+        )))
     }
 
     fn create_stream_context(&self, _context_id: u32) -> Option<Box<dyn StreamContext>> {
-        Some(Box::new(TcpFilter::new(self.life.shared.clone(), self.life.active.clone())))
+        Some(Box::new(TcpFilter::new(
+            self.life.shared.clone(),
+            self.life.active.clone(),
+        )))
     }
 }

@@ -43,7 +43,10 @@ impl Host for FakeHost {
         let key = path.join(".");
         self.reads.borrow_mut().push(key.clone());
         if self.fail.as_deref() == Some(key.as_str()) {
-            return Err(HostError { path: key, status: "InternalFailure".into() });
+            return Err(HostError {
+                path: key,
+                status: "InternalFailure".into(),
+            });
         }
         Ok(self.props.get(&key).cloned())
     }
@@ -53,7 +56,12 @@ impl Host for FakeHost {
     }
 
     fn request_header(&self, name: &str) -> Result<String, String> {
-        Ok(self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default())
+        Ok(self
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default())
     }
 
     fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, String> {

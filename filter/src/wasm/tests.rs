@@ -19,7 +19,12 @@ fn config(yaml: &str) -> Vec<u8> {
     };
     let parsed = parse_str(yaml, "mesh.yaml");
     assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    serde_json::to_vec(&compile(&parsed.resources, &workload, &MeshConfig::default())).unwrap()
+    serde_json::to_vec(&compile(
+        &parsed.resources,
+        &workload,
+        &MeshConfig::default(),
+    ))
+    .unwrap()
 }
 
 const STRICT: &str = "
@@ -58,7 +63,10 @@ fn plaintext(path: &str) -> FakeHost {
 
 fn configured(host: &FakeHost, bytes: Option<Vec<u8>>) -> (Lifecycle, bool) {
     let mut life = Lifecycle::default();
-    let h = FakeHost { config: bytes, ..FakeHost::default() };
+    let h = FakeHost {
+        config: bytes,
+        ..FakeHost::default()
+    };
     let ok = life.configure(&h);
     // Counters are defined on the host that configured; copy them for the checks.
     *host.counters.borrow_mut() = h.counters.borrow().clone();
@@ -86,11 +94,21 @@ fn an_invalid_configuration_is_rejected_and_the_previous_one_stays() {
     let (mut life, ok) = configured(&host, Some(config(DENY_ADMIN)));
     assert!(ok);
     assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny);
-    let bad = FakeHost { config: Some(b"{\"schema\": 99}".to_vec()), ..FakeHost::default() };
+    let bad = FakeHost {
+        config: Some(b"{\"schema\": 99}".to_vec()),
+        ..FakeHost::default()
+    };
     assert!(!life.configure(&bad), "rejected: Envoy NACKs it");
     assert!(bad.logged("the previous configuration stays in force"));
-    assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny, "the DENY still holds");
-    assert_eq!(run(&life, &plaintext("/public"), Kind::Http), Verdict::Allow);
+    assert_eq!(
+        run(&life, &host, Kind::Http),
+        Verdict::Deny,
+        "the DENY still holds"
+    );
+    assert_eq!(
+        run(&life, &plaintext("/public"), Kind::Http),
+        Verdict::Allow
+    );
 }
 
 #[test]
@@ -108,7 +126,10 @@ fn denials_count_per_policy_and_allows_wait_for_the_tick() {
     let host = plaintext("/admin/x");
     let (life, _) = configured(&host, Some(config(DENY_ADMIN)));
     assert_eq!(run(&life, &host, Kind::Http), Verdict::Deny);
-    assert_eq!(host.counter("peerguard_policy_denied.foo.deny-admin"), Some(1));
+    assert_eq!(
+        host.counter("peerguard_policy_denied.foo.deny-admin"),
+        Some(1)
+    );
     let ok = plaintext("/ok");
     *ok.counters.borrow_mut() = host.counters.borrow().clone();
     assert_eq!(run(&life, &ok, Kind::Http), Verdict::Allow);
@@ -136,13 +157,21 @@ fn keep_alive_requests_read_the_connection_once() {
     for _ in 0..3 {
         assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
     }
-    let mtls_reads = host.reads.borrow().iter().filter(|r| *r == "connection.mtls").count();
+    let mtls_reads = host
+        .reads
+        .borrow()
+        .iter()
+        .filter(|r| *r == "connection.mtls")
+        .count();
     assert_eq!(mtls_reads, 1, "{:?}", host.reads.borrow());
 }
 
 #[test]
 fn unreadable_connection_denies() {
-    let host = FakeHost { fail: Some("connection.mtls".into()), ..plaintext("/") };
+    let host = FakeHost {
+        fail: Some("connection.mtls".into()),
+        ..plaintext("/")
+    };
     let (life, _) = configured(&host, Some(config(DENY_ADMIN)));
     assert_eq!(run(&life, &host, Kind::Tcp), Verdict::Deny);
     assert!(host.logged("cannot read the connection"));
@@ -151,12 +180,21 @@ fn unreadable_connection_denies() {
 #[test]
 fn the_root_id_chooses_the_filter() {
     let mut life = Lifecycle::default();
-    let tcp = FakeHost { root_id: "peerguard_tcp".into(), ..FakeHost::default() };
+    let tcp = FakeHost {
+        root_id: "peerguard_tcp".into(),
+        ..FakeHost::default()
+    };
     assert_eq!(life.cached_kind(), None);
     assert_eq!(life.kind(&tcp), Kind::Tcp);
     assert_eq!(life.cached_kind(), Some(Kind::Tcp));
     let mut life = Lifecycle::default();
-    assert_eq!(life.kind(&FakeHost { root_id: "peerguard_http".into(), ..FakeHost::default() }), Kind::Http);
+    assert_eq!(
+        life.kind(&FakeHost {
+            root_id: "peerguard_http".into(),
+            ..FakeHost::default()
+        }),
+        Kind::Http
+    );
 }
 
 #[test]
@@ -170,5 +208,9 @@ fn log_levels_gate_in_order() {
     }
     let life = Lifecycle::default();
     life.start(&FakeHost::default());
-    assert_eq!(life.shared.log_level.get(), Debug, "the host's level is taken at start");
+    assert_eq!(
+        life.shared.log_level.get(),
+        Debug,
+        "the host's level is taken at start"
+    );
 }

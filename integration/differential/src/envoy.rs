@@ -5,7 +5,8 @@
 //! with `use_remote_address: true` and `xff_num_trusted_hops: 0` set on it here.
 
 use crate::harness::{
-    is_peerguard_filter, AppProtocol, Bootstrap, FilterModule, ListenerSpec, PathNormalization, TestPki, HCM_NAME,
+    is_peerguard_filter, AppProtocol, Bootstrap, FilterModule, ListenerSpec, PathNormalization,
+    TestPki, HCM_NAME,
 };
 use crate::rbac::RbacFilters;
 use anyhow::{bail, Context as _};
@@ -169,9 +170,7 @@ fn swap_filters(listener: &mut Value, rbac: &RbacFilters) -> anyhow::Result<()> 
         }
         *filters = out;
         if replaced != 1 {
-            bail!(
-                "expected exactly one peerguard filter per chain, found {replaced}"
-            );
+            bail!("expected exactly one peerguard filter per chain, found {replaced}");
         }
     }
     Ok(())

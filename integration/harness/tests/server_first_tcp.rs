@@ -91,7 +91,10 @@ fn strict_never_connects_upstream_for_plaintext_clients() -> anyhow::Result<()> 
         policy_json: policy_json(mode),
         path_normalization: None,
     };
-    let listeners = [listener("strict", strict_port, "STRICT"), listener("open", open_port, "PERMISSIVE")];
+    let listeners = [
+        listener("strict", strict_port, "STRICT"),
+        listener("open", open_port, "PERMISSIVE"),
+    ];
     let pki = TestPki::new()?;
     let bootstrap = Bootstrap {
         listeners: &listeners,
@@ -107,13 +110,23 @@ fn strict_never_connects_upstream_for_plaintext_clients() -> anyhow::Result<()> 
     let dir = TempDir::new("peerguard-server-first")?;
     let config = dir.path().join("envoy.json");
     std::fs::write(&config, serde_json::to_vec_pretty(&bootstrap.to_json())?)?;
-    let envoy = EnvoyProcess::start(&tools.envoy, &config, dir.path(), &[], Duration::from_secs(30))
-        .context("starting Envoy")?;
+    let envoy = EnvoyProcess::start(
+        &tools.envoy,
+        &config,
+        dir.path(),
+        &[],
+        Duration::from_secs(30),
+    )
+    .context("starting Envoy")?;
 
     // Control: PERMISSIVE lets a plaintext client through, and the app greets it.
     let seen = read_greeting(open_port);
     if seen != GREETING {
-        bail!("PERMISSIVE: expected the greeting, read {:?}\n{}", String::from_utf8_lossy(&seen), envoy.log_tail(40));
+        bail!(
+            "PERMISSIVE: expected the greeting, read {:?}\n{}",
+            String::from_utf8_lossy(&seen),
+            envoy.log_tail(40)
+        );
     }
     let before = accepted.load(Ordering::SeqCst);
 

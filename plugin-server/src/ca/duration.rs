@@ -6,7 +6,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number followed by s, m, h or d (e.g. 24h)"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number followed by s, m, h or d (e.g. 24h)"))?;
     let mult = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" | "" => 1,
@@ -15,7 +17,9 @@ pub fn parse(s: &str) -> Result<Duration, String> {
         "d" => 86400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    n.checked_mul(mult).map(Duration::from_secs).ok_or_else(|| format!("{s:?}: too large"))
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 pub fn format(d: Duration) -> String {

@@ -103,7 +103,11 @@ fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
                 .clone()
                 .unwrap_or_else(|| format!("{}.{}", workload.name, workload.namespace)),
             headers,
-            version: if args.http2 { HttpVersion::Http2 } else { HttpVersion::Http11 },
+            version: if args.http2 {
+                HttpVersion::Http2
+            } else {
+                HttpVersion::Http11
+            },
         })
     };
     let request = Request {

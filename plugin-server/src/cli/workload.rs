@@ -88,7 +88,8 @@ impl WorkloadArgs {
     /// Every resource under `--config`; an unreadable path is an error, parse errors are
     /// returned in `Parsed::errors` for the caller to report.
     pub fn read_config(&self) -> anyhow::Result<Parsed> {
-        std::fs::metadata(&self.config).with_context(|| format!("--config {}", self.config.display()))?;
+        std::fs::metadata(&self.config)
+            .with_context(|| format!("--config {}", self.config.display()))?;
         Ok(parse_path(&self.config))
     }
 }

@@ -39,7 +39,11 @@ pub struct History {
 }
 
 impl Builder {
-    pub async fn run(mut self, mut inputs_rx: mpsc::Receiver<Arc<Inputs>>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut inputs_rx: mpsc::Receiver<Arc<Inputs>>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut current: Option<Arc<Inputs>> = None;
         loop {
             // Wake at the next rotation time (at most a minute away, so a clock jump is
@@ -105,14 +109,15 @@ impl Builder {
         let mut keep = BTreeSet::new();
         let mut diagnostics = 0usize;
         let hold = inputs.hold_policy();
-        self.metrics.clear("peerguard_workload_cert_expiry_timestamp_seconds");
+        self.metrics
+            .clear("peerguard_workload_cert_expiry_timestamp_seconds");
         // Each namespace's view is computed once: compiling every workload against the whole
         // mesh made a reload of 10,000 policies cost seconds.
         let mut views: BTreeMap<&str, Vec<Resource>> = BTreeMap::new();
         for (key, entry) in &inputs.registry.workloads {
-            let view = views
-                .entry(key.namespace.as_str())
-                .or_insert_with(|| scoped(&inputs.resources, &key.namespace, &self.mesh.root_namespace));
+            let view = views.entry(key.namespace.as_str()).or_insert_with(|| {
+                scoped(&inputs.resources, &key.namespace, &self.mesh.root_namespace)
+            });
             let policy = compile(view, &entry.to_compile(), &self.mesh);
             diagnostics += policy.diagnostics.len();
             for d in &policy.diagnostics {
@@ -131,14 +136,27 @@ impl Builder {
                 // The policy this node already has stays; a node that has none gets none (its
                 // listener keeps warming, or applies the deny-all default).
                 let previous = self.store.current(key);
-                if let Some(ecds) = previous.as_ref().and_then(|p| p.by_type.get(snapshot::ECDS_TYPE)) {
-                    snap.by_type.insert(snapshot::ECDS_TYPE.to_string(), ecds.clone());
+                if let Some(ecds) = previous
+                    .as_ref()
+                    .and_then(|p| p.by_type.get(snapshot::ECDS_TYPE))
+                {
+                    snap.by_type
+                        .insert(snapshot::ECDS_TYPE.to_string(), ecds.clone());
                 }
             } else {
-                snap.insert(snapshot::HTTP_FILTER, snapshot::http_filter(&self.wasm, &json));
-                snap.insert(snapshot::TCP_FILTER, snapshot::tcp_filter(&self.wasm, &json));
+                snap.insert(
+                    snapshot::HTTP_FILTER,
+                    snapshot::http_filter(&self.wasm, &json),
+                );
+                snap.insert(
+                    snapshot::TCP_FILTER,
+                    snapshot::tcp_filter(&self.wasm, &json),
+                );
             }
-            snap.insert(snapshot::SECRET_ROOT, snapshot::root_secret(self.ca.bundle_pem()));
+            snap.insert(
+                snapshot::SECRET_ROOT,
+                snapshot::root_secret(self.ca.bundle_pem()),
+            );
             if let Some(cert) = self.cert_for(key, &entry.spec.service_account, now) {
                 let (ns, name) = (key.namespace.as_str(), key.name.as_str());
                 self.metrics.set(
@@ -157,27 +175,75 @@ impl Builder {
         self.certs.retain(|k, _| keep.contains(k));
         self.store.retain(&keep);
         // After the store, so a stream that sees a node in the registry finds its snapshot.
-        self.registry_tx.send_replace(Arc::new(inputs.registry.clone()));
+        self.registry_tx
+            .send_replace(Arc::new(inputs.registry.clone()));
         self.metrics.inc("peerguard_config_reloads_total", &[]);
-        self.metrics.set("peerguard_config_errors", &[], inputs.errors.len() as f64);
-        self.metrics.set("peerguard_compile_diagnostics", &[], diagnostics as f64);
-        self.metrics.set("peerguard_workloads", &[], inputs.registry.workloads.len() as f64);
-        self.metrics.set("peerguard_config_unreadable_files", &[], inputs.unreadable.len() as f64);
-        self.metrics.set("peerguard_policy_updates_held", &[], if hold { 1.0 } else { 0.0 });
-        self.metrics.set("peerguard_config_dir_missing", &[], if inputs.source_missing.is_some() { 1.0 } else { 0.0 });
-        self.metrics.set("peerguard_config_files_pending", &[], inputs.pending.len() as f64);
-        self.metrics.set("peerguard_config_budget_nodes", &[], inputs.cost.nodes as f64);
-        self.metrics.set("peerguard_config_budget_text_bytes", &[], inputs.cost.scalar_bytes as f64);
-        let over_budget = |e: &String| e.starts_with("over the per-file budget") || e.starts_with("over the directory's total budget");
-        let over = inputs.unreadable.iter().filter(|u| u.errors.iter().any(over_budget)).count();
-        self.metrics.set("peerguard_config_over_budget_files", &[], over as f64);
+        self.metrics
+            .set("peerguard_config_errors", &[], inputs.errors.len() as f64);
+        self.metrics
+            .set("peerguard_compile_diagnostics", &[], diagnostics as f64);
+        self.metrics.set(
+            "peerguard_workloads",
+            &[],
+            inputs.registry.workloads.len() as f64,
+        );
+        self.metrics.set(
+            "peerguard_config_unreadable_files",
+            &[],
+            inputs.unreadable.len() as f64,
+        );
+        self.metrics.set(
+            "peerguard_policy_updates_held",
+            &[],
+            if hold { 1.0 } else { 0.0 },
+        );
+        self.metrics.set(
+            "peerguard_config_dir_missing",
+            &[],
+            if inputs.source_missing.is_some() {
+                1.0
+            } else {
+                0.0
+            },
+        );
+        self.metrics.set(
+            "peerguard_config_files_pending",
+            &[],
+            inputs.pending.len() as f64,
+        );
+        self.metrics.set(
+            "peerguard_config_budget_nodes",
+            &[],
+            inputs.cost.nodes as f64,
+        );
+        self.metrics.set(
+            "peerguard_config_budget_text_bytes",
+            &[],
+            inputs.cost.scalar_bytes as f64,
+        );
+        let over_budget = |e: &String| {
+            e.starts_with("over the per-file budget")
+                || e.starts_with("over the directory's total budget")
+        };
+        let over = inputs
+            .unreadable
+            .iter()
+            .filter(|u| u.errors.iter().any(over_budget))
+            .count();
+        self.metrics
+            .set("peerguard_config_over_budget_files", &[], over as f64);
         self.history.published |= !hold;
-        self.metrics.set_readiness(readiness(inputs, &mut self.history));
+        self.metrics
+            .set_readiness(readiness(inputs, &mut self.history));
     }
 
     /// `<state-dir>/tokens/<ns>/<name>.token` (mode 0600), for `peerguard bootstrap --token-file`.
     fn write_token(&self, key: &WorkloadKey) {
-        let path = self.state_dir.join("tokens").join(&key.namespace).join(format!("{}.token", key.name));
+        let path = self
+            .state_dir
+            .join("tokens")
+            .join(&key.namespace)
+            .join(format!("{}.token", key.name));
         if path.exists() {
             return;
         }
@@ -196,21 +262,46 @@ impl Builder {
 fn readiness(inputs: &Inputs, history: &mut History) -> Readiness {
     let mut not_ready = Vec::new();
     if let Some(why) = &inputs.source_missing {
-        not_ready.push(("config_dir_missing", format!("{why}: serving the last configuration read from it")));
+        not_ready.push((
+            "config_dir_missing",
+            format!("{why}: serving the last configuration read from it"),
+        ));
     }
     if inputs.hold_policy() {
-        not_ready.push(("policy_updates_held", "policy updates are held: a file was never read successfully (below)".to_string()));
+        not_ready.push((
+            "policy_updates_held",
+            "policy updates are held: a file was never read successfully (below)".to_string(),
+        ));
     }
     let n = inputs.registry.workloads.len();
     if n == 0 && history.most_workloads > 0 {
-        not_ready.push(("no_workloads", format!("no workloads registered (there were {})", history.most_workloads)));
+        not_ready.push((
+            "no_workloads",
+            format!(
+                "no workloads registered (there were {})",
+                history.most_workloads
+            ),
+        ));
     }
-    history.most_workloads = if n == 0 { history.most_workloads } else { n.max(history.most_workloads) };
+    history.most_workloads = if n == 0 {
+        history.most_workloads
+    } else {
+        n.max(history.most_workloads)
+    };
     let mut degraded = inputs.unreadable_summary();
     degraded.extend(inputs.pending.iter().cloned());
     // Invalid objects are served fail-closed, so the server stays ready, but says so.
-    degraded.extend(inputs.errors.iter().map(|e| format!("invalid, compiled fail-closed: {e}")));
-    Readiness { published: history.published, not_ready, degraded }
+    degraded.extend(
+        inputs
+            .errors
+            .iter()
+            .map(|e| format!("invalid, compiled fail-closed: {e}")),
+    );
+    Readiness {
+        published: history.published,
+        not_ready,
+        degraded,
+    }
 }
 
 /// The resources that can apply to a workload in `namespace`: AuthorizationPolicies,
@@ -226,7 +317,12 @@ pub fn scoped(resources: &[Resource], namespace: &str, root: &str) -> Vec<Resour
                 Resource::AuthorizationPolicy(o) => &o.metadata.namespace,
                 Resource::PeerAuthentication(o) => &o.metadata.namespace,
                 Resource::LegacyPolicy(o) => &o.metadata.namespace,
-                Resource::Invalid(o) if matches!(o.kind.as_str(), "AuthorizationPolicy" | "PeerAuthentication" | "Policy") => {
+                Resource::Invalid(o)
+                    if matches!(
+                        o.kind.as_str(),
+                        "AuthorizationPolicy" | "PeerAuthentication" | "Policy"
+                    ) =>
+                {
                     &o.metadata.namespace
                 }
                 _ => return true,
@@ -277,15 +373,33 @@ mod tests {
         yaml.push_str("---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: nons}\nspec: {action: DENY, rules: [{}]}\n");
         let parsed = parse_str(&yaml, "mesh.yaml");
         assert!(parsed.resources.len() > 12);
-        let mesh = MeshConfig { trust_domain: "cluster.local".into(), trust_domain_aliases: vec![], root_namespace: "istio-system".into(), ..MeshConfig::default() };
+        let mesh = MeshConfig {
+            trust_domain: "cluster.local".into(),
+            trust_domain_aliases: vec![],
+            root_namespace: "istio-system".into(),
+            ..MeshConfig::default()
+        };
         for ns in ["foo", "bar", "default", "other"] {
-            let w = Workload { namespace: ns.into(), name: "w".into(), service_account: "w".into(), ..Default::default() };
+            let w = Workload {
+                namespace: ns.into(),
+                name: "w".into(),
+                service_account: "w".into(),
+                ..Default::default()
+            };
             let all = compile(&parsed.resources, &w, &mesh);
             let view = scoped(&parsed.resources, ns, "istio-system");
             assert!(view.len() < parsed.resources.len());
             let some = compile(&view, &w, &mesh);
-            assert_eq!(serde_json::to_value(&all.mtls).unwrap(), serde_json::to_value(&some.mtls).unwrap(), "{ns}");
-            assert_eq!(serde_json::to_value(&all.policies).unwrap(), serde_json::to_value(&some.policies).unwrap(), "{ns}");
+            assert_eq!(
+                serde_json::to_value(&all.mtls).unwrap(),
+                serde_json::to_value(&some.mtls).unwrap(),
+                "{ns}"
+            );
+            assert_eq!(
+                serde_json::to_value(&all.policies).unwrap(),
+                serde_json::to_value(&some.policies).unwrap(),
+                "{ns}"
+            );
             assert!(!some.policies.is_empty());
         }
     }

@@ -115,7 +115,10 @@ pub enum SourceKind {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     let result = rt.block_on(serve(args));
     // Reading the config directory runs on the blocking pool; a read stuck in the kernel
     // (a hung network file system) must not keep the process from exiting.
@@ -125,9 +128,17 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 fn ca_source(args: &Args) -> CaSource {
     match (&args.ca_cert, &args.ca_key, &args.trust_bundle) {
-        (Some(cert), Some(key), bundle) => CaSource::Provided { cert: cert.clone(), key: key.clone(), bundle: bundle.clone() },
-        (None, None, Some(bundle)) => CaSource::BundleOnly { bundle: bundle.clone() },
-        _ => CaSource::Builtin { state_dir: args.state_dir.clone() },
+        (Some(cert), Some(key), bundle) => CaSource::Provided {
+            cert: cert.clone(),
+            key: key.clone(),
+            bundle: bundle.clone(),
+        },
+        (None, None, Some(bundle)) => CaSource::BundleOnly {
+            bundle: bundle.clone(),
+        },
+        _ => CaSource::Builtin {
+            state_dir: args.state_dir.clone(),
+        },
     }
 }
 
@@ -148,11 +159,19 @@ pub fn token_auth(state_dir: &std::path::Path) -> anyhow::Result<TokenAuth> {
 async fn serve(args: Args) -> anyhow::Result<u8> {
     // Before anything is created (clap's `required_if_eq` ignores the default `--source`).
     if args.source == SourceKind::Directory && args.config_dir.is_none() {
-        anyhow::bail!("--source directory (the default) needs --config-dir; or use --source kubernetes");
+        anyhow::bail!(
+            "--source directory (the default) needs --config-dir; or use --source kubernetes"
+        );
     }
-    std::fs::create_dir_all(&args.state_dir).with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
-    let ca = Ca::load(&ca_source(&args), &args.trust_domain, args.workload_cert_ttl, args.max_workload_cert_ttl)
-        .context("certificate authority")?;
+    std::fs::create_dir_all(&args.state_dir)
+        .with_context(|| format!("creating --state-dir {}", args.state_dir.display()))?;
+    let ca = Ca::load(
+        &ca_source(&args),
+        &args.trust_domain,
+        args.workload_cert_ttl,
+        args.max_workload_cert_ttl,
+    )
+    .context("certificate authority")?;
     let auth = token_auth(&args.state_dir)?;
     let mesh = MeshConfig {
         trust_domain: args.trust_domain.clone(),
@@ -170,7 +189,9 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     // Listeners first, so a bad address fails before anything else runs.
-    let http = tokio::net::TcpListener::bind(&args.http_listen).await.with_context(|| format!("binding --http-listen {}", args.http_listen))?;
+    let http = tokio::net::TcpListener::bind(&args.http_listen)
+        .await
+        .with_context(|| format!("binding --http-listen {}", args.http_listen))?;
     tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
     tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
 
@@ -180,9 +201,14 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
             poll: args.poll_interval,
             debounce: args.debounce,
             settle: args.settle,
-            total_budget: YamlCost { nodes: args.max_config_nodes, scalar_bytes: args.max_config_text_bytes },
+            total_budget: YamlCost {
+                nodes: args.max_config_nodes,
+                scalar_bytes: args.max_config_text_bytes,
+            },
         }),
-        (SourceKind::Directory, None) => anyhow::bail!("--source directory (the default) needs --config-dir"),
+        (SourceKind::Directory, None) => {
+            anyhow::bail!("--source directory (the default) needs --config-dir")
+        }
         (SourceKind::Kubernetes, _) => Box::new(KubeSource {
             kubeconfig: args.kubeconfig.clone(),
             debounce: args.debounce,
@@ -209,8 +235,12 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
 
     let reviewer = match args.source {
         SourceKind::Kubernetes => {
-            let client = crate::source::kube::client(args.kubeconfig.as_deref()).await.context("Kubernetes client for TokenReview")?;
-            Some(Arc::new(crate::source::kube::tokenreview::TokenReviewer::new(client)))
+            let client = crate::source::kube::client(args.kubeconfig.as_deref())
+                .await
+                .context("Kubernetes client for TokenReview")?;
+            Some(Arc::new(
+                crate::source::kube::tokenreview::TokenReviewer::new(client),
+            ))
         }
         SourceKind::Directory => None,
     };
@@ -239,15 +269,25 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     });
     let result = if let Some(path) = args.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
-        let uds = tokio::net::UnixListener::bind(path).with_context(|| format!("binding --listen {}", args.listen))?;
+        let uds = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("binding --listen {}", args.listen))?;
         tracing::info!(socket = path, "xDS server listening (ADS, ECDS, SDS)");
-        let r = server.serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(uds), stop).await;
+        let r = server
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::UnixListenerStream::new(uds),
+                stop,
+            )
+            .await;
         let _ = std::fs::remove_file(path);
         r
     } else {
-        let tcp = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("binding --listen {}", args.listen))?;
+        let tcp = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("binding --listen {}", args.listen))?;
         tracing::info!(addr = %args.listen, "xDS server listening (ADS, ECDS, SDS)");
-        server.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(tcp), stop).await
+        server
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(tcp), stop)
+            .await
     };
     signals.abort();
     result.context("xDS server")?;
@@ -256,5 +296,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
 }
 
 pub(crate) fn unix(t: std::time::SystemTime) -> f64 {
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0)
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as f64)
+        .unwrap_or(0.0)
 }

@@ -31,10 +31,25 @@ pub enum Refuse {
 /// Something worth logging and counting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    Ack { type_url: String, version: String },
-    Nack { type_url: String, rejected_version: String, kept_version: String, detail: String },
-    Stale { type_url: String, nonce: String },
-    Push { type_url: String, version: String, names: Vec<String> },
+    Ack {
+        type_url: String,
+        version: String,
+    },
+    Nack {
+        type_url: String,
+        rejected_version: String,
+        kept_version: String,
+        detail: String,
+    },
+    Stale {
+        type_url: String,
+        nonce: String,
+    },
+    Push {
+        type_url: String,
+        version: String,
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -87,7 +102,14 @@ impl Conn {
         default_type: Option<&'static str>,
         allowed: &'static [&'static str],
     ) -> Self {
-        Conn { node, may_get_secrets, default_type, allowed, nonce: 0, types: BTreeMap::new() }
+        Conn {
+            node,
+            may_get_secrets,
+            default_type,
+            allowed,
+            nonce: 0,
+            types: BTreeMap::new(),
+        }
     }
 
     #[cfg(test)]
@@ -95,7 +117,11 @@ impl Conn {
         self.types.get(type_url)?.acked_version.as_deref()
     }
 
-    pub fn on_request(&mut self, req: &DiscoveryRequest, snap: &NodeSnapshot) -> Result<Outcome, Refuse> {
+    pub fn on_request(
+        &mut self,
+        req: &DiscoveryRequest,
+        snap: &NodeSnapshot,
+    ) -> Result<Outcome, Refuse> {
         let type_url = match (req.type_url.as_str(), self.default_type) {
             ("", Some(d)) => d.to_string(),
             (t, _) => t.to_string(),
@@ -113,7 +139,10 @@ impl Conn {
             state.known_version = req.version_info.clone();
             state.acked_version = (!req.version_info.is_empty()).then(|| req.version_info.clone());
         } else if state.last_nonce.as_deref() != Some(req.response_nonce.as_str()) {
-            out.events.push(Event::Stale { type_url, nonce: req.response_nonce.clone() });
+            out.events.push(Event::Stale {
+                type_url,
+                nonce: req.response_nonce.clone(),
+            });
             return Ok(out);
         } else if let Some(err) = &req.error_detail {
             out.events.push(Event::Nack {
@@ -124,7 +153,10 @@ impl Conn {
             });
         } else {
             state.acked_version = Some(req.version_info.clone());
-            out.events.push(Event::Ack { type_url: type_url.clone(), version: req.version_info.clone() });
+            out.events.push(Event::Ack {
+                type_url: type_url.clone(),
+                version: req.version_info.clone(),
+            });
         }
         state.names = req.resource_names.iter().cloned().collect();
         if let Some((resp, ev)) = self.respond_if_needed(&type_url, snap) {
@@ -147,11 +179,18 @@ impl Conn {
         out
     }
 
-    fn respond_if_needed(&mut self, type_url: &str, snap: &NodeSnapshot) -> Option<(DiscoveryResponse, Event)> {
+    fn respond_if_needed(
+        &mut self,
+        type_url: &str,
+        snap: &NodeSnapshot,
+    ) -> Option<(DiscoveryResponse, Event)> {
         let state = self.types.get_mut(type_url)?;
         let empty = BTreeMap::new();
         let all = snap.by_type.get(type_url).unwrap_or(&empty);
-        let items: Vec<_> = all.iter().filter(|(n, _)| state.names.is_empty() || state.names.contains(*n)).collect();
+        let items: Vec<_> = all
+            .iter()
+            .filter(|(n, _)| state.names.is_empty() || state.names.contains(*n))
+            .collect();
         // Nothing to offer (e.g. policy updates held before any policy was computed): say
         // nothing, so the client keeps what it has; an empty ECDS response would be a NACK.
         if items.is_empty() {
@@ -173,7 +212,14 @@ impl Conn {
             nonce,
             ..Default::default()
         };
-        Some((resp, Event::Push { type_url: type_url.to_string(), version, names }))
+        Some((
+            resp,
+            Event::Push {
+                type_url: type_url.to_string(),
+                version,
+                names,
+            },
+        ))
     }
 }
 
@@ -188,7 +234,10 @@ mod tests {
     use envoy_types::pb::google::rpc::Status;
 
     fn key() -> WorkloadKey {
-        WorkloadKey { namespace: "foo".into(), name: "httpbin".into() }
+        WorkloadKey {
+            namespace: "foo".into(),
+            name: "httpbin".into(),
+        }
     }
 
     fn snap(policy: &str) -> NodeSnapshot {
@@ -204,7 +253,11 @@ mod tests {
             resource_names: vec![HTTP_FILTER.into()],
             type_url: ECDS_TYPE.into(),
             response_nonce: nonce.into(),
-            error_detail: nack.map(|m| Status { code: 3, message: m.into(), details: vec![] }),
+            error_detail: nack.map(|m| Status {
+                code: 3,
+                message: m.into(),
+                details: vec![],
+            }),
             ..Default::default()
         }
     }
@@ -222,23 +275,46 @@ mod tests {
         let r = &out.responses[0];
         assert_eq!(r.resources.len(), 1);
         assert_eq!(r.type_url, ECDS_TYPE);
-        let out = c.on_request(&req(&r.version_info, &r.nonce, None), &s).unwrap();
+        let out = c
+            .on_request(&req(&r.version_info, &r.nonce, None), &s)
+            .unwrap();
         assert!(out.responses.is_empty());
-        assert_eq!(out.events, vec![Event::Ack { type_url: ECDS_TYPE.into(), version: r.version_info.clone() }]);
+        assert_eq!(
+            out.events,
+            vec![Event::Ack {
+                type_url: ECDS_TYPE.into(),
+                version: r.version_info.clone()
+            }]
+        );
         assert_eq!(c.acked_version(ECDS_TYPE), Some(r.version_info.as_str()));
     }
 
     #[test]
     fn nack_keeps_last_accepted_and_is_not_resent() {
         let mut c = ecds();
-        let r1 = c.on_request(&req("", "", None), &snap("{}")).unwrap().responses.remove(0);
-        c.on_request(&req(&r1.version_info, &r1.nonce, None), &snap("{}")).unwrap();
+        let r1 = c
+            .on_request(&req("", "", None), &snap("{}"))
+            .unwrap()
+            .responses
+            .remove(0);
+        c.on_request(&req(&r1.version_info, &r1.nonce, None), &snap("{}"))
+            .unwrap();
         let bad = snap("{\"bad\":true}");
         let r2 = c.on_snapshot(&bad).responses.remove(0);
         assert_ne!(r2.version_info, r1.version_info);
-        let out = c.on_request(&req(&r1.version_info, &r2.nonce, Some("on_configure failed")), &bad).unwrap();
-        assert!(out.responses.is_empty(), "a rejected version is not re-sent");
-        assert!(matches!(&out.events[0], Event::Nack { detail, kept_version, .. } if detail == "on_configure failed" && *kept_version == r1.version_info));
+        let out = c
+            .on_request(
+                &req(&r1.version_info, &r2.nonce, Some("on_configure failed")),
+                &bad,
+            )
+            .unwrap();
+        assert!(
+            out.responses.is_empty(),
+            "a rejected version is not re-sent"
+        );
+        assert!(
+            matches!(&out.events[0], Event::Nack { detail, kept_version, .. } if detail == "on_configure failed" && *kept_version == r1.version_info)
+        );
         assert_eq!(c.acked_version(ECDS_TYPE), Some(r1.version_info.as_str()));
         // A fixed config goes out again.
         let out = c.on_snapshot(&snap("{\"fixed\":1}"));
@@ -248,15 +324,23 @@ mod tests {
     #[test]
     fn update_during_pending_ack_makes_the_old_ack_stale() {
         let mut c = ecds();
-        let r1 = c.on_request(&req("", "", None), &snap("{}")).unwrap().responses.remove(0);
+        let r1 = c
+            .on_request(&req("", "", None), &snap("{}"))
+            .unwrap()
+            .responses
+            .remove(0);
         let s2 = snap("{\"v\":2}");
         let r2 = c.on_snapshot(&s2).responses.remove(0);
         assert_ne!(r1.nonce, r2.nonce);
-        let out = c.on_request(&req(&r1.version_info, &r1.nonce, None), &s2).unwrap();
+        let out = c
+            .on_request(&req(&r1.version_info, &r1.nonce, None), &s2)
+            .unwrap();
         assert!(out.responses.is_empty());
         assert!(matches!(out.events[0], Event::Stale { .. }));
         assert_eq!(c.acked_version(ECDS_TYPE), None);
-        let out = c.on_request(&req(&r2.version_info, &r2.nonce, None), &s2).unwrap();
+        let out = c
+            .on_request(&req(&r2.version_info, &r2.nonce, None), &s2)
+            .unwrap();
         assert!(matches!(out.events[0], Event::Ack { .. }));
         assert_eq!(c.acked_version(ECDS_TYPE), Some(r2.version_info.as_str()));
     }
@@ -264,12 +348,20 @@ mod tests {
     #[test]
     fn reconnect_with_known_version_gets_nothing_until_a_change() {
         let s = snap("{}");
-        let v = ecds().on_request(&req("", "", None), &s).unwrap().responses.remove(0).version_info;
+        let v = ecds()
+            .on_request(&req("", "", None), &s)
+            .unwrap()
+            .responses
+            .remove(0)
+            .version_info;
         let mut c = ecds();
         let out = c.on_request(&req(&v, "", None), &s).unwrap();
         assert!(out.responses.is_empty());
         assert_eq!(c.acked_version(ECDS_TYPE), Some(v.as_str()));
-        assert!(c.on_snapshot(&s).responses.is_empty(), "unchanged snapshot: no push");
+        assert!(
+            c.on_snapshot(&s).responses.is_empty(),
+            "unchanged snapshot: no push"
+        );
         assert_eq!(c.on_snapshot(&snap("{\"n\":1}")).responses.len(), 1);
         // Reconnecting with an old version gets the current one.
         let out = ecds().on_request(&req("0000", "", None), &s).unwrap();
@@ -292,10 +384,16 @@ mod tests {
         r.type_url = SECRET_TYPE.into();
         r.resource_names = vec![SECRET_ROOT.into()];
         let mut c = Conn::new(key(), false, None, ADS_TYPES);
-        assert_eq!(c.on_request(&r, &s).unwrap_err(), Refuse::Unauthenticated(key()));
+        assert_eq!(
+            c.on_request(&r, &s).unwrap_err(),
+            Refuse::Unauthenticated(key())
+        );
         let mut c = Conn::new(key(), true, None, ADS_TYPES);
         assert_eq!(c.on_request(&r, &s).unwrap().responses.len(), 1);
         let mut c = ecds();
-        assert!(matches!(c.on_request(&r, &s), Err(Refuse::UnsupportedType(_))));
+        assert!(matches!(
+            c.on_request(&r, &s),
+            Err(Refuse::UnsupportedType(_))
+        ));
     }
 }

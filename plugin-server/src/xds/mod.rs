@@ -31,7 +31,8 @@ pub struct XdsState {
     pub metrics: Arc<Metrics>,
     pub shutdown: watch::Receiver<bool>,
     /// Open streams per node, for `peerguard_xds_connected_nodes`.
-    pub connected: std::sync::Mutex<std::collections::BTreeMap<crate::registry::WorkloadKey, usize>>,
+    pub connected:
+        std::sync::Mutex<std::collections::BTreeMap<crate::registry::WorkloadKey, usize>>,
 }
 
 #[derive(Clone)]
@@ -56,18 +57,28 @@ struct StreamGuard {
 
 impl StreamGuard {
     fn new(state: Arc<XdsState>, key: crate::registry::WorkloadKey, service: &'static str) -> Self {
-        state.metrics.add("peerguard_xds_streams", &[("service", service)], 1.0);
+        state
+            .metrics
+            .add("peerguard_xds_streams", &[("service", service)], 1.0);
         if let Ok(mut c) = state.connected.lock() {
             *c.entry(key.clone()).or_default() += 1;
-            state.metrics.set("peerguard_xds_connected_nodes", &[], c.len() as f64);
+            state
+                .metrics
+                .set("peerguard_xds_connected_nodes", &[], c.len() as f64);
         }
-        StreamGuard { state, key, service }
+        StreamGuard {
+            state,
+            key,
+            service,
+        }
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.state.metrics.add("peerguard_xds_streams", &[("service", self.service)], -1.0);
+        self.state
+            .metrics
+            .add("peerguard_xds_streams", &[("service", self.service)], -1.0);
         if let Ok(mut c) = self.state.connected.lock() {
             if let Some(n) = c.get_mut(&self.key) {
                 *n -= 1;
@@ -75,7 +86,9 @@ impl Drop for StreamGuard {
                     c.remove(&self.key);
                 }
             }
-            self.state.metrics.set("peerguard_xds_connected_nodes", &[], c.len() as f64);
+            self.state
+                .metrics
+                .set("peerguard_xds_connected_nodes", &[], c.len() as f64);
         }
     }
 }
@@ -88,12 +101,18 @@ impl Xds {
         default_type: Option<&'static str>,
         allowed: &'static [&'static str],
     ) -> Response<RespStream> {
-        let token = req.metadata().get(TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let token = req
+            .metadata()
+            .get(TOKEN_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let inbound = req.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let state = self.0.clone();
         tokio::spawn(async move {
-            if let Err(status) = run_stream(state, inbound, token, service, default_type, allowed, &tx).await {
+            if let Err(status) =
+                run_stream(state, inbound, token, service, default_type, allowed, &tx).await
+            {
                 let _ = tx.send(Err(status)).await;
             }
         });
@@ -110,14 +129,19 @@ async fn run_stream(
     allowed: &'static [&'static str],
     tx: &mpsc::Sender<Result<DiscoveryResponse, Status>>,
 ) -> Result<(), Status> {
-    let Some(first) = inbound.message().await? else { return Ok(()) };
+    let Some(first) = inbound.message().await? else {
+        return Ok(());
+    };
     let (key, service_account) = {
         let registry = state.registry.borrow().clone();
         match node::resolve(first.node.as_ref(), &registry) {
             Ok(entry) => (entry.key.clone(), entry.spec.service_account.clone()),
             Err(e) => {
                 tracing::warn!(service, node = ?first.node.as_ref().map(|n| &n.id), "refusing stream: {e}");
-                state.metrics.inc("peerguard_xds_refused_streams_total", &[("reason", "unknown_node")]);
+                state.metrics.inc(
+                    "peerguard_xds_refused_streams_total",
+                    &[("reason", "unknown_node")],
+                );
                 return Err(Status::not_found(e.to_string()));
             }
         }
@@ -127,7 +151,11 @@ async fn run_stream(
         (None, Some(t)) => state.auth.verify(&key, t),
         // Only a stream that may carry secrets needs the API server's word.
         (Some(_), Some(_)) if !allowed.contains(&SECRET_TYPE) => false,
-        (Some(reviewer), Some(t)) => match reviewer.review(t).await.and_then(|id| id.authorizes(&key, &service_account)) {
+        (Some(reviewer), Some(t)) => match reviewer
+            .review(t)
+            .await
+            .and_then(|id| id.authorizes(&key, &service_account))
+        {
             Ok(()) => true,
             Err(why) => {
                 // Counted with the refusal below (`reason="unauthenticated"`).
@@ -137,7 +165,9 @@ async fn run_stream(
         },
     };
     let Some(mut snaps) = state.store.subscribe(&key) else {
-        return Err(Status::unavailable(format!("no configuration compiled yet for node {key}; retry")));
+        return Err(Status::unavailable(format!(
+            "no configuration compiled yet for node {key}; retry"
+        )));
     };
     let _guard = StreamGuard::new(state.clone(), key.clone(), service);
     let span = tracing::info_span!("xds", node = %key, service);
@@ -150,7 +180,9 @@ async fn run_stream(
     loop {
         if let Some(req) = next.take() {
             let snap = snaps.borrow_and_update().clone();
-            let out = conn.on_request(&req, &snap).map_err(|r| refuse(&state, &key, r))?;
+            let out = conn
+                .on_request(&req, &snap)
+                .map_err(|r| refuse(&state, &key, r))?;
             deliver(&state, &key, out, tx).await?;
             continue;
         }
@@ -178,11 +210,17 @@ fn refuse(state: &XdsState, key: &crate::registry::WorkloadKey, r: Refuse) -> St
     tracing::warn!(node = %key, "refusing: {r}");
     match r {
         Refuse::Unauthenticated(_) => {
-            state.metrics.inc("peerguard_xds_refused_streams_total", &[("reason", "unauthenticated")]);
+            state.metrics.inc(
+                "peerguard_xds_refused_streams_total",
+                &[("reason", "unauthenticated")],
+            );
             Status::unauthenticated(r.to_string())
         }
         Refuse::UnsupportedType(_) => {
-            state.metrics.inc("peerguard_xds_refused_streams_total", &[("reason", "unsupported_type")]);
+            state.metrics.inc(
+                "peerguard_xds_refused_streams_total",
+                &[("reason", "unsupported_type")],
+            );
             Status::invalid_argument(r.to_string())
         }
     }
@@ -197,18 +235,36 @@ async fn deliver(
     for ev in &out.events {
         match ev {
             Event::Ack { type_url, version } => {
-                state.metrics.inc("peerguard_xds_acks_total", &[("type", short_type(type_url))]);
+                state.metrics.inc(
+                    "peerguard_xds_acks_total",
+                    &[("type", short_type(type_url))],
+                );
                 tracing::debug!(node = %key, r#type = short_type(type_url), version, "ACK");
             }
-            Event::Nack { type_url, rejected_version, kept_version, detail } => {
-                state.metrics.inc("peerguard_xds_rejects_total", &[("type", short_type(type_url))]);
+            Event::Nack {
+                type_url,
+                rejected_version,
+                kept_version,
+                detail,
+            } => {
+                state.metrics.inc(
+                    "peerguard_xds_rejects_total",
+                    &[("type", short_type(type_url))],
+                );
                 tracing::warn!(node = %key, r#type = short_type(type_url), rejected_version, kept_version, error_detail = %detail, "NACK: Envoy rejected the configuration and keeps its last accepted one");
             }
             Event::Stale { type_url, nonce } => {
                 tracing::debug!(node = %key, r#type = short_type(type_url), nonce, "stale request ignored");
             }
-            Event::Push { type_url, version, names } => {
-                state.metrics.inc("peerguard_xds_pushes_total", &[("type", short_type(type_url))]);
+            Event::Push {
+                type_url,
+                version,
+                names,
+            } => {
+                state.metrics.inc(
+                    "peerguard_xds_pushes_total",
+                    &[("type", short_type(type_url))],
+                );
                 tracing::info!(node = %key, r#type = short_type(type_url), version, ?names, "push");
             }
         }
@@ -237,7 +293,9 @@ impl AggregatedDiscoveryService for Xds {
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not implemented; use the state-of-the-world protocol (api_type: GRPC)"))
+        Err(Status::unimplemented(
+            "delta xDS is not implemented; use the state-of-the-world protocol (api_type: GRPC)",
+        ))
     }
 }
 
@@ -257,11 +315,18 @@ impl ExtensionConfigDiscoveryService for Xds {
         &self,
         _req: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not implemented; use api_type: GRPC"))
+        Err(Status::unimplemented(
+            "delta xDS is not implemented; use api_type: GRPC",
+        ))
     }
 
-    async fn fetch_extension_configs(&self, _req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented("REST fetch is not implemented; use the gRPC stream"))
+    async fn fetch_extension_configs(
+        &self,
+        _req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented(
+            "REST fetch is not implemented; use the gRPC stream",
+        ))
     }
 }
 
@@ -270,15 +335,28 @@ impl SecretDiscoveryService for Xds {
     type DeltaSecretsStream = DeltaStream;
     type StreamSecretsStream = RespStream;
 
-    async fn delta_secrets(&self, _req: Request<Streaming<DeltaDiscoveryRequest>>) -> Result<Response<DeltaStream>, Status> {
-        Err(Status::unimplemented("delta xDS is not implemented; use api_type: GRPC"))
+    async fn delta_secrets(
+        &self,
+        _req: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<DeltaStream>, Status> {
+        Err(Status::unimplemented(
+            "delta xDS is not implemented; use api_type: GRPC",
+        ))
     }
 
-    async fn stream_secrets(&self, req: Request<Streaming<DiscoveryRequest>>) -> Result<Response<RespStream>, Status> {
+    async fn stream_secrets(
+        &self,
+        req: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<RespStream>, Status> {
         Ok(self.open(req, "sds", Some(SECRET_TYPE), conn::SDS_ONLY))
     }
 
-    async fn fetch_secrets(&self, _req: Request<DiscoveryRequest>) -> Result<Response<DiscoveryResponse>, Status> {
-        Err(Status::unimplemented("REST fetch is not implemented; use the gRPC stream"))
+    async fn fetch_secrets(
+        &self,
+        _req: Request<DiscoveryRequest>,
+    ) -> Result<Response<DiscoveryResponse>, Status> {
+        Err(Status::unimplemented(
+            "REST fetch is not implemented; use the gRPC stream",
+        ))
     }
 }

@@ -235,16 +235,29 @@ fn values_istio_refuses_make_the_policy_invalid() {
         format!("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: foo}}\nspec: {{action: ALLOW, rules: [{rule}]}}\n")
     };
     for (rule, field) in [
-        ("{from: [{source: {ipBlocks: [\"127.20.0.0/016\"]}}]}", "ipBlocks"),
-        ("{from: [{source: {notRemoteIpBlocks: [\"10.0.0.0/08\"]}}]}", "notRemoteIpBlocks"),
+        (
+            "{from: [{source: {ipBlocks: [\"127.20.0.0/016\"]}}]}",
+            "ipBlocks",
+        ),
+        (
+            "{from: [{source: {notRemoteIpBlocks: [\"10.0.0.0/08\"]}}]}",
+            "notRemoteIpBlocks",
+        ),
         ("{to: [{operation: {paths: [\"/api/{*}/a*b\"]}}]}", "paths"),
     ] {
         let parsed = parse_str(&policy(rule), "p.yaml");
         let o = only_invalid(&parsed);
         assert!(o.error.contains(field), "{rule}: {}", o.error);
     }
-    for rule in ["{from: [{source: {ipBlocks: [\"0.0.0.0/0\", \"10.0.0.0/8\"]}}]}", "{to: [{operation: {paths: [\"/a*b\", \"/api/{*}/ab\"]}}]}"] {
+    for rule in [
+        "{from: [{source: {ipBlocks: [\"0.0.0.0/0\", \"10.0.0.0/8\"]}}]}",
+        "{to: [{operation: {paths: [\"/a*b\", \"/api/{*}/ab\"]}}]}",
+    ] {
         let parsed = parse_str(&policy(rule), "p.yaml");
-        assert!(parsed.errors.is_empty(), "{rule}: {:?}", error_lines(&parsed));
+        assert!(
+            parsed.errors.is_empty(),
+            "{rule}: {:?}",
+            error_lines(&parsed)
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! with a fake host. Identity only ever comes from the connection (`connection.*`), never from a
 //! request header (x-forwarded-client-cert is ignored on purpose, spec 6).
 
-use super::der::{uri_sans_from_url_pem, Sans, SanCache};
+use super::der::{uri_sans_from_url_pem, SanCache, Sans};
 pub(crate) use super::seam::{Host, HostError};
 use crate::schema::{Condition, HttpRequest, Peer, Request, WorkloadPolicy};
 use std::collections::{HashMap, VecDeque};
