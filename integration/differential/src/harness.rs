@@ -13,8 +13,9 @@ pub use peerguard_server::envoy_config::{AppProtocol, PathNormalization};
 /// The names the shared listener gives peerguard's filters (HTTP and network); the RBAC
 /// side replaces exactly these entries.
 pub fn is_peerguard_filter(name: &serde_json::Value) -> bool {
-    name == peerguard_server::envoy_config::listener::HTTP_FILTER
-        || name == peerguard_server::envoy_config::listener::TCP_FILTER
+    use peerguard_server::envoy_config::listener::{HTTP_FILTER, TCP_FILTER, WASM_FILTER};
+    name == WASM_FILTER || name == HTTP_FILTER || name == TCP_FILTER
 }
+
 /// The HTTP connection manager's filter name in the shared listener.
 pub const HCM_NAME: &str = "envoy.filters.network.http_connection_manager";

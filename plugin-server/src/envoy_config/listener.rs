@@ -18,6 +18,8 @@ use peerguard_filter::schema::MtlsMode;
 use serde_json::{json, Value};
 
 /// ECDS resource names (the filters' `name` in the listener), as `peerguard serve` serves them.
+/// The filter name of an inline-configured peerguard module (HTTP and network).
+pub const WASM_FILTER: &str = "peerguard";
 pub const HTTP_FILTER: &str = "peerguard-http";
 pub const TCP_FILTER: &str = "peerguard-tcp";
 /// Istio's SDS secret names.
@@ -118,7 +120,7 @@ impl Authz {
                 policy_json,
             } => Some(wasm_filter(
                 true,
-                "peerguard",
+                WASM_FILTER,
                 VM_ID,
                 HTTP_ROOT_ID,
                 module,
@@ -144,7 +146,7 @@ impl Authz {
                 policy_json,
             } => Some(wasm_filter(
                 false,
-                "peerguard",
+                WASM_FILTER,
                 VM_ID,
                 TCP_ROOT_ID,
                 module,
