@@ -197,7 +197,7 @@ pub fn evaluate(state: &State) -> Evaluation {
     };
     let (parsed, errors) = parse_resources(&state.resources);
     let policy = compile(&parsed.resources, &state.workload, &mesh);
-    let config_invalid = unreadable(&parsed);
+    let config_invalid = parsed.unreadable();
     let engine = Engine::new(policy.clone());
     let results = state
         .requests
@@ -288,20 +288,4 @@ fn decided_by(reason: &Reason) -> Option<&RuleRef> {
         | Reason::Allowed { matched } => Some(matched),
         _ => None,
     }
-}
-
-/// `explain`'s rule: errors no invalid object carries (a syntax error, a document without a
-/// kind) make every decision DENY.
-fn unreadable(parsed: &Parsed) -> Option<String> {
-    let errors = parsed.unattached_errors();
-    (!errors.is_empty()).then(|| {
-        format!(
-            "config invalid: {}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    })
 }

@@ -12,7 +12,6 @@
 //! naming the file): what it held is unknown.
 
 use peerguard_filter::compile::{compile, MeshConfig, Workload};
-use peerguard_filter::istio::parse::Parsed;
 use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Reason, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
@@ -140,7 +139,7 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         }
     };
     let policy = compile(&parsed.resources, &workload, &mesh);
-    let decision = match (unreadable(&parsed), decide::Engine::new(policy.clone())) {
+    let decision = match (parsed.unreadable(), decide::Engine::new(policy.clone())) {
         // A file (or a document) that could not be read at all may hold the only DENY or
         // STRICT that applies here: no decision is taken as if it were not there.
         (Some(why), _) => Decision::deny(Reason::NoConfig { why }),
@@ -166,22 +165,6 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         1
     } else {
         0
-    })
-}
-
-/// `config invalid: <file>: <error>; ...` when some input is unknown (not carried by an
-/// invalid object, which `compile` already reads fail-closed).
-fn unreadable(parsed: &Parsed) -> Option<String> {
-    let errors = parsed.unattached_errors();
-    (!errors.is_empty()).then(|| {
-        format!(
-            "config invalid: {}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
     })
 }
 

@@ -62,6 +62,17 @@ impl Parsed {
         self.skipped.extend(other.skipped);
     }
 
+    /// Why no decision can be trusted with this input (`config invalid: ...`), when some
+    /// error is attached to no invalid object ([`Parsed::unattached_errors`]): every
+    /// in-process decision is then DENY (`explain`, the playground).
+    pub fn unreadable(&self) -> Option<String> {
+        let errors = self.unattached_errors();
+        (!errors.is_empty()).then(|| {
+            let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            format!("config invalid: {}", list.join("; "))
+        })
+    }
+
     /// Errors that no [`Resource::Invalid`] carries: a syntax error, an unreadable file, a
     /// document without a kind. What they hid is unknown (a DENY, a STRICT), so no decision
     /// may be taken as if they were not there.
