@@ -20,32 +20,13 @@ pub fn repo_root() -> PathBuf {
 
 // ------------------------------------------------------------------ prerequisites
 
+/// Envoy and the module, found as every other Envoy test finds them (the shared harness).
 pub fn find_envoy() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PEERGUARD_ENVOY") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let env = std::fs::read_to_string(repo_root().join(".peerguard/env")).unwrap_or_default();
-    env.lines()
-        .find_map(|l| l.strip_prefix("PEERGUARD_ENVOY="))
-        .map(|p| PathBuf::from(p.trim().trim_matches('"')))
-        .filter(|p| p.is_file())
+    peerguard_harness::envoy::find_envoy().ok()
 }
 
 pub fn find_wasm() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("PEERGUARD_WASM") {
-        return Some(PathBuf::from(p)).filter(|p| p.is_file());
-    }
-    let mut candidates = Vec::new();
-    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
-        candidates.push(PathBuf::from(t).join("peerguard.wasm"));
-    }
-    if let Some(t) = Path::new(env!("CARGO_BIN_EXE_peerguard"))
-        .parent()
-        .and_then(|d| d.parent())
-    {
-        candidates.push(t.join("peerguard.wasm"));
-    }
-    candidates.into_iter().find(|p| p.is_file())
+    peerguard_harness::envoy::find_wasm().ok()
 }
 
 pub fn skip(test: &str, why: &str, require: &str) -> bool {
