@@ -279,7 +279,7 @@ fn a_misspelt_kind_or_version_is_invalid_on_every_command() {
     assert!(o.stdout.is_empty());
     assert!(
         stderr(&o).contains(&format!(
-            "error: {d}/deny.yaml: AuthorisationPolicy foo/deny-all: kind: unknown kind"
+            "error: deny.yaml: AuthorisationPolicy foo/deny-all: kind: unknown kind"
         )),
         "{}",
         stderr(&o)
@@ -301,7 +301,7 @@ fn a_misspelt_kind_or_version_is_invalid_on_every_command() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains(&format!("error: {d}/deny.yaml: PeerAuthentication foo/default: apiVersion: unknown version \"security.istio.io/v1alpha1\"")),
+        stderr(&o).contains(&format!("error: deny.yaml: PeerAuthentication foo/default: apiVersion: unknown version \"security.istio.io/v1alpha1\"")),
         "{}",
         stderr(&o)
     );
@@ -398,11 +398,11 @@ fn jwt_reliance_is_a_warning_on_every_command() {
     let err = stderr(&o);
     assert!(
         err.contains(&format!(
-            "warning: {JWT}{d}/p.yaml: RequestAuthentication foo/jwt: spec.jwtRules: "
+            "warning: {JWT}p.yaml: RequestAuthentication foo/jwt: spec.jwtRules: "
         )),
         "{err}"
     );
-    assert!(err.contains(&format!("warning: {JWT}{d}/p.yaml: AuthorizationPolicy foo/need-jwt: spec.rules[0].from[0].source.requestPrincipals: ")), "{err}");
+    assert!(err.contains(&format!("warning: {JWT}p.yaml: AuthorizationPolicy foo/need-jwt: spec.rules[0].from[0].source.requestPrincipals: ")), "{err}");
 
     let o = explain(&dir, &ALLOW_GET);
     assert_eq!(o.status.code(), Some(0));
@@ -412,9 +412,7 @@ fn jwt_reliance_is_a_warning_on_every_command() {
         "requestPrincipals never match: {out}"
     );
     assert!(
-        out.contains(&format!(
-            "  - {JWT}{d}/p.yaml: RequestAuthentication foo/jwt"
-        )),
+        out.contains(&format!("  - {JWT}p.yaml: RequestAuthentication foo/jwt")),
         "{out}"
     );
 

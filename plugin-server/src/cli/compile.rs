@@ -5,8 +5,6 @@
 //! Exit code: 0; 2 for invalid input (bad arguments, unreadable `--config`, or resources with
 //! errors: then nothing is printed, so a broken configuration is never deployed by a script).
 
-use peerguard_filter::compile::compile;
-
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
@@ -17,30 +15,35 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let (workload, mesh) = match args.target.resolve() {
+    let loaded = args
+        .target
+        .key()
+        .and_then(|_| args.target.mesh.load())
+        .and_then(|mesh| args.target.resolve(&mesh).map(|t| (mesh, t)));
+    let (mesh, target) = match loaded {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(2);
         }
     };
-    let parsed = match args.target.read_config() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(2);
-        }
-    };
-    if !parsed.errors.is_empty() {
-        for e in &parsed.errors {
+    let errors = mesh.config_errors();
+    if !errors.is_empty() {
+        for e in &errors {
             eprintln!("error: {e}");
         }
         return Ok(2);
     }
-    for s in &parsed.skipped {
+    for s in &mesh.inputs.skipped {
         eprintln!("note: {s}");
     }
-    let policy = compile(&parsed.resources, &workload, &mesh);
+    if target.registered.is_none() {
+        eprintln!(
+            "note: {} is not in the registry of {}; using the workload described on the command line",
+            args.target.workload, mesh.origin
+        );
+    }
+    let policy = mesh.compile(&target.workload);
     for d in &policy.diagnostics {
         eprintln!("warning: {d}");
     }

@@ -11,7 +11,8 @@
 //! that cannot be read at all (a syntax error) makes the decision DENY ("config invalid",
 //! naming the file): what it held is unknown.
 
-use peerguard_filter::compile::{compile, MeshConfig, Workload};
+use super::workload::{Mesh, Target};
+use peerguard_filter::compile::Workload;
 use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Reason, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
@@ -84,8 +85,7 @@ struct PolicySummary {
     invalid: Option<String>,
 }
 
-fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
-    let (workload, mesh) = args.target.resolve()?;
+fn request(args: &Args, workload: &Workload) -> anyhow::Result<Request> {
     let http = if args.tcp {
         None
     } else {
@@ -109,7 +109,7 @@ fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
             },
         })
     };
-    let request = Request {
+    Ok(Request {
         peer: args
             .peer
             .as_deref()
@@ -119,39 +119,41 @@ fn inputs(args: &Args) -> anyhow::Result<(Workload, MeshConfig, Request)> {
         port: args.port,
         sni: None,
         http,
-    };
-    Ok((workload, mesh, request))
+    })
+}
+
+fn prepare(args: &Args) -> anyhow::Result<(Mesh, Target, Request)> {
+    // Arguments first: a typo must not wait for a cluster list.
+    args.target.key()?;
+    let mesh = args.target.mesh.load()?;
+    let target = args.target.resolve(&mesh)?;
+    let request = request(args, &target.workload)?;
+    Ok((mesh, target, request))
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let (workload, mesh, request) = match inputs(&args) {
+    let (mesh, target, request) = match prepare(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(2);
         }
     };
-    let parsed = match args.target.read_config() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return Ok(2);
-        }
-    };
-    let policy = compile(&parsed.resources, &workload, &mesh);
-    let decision = match (parsed.unreadable(), decide::Engine::new(policy.clone())) {
+    if target.registered.is_none() {
+        eprintln!(
+            "note: {} is not in the registry of {}; using the workload described on the command line",
+            args.target.workload, mesh.origin
+        );
+    }
+    let policy = mesh.compile(&target.workload);
+    let decision = match (mesh.unreadable(), decide::Engine::new(policy.clone())) {
         // A file (or a document) that could not be read at all may hold the only DENY or
         // STRICT that applies here: no decision is taken as if it were not there.
         (Some(why), _) => Decision::deny(Reason::NoConfig { why }),
         (None, Ok(engine)) => peerguard_filter::hcm::decide(&engine, &request),
         (None, Err(e)) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
     };
-    let explanation = explain(
-        &policy,
-        request,
-        decision,
-        parsed.errors.iter().map(ToString::to_string).collect(),
-    );
+    let explanation = explain(&policy, request, decision, mesh.config_errors());
     let text = match args.output {
         super::test::Format::Json => serde_json::to_string_pretty(&explanation)? + "\n",
         super::test::Format::Text => render(&explanation),
@@ -307,9 +309,15 @@ mod tests {
             "8080",
         ])
         .unwrap();
-        let (wl, mesh, req) = inputs(&a).unwrap();
+        let mesh = super::super::workload::Mesh {
+            inputs: Default::default(),
+            config: a.target.mesh.mesh_config(),
+            origin: "test".into(),
+        };
+        let wl = a.target.resolve(&mesh).unwrap().workload;
+        let req = request(&a, &wl).unwrap();
         assert_eq!(wl.labels.get("version").map(String::as_str), Some("v1"));
-        assert_eq!(mesh.root_namespace, "istio-system");
+        assert_eq!(mesh.config.root_namespace, "istio-system");
         assert_eq!(
             req.peer.unwrap().uri_sans,
             vec!["spiffe://cluster.local/ns/a/sa/b"]
@@ -320,7 +328,7 @@ mod tests {
             vec![("x-token".to_string(), "admin".to_string())]
         );
         assert_eq!(http.host, "httpbin.foo");
-        let tcp = inputs(&args(&["--plaintext", "--tcp"]).unwrap()).unwrap().2;
+        let tcp = request(&args(&["--plaintext", "--tcp"]).unwrap(), &wl).unwrap();
         assert!(tcp.peer.is_none() && tcp.http.is_none());
     }
 
@@ -328,9 +336,9 @@ mod tests {
     fn rejects_bad_input() {
         assert!(args(&[]).is_err(), "--peer or --plaintext is required");
         assert!(args(&["--plaintext", "--tcp", "--method", "GET"]).is_err());
-        assert!(inputs(&args(&["--plaintext", "--labels", "novalue"]).unwrap()).is_err());
+        assert!(prepare(&args(&["--plaintext", "--labels", "novalue"]).unwrap()).is_err());
         let mut a = args(&["--plaintext"]).unwrap();
         a.target.workload = "no-slash".into();
-        assert!(inputs(&a).is_err());
+        assert!(prepare(&a).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! to the [`Store`]; the xDS services stream those snapshots to Envoy. A timer re-runs the
 //! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
 
-mod build;
+pub mod build;
 
 pub use build::scoped;
 
@@ -213,6 +213,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
             kubeconfig: args.kubeconfig.clone(),
             debounce: args.debounce,
             rediscover: Duration::from_secs(30),
+            write_status: true,
         }),
     };
     tracing::info!(source = %source.describe(), "reading configuration");

@@ -94,6 +94,12 @@ impl Loader {
         self.load_listed(&walked, &Pending::new())
     }
 
+    /// Reads a directory, or one file.
+    pub fn load_path(&mut self, path: &Path) -> Inputs {
+        let walked = walk::walk_path(path);
+        self.load_listed(&walked, &Pending::new())
+    }
+
     /// Reads what `walked` lists, except the `pending` files.
     pub fn load_listed(&mut self, walked: &Result<Walk, RootError>, pending: &Pending) -> Inputs {
         let mut inputs = Inputs::default();

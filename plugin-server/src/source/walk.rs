@@ -108,6 +108,23 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
+/// [`walk`], or for a regular file a walk that lists just that file (the one-shot commands
+/// accept `--config FILE` as well as a directory).
+pub fn walk_path(path: &Path) -> Result<Walk, RootError> {
+    match std::fs::metadata(path) {
+        Ok(md) if md.is_file() => Ok(Walk {
+            root: None,
+            files: vec![Entry {
+                path: path.to_path_buf(),
+                name: path.display().to_string(),
+                stat: Stat::of(&md),
+            }],
+            ..Walk::default()
+        }),
+        _ => walk(path),
+    }
+}
+
 /// Lists the config files under `dir` (see the module comment for the rules).
 pub fn walk(dir: &Path) -> Result<Walk, RootError> {
     let root_error = |reason: String| RootError {

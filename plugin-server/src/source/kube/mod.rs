@@ -39,6 +39,9 @@ pub struct KubeSource {
     pub debounce: Duration,
     /// How often API discovery is repeated to notice CRDs installed or removed later.
     pub rediscover: Duration,
+    /// Whether to write peerguard's status condition onto the mesh objects (`serve`: yes;
+    /// the one-shot commands that only read the cluster: no).
+    pub write_status: bool,
 }
 
 /// `(group, kind, versions peerguard reads, preferred first)`.
@@ -323,7 +326,9 @@ impl KubeSource {
                         synced_logged = true;
                         tracing::info!(objects = feeds.object_count(), elapsed_ms = started.elapsed().as_millis() as u64, "initial sync of every watched kind complete");
                     }
-                    status.reconcile(&feeds, &apis);
+                    if self.write_status {
+                        status.reconcile(&feeds, &apis);
+                    }
                     let mut inputs = feeds.inputs();
                     inputs.unreadable = discovered.unreadable.clone();
                     if last.as_ref().is_some_and(|l| same_content(l, &inputs)) {
