@@ -278,9 +278,8 @@ fn a_misspelt_kind_or_version_is_invalid_on_every_command() {
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
     assert!(
-        stderr(&o).contains(&format!(
-            "error: deny.yaml: AuthorisationPolicy foo/deny-all: kind: unknown kind"
-        )),
+        stderr(&o)
+            .contains("error: deny.yaml: AuthorisationPolicy foo/deny-all: kind: unknown kind"),
         "{}",
         stderr(&o)
     );
@@ -301,7 +300,7 @@ fn a_misspelt_kind_or_version_is_invalid_on_every_command() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains(&format!("error: deny.yaml: PeerAuthentication foo/default: apiVersion: unknown version \"security.istio.io/v1alpha1\"")),
+        stderr(&o).contains("error: deny.yaml: PeerAuthentication foo/default: apiVersion: unknown version \"security.istio.io/v1alpha1\""),
         "{}",
         stderr(&o)
     );
