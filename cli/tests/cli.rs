@@ -432,3 +432,180 @@ fn jwt_reliance_is_a_warning_on_every_command() {
         stdout(&o)
     );
 }
+
+/// A mesh as `serve` reads it: registered workloads (labels, service account, Service ports)
+/// beside the Istio resources.
+const REGISTERED_MESH: &str = r#"
+apiVersion: peerguard.dev/v1alpha1
+kind: Workload
+metadata: {name: httpbin, namespace: foo, labels: {app: httpbin}}
+spec:
+  serviceAccount: httpbin
+  services: [{name: httpbin, ports: [{name: http, port: 8000, targetPort: 80}]}]
+---
+apiVersion: peerguard.dev/v1alpha1
+kind: Workload
+metadata: {name: httpbin, namespace: bar, labels: {app: httpbin}}
+spec:
+  serviceAccount: httpbin
+  services: [{name: httpbin, ports: [{name: http, port: 8000, targetPort: 80}]}]
+---
+apiVersion: peerguard.dev/v1alpha1
+kind: Workload
+metadata: {name: httpbin, namespace: legacy, labels: {app: httpbin}}
+spec:
+  serviceAccount: httpbin
+  sidecar: false
+  services: [{name: httpbin, ports: [{name: http, port: 8000, targetPort: 80}]}]
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-sleep, namespace: foo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/foo/sa/sleep"]}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: httpbin, namespace: foo}
+spec:
+  host: httpbin.foo.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: to-legacy, namespace: foo}
+spec:
+  host: httpbin.legacy.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+---
+apiVersion: authentication.istio.io/v1alpha1
+kind: Policy
+metadata: {name: httpbin, namespace: bar}
+spec:
+  targets: [{name: httpbin, ports: [{number: 8000}]}]
+  peers: [{mtls: {}}]
+"#;
+
+#[test]
+fn explain_and_compile_read_the_registry_like_serve() {
+    let dir = tempdir("registry");
+    write(&dir, "mesh.yaml", REGISTERED_MESH);
+    let d = dir.to_string_lossy().into_owned();
+    let run = |workload: &str, extra: &[&str]| {
+        let mut args = vec!["explain", "--config", &d, "--workload", workload];
+        args.extend_from_slice(extra);
+        peerguard(&args)
+    };
+    // The labels come from the Workload: the ALLOW policy selects it, so another principal
+    // is denied (without the registry, no policy would select an unlabelled workload).
+    let o = run(
+        "foo/httpbin",
+        &["--port", "80", "--peer", "cluster.local/ns/foo/sa/other"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("DENY\nreason: the workload has ALLOW policies and none matched"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(
+        "foo/httpbin",
+        &["--port", "80", "--peer", "cluster.local/ns/foo/sa/sleep"],
+    );
+    assert!(stdout(&o).starts_with("ALLOW\n"), "{}", stdout(&o));
+    // Describing a registered workload on the command line too is refused: the answer must
+    // be the one serve enforces.
+    let o = run("foo/httpbin", &["--plaintext", "--labels", "app=other"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("workload foo/httpbin is registered (mesh.yaml)"),
+        "{}",
+        stderr(&o)
+    );
+    // The legacy Policy names Service port 8000; the registry maps it to target port 80,
+    // which is STRICT, while another port stays PERMISSIVE.
+    let o = run("bar/httpbin", &["--port", "80", "--plaintext"]);
+    let out = stdout(&o);
+    assert!(out.starts_with("DENY\n"), "{out}");
+    assert!(
+        out.contains("mTLS: port 80 is STRICT (set by Policy bar/httpbin)"),
+        "{out}"
+    );
+    let o = run("bar/httpbin", &["--port", "9090", "--plaintext"]);
+    assert!(stdout(&o).starts_with("ALLOW\n"), "{}", stdout(&o));
+    // compile prints what serve sends: the same policy.
+    let o = peerguard(&["compile", "--config", &d, "--workload", "bar/httpbin"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let policy: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(policy["mtls"]["ports"]["80"]["mode"], "STRICT", "{policy}");
+    // An unregistered workload is still described on the command line, with a note.
+    let o = run("baz/web", &["--plaintext", "--labels", "app=web"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("baz/web is not in the registry"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn describe_shows_modes_sources_clients_and_policies() {
+    let dir = tempdir("describe");
+    write(&dir, "mesh.yaml", REGISTERED_MESH);
+    let d = dir.to_string_lossy().into_owned();
+    let o = peerguard(&["describe", "--config", &d, "--workload", "foo/httpbin"]);
+    let out = stdout(&o);
+    // The DestinationRule sends plaintext to a STRICT port: the walkthrough's 503.
+    assert_eq!(o.status.code(), Some(1), "{out}{}", stderr(&o));
+    for want in [
+        "workload: foo/httpbin\n",
+        "  identity: spiffe://cluster.local/ns/foo/sa/httpbin (service account httpbin)\n",
+        "  registry: defined in mesh.yaml; sidecar: yes\n",
+        "  other ports: STRICT (set by PeerAuthentication foo/default)\n",
+        "  port 80: STRICT (set by PeerAuthentication foo/default)\n",
+        "  httpbin:8000 -> 80 (STRICT): client sends plaintext (DestinationRule foo/httpbin) — FAILS: plaintext towards a STRICT port",
+        "  ALLOW foo/allow-sleep (1 rule)\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // No DestinationRule for bar's httpbin: auto mTLS sends ISTIO_MUTUAL, which works.
+    let o = peerguard(&[
+        "describe",
+        "--config",
+        &d,
+        "--workload",
+        "bar/httpbin",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(j["services"][0]["client_tls"], "ISTIO_MUTUAL", "{j}");
+    assert_eq!(j["services"][0]["client_tls_from"], "auto mTLS", "{j}");
+    assert_eq!(j["services"][0]["server_mode"], "STRICT", "{j}");
+    assert!(j["services"][0]["problem"].is_null(), "{j}");
+    assert_eq!(j["mtls"][1]["from"], "Policy bar/httpbin", "{j}");
+    // ISTIO_MUTUAL towards a workload without a sidecar.
+    let o = peerguard(&[
+        "describe",
+        "--config",
+        &d,
+        "--workload",
+        "legacy/httpbin",
+        "--client-namespace",
+        "foo",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("client sends ISTIO_MUTUAL (DestinationRule foo/to-legacy) — FAILS: ISTIO_MUTUAL towards a workload without a sidecar"),
+        "{}",
+        stdout(&o)
+    );
+}

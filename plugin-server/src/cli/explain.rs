@@ -11,6 +11,7 @@
 //! that cannot be read at all (a syntax error) makes the decision DENY ("config invalid",
 //! naming the file): what it held is unknown.
 
+use super::output::{mode_source, PolicySummary};
 use super::workload::{Mesh, Target};
 use peerguard_filter::compile::Workload;
 use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Reason, Request};
@@ -74,15 +75,6 @@ struct PortMode {
     port: u16,
     mode: String,
     from: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct PolicySummary {
-    policy: String,
-    action: String,
-    dry_run: bool,
-    rules: usize,
-    invalid: Option<String>,
 }
 
 fn request(args: &Args, workload: &Workload) -> anyhow::Result<Request> {
@@ -184,17 +176,7 @@ fn explain(
             from: m.from.clone(),
         },
         reason: decision.reason.to_string(),
-        policies: policy
-            .policies
-            .iter()
-            .map(|p| PolicySummary {
-                policy: p.policy.to_string(),
-                action: format!("{:?}", p.action).to_uppercase(),
-                dry_run: p.dry_run,
-                rules: p.rules.len(),
-                invalid: p.invalid.clone(),
-            })
-            .collect(),
+        policies: PolicySummary::of(policy),
         diagnostics: policy.diagnostics.clone(),
         request,
         decision,
@@ -218,11 +200,7 @@ fn render(e: &Explanation) -> String {
         "mTLS: port {} is {} ({})",
         e.mtls.port,
         e.mtls.mode,
-        e.mtls
-            .from
-            .as_deref()
-            .map(|f| format!("set by {f}"))
-            .unwrap_or_else(|| "nothing configured: Istio's default".into())
+        mode_source(e.mtls.from.as_deref())
     ));
     line(match &e.decision.audit {
         Some(r) => format!("audit: yes, AUDIT policy {r} matched"),
@@ -250,18 +228,7 @@ fn render(e: &Explanation) -> String {
     } else {
         line("authorization policies for this workload:".into());
         for p in &e.policies {
-            line(format!(
-                "  {} {}{} ({} rule{}){}",
-                p.action,
-                p.policy,
-                if p.dry_run { " [dry-run]" } else { "" },
-                p.rules,
-                if p.rules == 1 { "" } else { "s" },
-                p.invalid
-                    .as_deref()
-                    .map(|i| format!(" INVALID, fails closed: {i}"))
-                    .unwrap_or_default()
-            ));
+            line(format!("  {}", p.line()));
         }
     }
     if !e.diagnostics.is_empty() {

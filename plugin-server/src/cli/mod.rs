@@ -1,5 +1,6 @@
 //! Human-facing subcommands.
 pub mod compile;
+pub mod describe;
 pub mod explain;
 pub mod output;
 pub mod playground;

@@ -1,0 +1,320 @@
+//! `peerguard describe`: one workload as `serve` sees it — the equivalent of
+//! `istioctl x describe pod`: its identity, the mTLS mode of each port and the object that set
+//! it, what a meshed client sends to each of its Service ports (DestinationRule or auto mTLS)
+//! and whether the workload accepts that, the authorization policies that select it, and the
+//! compile diagnostics.
+//!
+//! Exit code: 0; 1 when a meshed client's connection to one of its ports would fail (the
+//! auto mTLS walkthrough's 503: a DestinationRule sending plaintext to a STRICT port, or
+//! ISTIO_MUTUAL to a workload without a sidecar); 2 for invalid input (bad arguments, an
+//! unreadable source, or resources with errors — the description, fail-closed for them, is
+//! still printed).
+
+use super::output::{mode_source, PolicySummary};
+use super::workload::{Mesh, Target};
+use peerguard_filter::client::{self, ChoiceSource, ClientContext, ClientTls, Destination};
+use peerguard_filter::schema::MtlsMode;
+use peerguard_filter::WorkloadPolicy;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: super::workload::WorkloadArgs,
+    /// Namespace of the meshed client whose view of the Service ports is shown (its own
+    /// DestinationRules are looked up first); default: the workload's namespace.
+    #[arg(long)]
+    pub client_namespace: Option<String>,
+    /// `meshConfig.enableAutoMtls`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub auto_mtls: bool,
+    #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
+    pub output: super::test::Format,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Description {
+    pub workload: String,
+    pub service_account: String,
+    pub spiffe_id: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Where the registry defines it; `None`: described on the command line.
+    pub registered: Option<String>,
+    pub sidecar: bool,
+    pub mtls: Vec<PortDescription>,
+    pub services: Vec<ServicePortDescription>,
+    pub policies: Vec<PolicySummary>,
+    pub diagnostics: Vec<String>,
+    pub config_errors: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PortDescription {
+    /// `None`: every port not listed.
+    pub port: Option<u16>,
+    pub mode: MtlsMode,
+    /// The object that set it; `None`: nothing configured (Istio's default).
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ServicePortDescription {
+    pub service: String,
+    pub port: u16,
+    pub target_port: u16,
+    pub server_mode: MtlsMode,
+    /// What a meshed client in `client_namespace` sends.
+    pub client_tls: ClientTls,
+    /// `DestinationRule ns/name`, `auto mTLS` or `default (auto mTLS off)`.
+    pub client_tls_from: String,
+    /// `None`: the connection works; else why it fails.
+    pub problem: Option<String>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<u8> {
+    let loaded = args
+        .target
+        .key()
+        .and_then(|_| args.target.mesh.load())
+        .and_then(|mesh| args.target.resolve(&mesh).map(|t| (mesh, t)));
+    let (mesh, target) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(2);
+        }
+    };
+    let d = describe(&mesh, &target, &args);
+    let text = match args.output {
+        super::test::Format::Json => serde_json::to_string_pretty(&d)? + "\n",
+        super::test::Format::Text => render(&d),
+    };
+    super::output::write_stdout(&text)?;
+    Ok(if !d.config_errors.is_empty() {
+        2
+    } else if d.services.iter().any(|s| s.problem.is_some()) {
+        1
+    } else {
+        0
+    })
+}
+
+pub fn describe(mesh: &Mesh, target: &Target, args: &Args) -> Description {
+    let w = &target.workload;
+    let policy = mesh.compile(w);
+    let mut config_errors = mesh.config_errors();
+    if let Some(why) = mesh.unreadable() {
+        // Not in the policy: `serve` would hold its updates (and explain denies everything).
+        config_errors.push(format!(
+            "{why}: serve holds policy updates until it is readable"
+        ));
+    }
+    Description {
+        workload: format!("{}/{}", w.namespace, w.name),
+        service_account: w.service_account.clone(),
+        spiffe_id: format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            mesh.config.trust_domain, w.namespace, w.service_account
+        ),
+        labels: w.labels.clone(),
+        registered: target.registered.clone(),
+        sidecar: target.sidecar,
+        mtls: ports(&policy, w),
+        services: services(mesh, target, &policy, args),
+        policies: PolicySummary::of(&policy),
+        diagnostics: policy.diagnostics.clone(),
+        config_errors,
+    }
+}
+
+/// The default mode, then every port that has its own mode or that a Service targets.
+fn ports(policy: &WorkloadPolicy, w: &peerguard_filter::compile::Workload) -> Vec<PortDescription> {
+    let mut out = vec![PortDescription {
+        port: None,
+        mode: policy.mtls.default.mode,
+        from: policy.mtls.default.from.clone(),
+    }];
+    let listed: BTreeSet<u16> = policy
+        .mtls
+        .ports
+        .keys()
+        .copied()
+        .chain(w.service_ports.iter().map(|p| p.target_port))
+        .collect();
+    for port in listed {
+        let m = policy.mtls.for_port(port);
+        out.push(PortDescription {
+            port: Some(port),
+            mode: m.mode,
+            from: m.from.clone(),
+        });
+    }
+    out
+}
+
+fn services(
+    mesh: &Mesh,
+    target: &Target,
+    policy: &WorkloadPolicy,
+    args: &Args,
+) -> Vec<ServicePortDescription> {
+    let w = &target.workload;
+    let ctx = ClientContext {
+        namespace: args
+            .client_namespace
+            .clone()
+            .unwrap_or_else(|| w.namespace.clone()),
+        root_namespace: mesh.config.root_namespace.clone(),
+        auto_mtls: args.auto_mtls,
+        ..ClientContext::default()
+    };
+    w.service_ports
+        .iter()
+        .map(|sp| {
+            let server_mode = policy.mtls.for_port(sp.target_port).mode;
+            let endpoint = if target.sidecar {
+                client::Endpoint {
+                    has_sidecar: true,
+                    server_mode,
+                }
+            } else {
+                client::Endpoint::no_sidecar()
+            };
+            let dest = Destination {
+                service: sp.service.clone(),
+                namespace: w.namespace.clone(),
+                port: sp.port,
+                subset: None,
+            };
+            let choice = client::choose(&mesh.inputs.resources, &ctx, &dest, endpoint);
+            let from = match &choice.source {
+                ChoiceSource::DestinationRule { object, .. } => object.clone(),
+                ChoiceSource::AutoMtls => "auto mTLS".into(),
+                ChoiceSource::Default => "default (auto mTLS off)".into(),
+            };
+            ServicePortDescription {
+                service: sp.service.clone(),
+                port: sp.port,
+                target_port: sp.target_port,
+                server_mode,
+                client_tls: choice.tls,
+                client_tls_from: from,
+                problem: problem(target.sidecar, server_mode, choice.tls),
+            }
+        })
+        .collect()
+}
+
+/// Whether the server side accepts what the client sends (spec 5: the walkthrough's 503s).
+fn problem(sidecar: bool, server: MtlsMode, client: ClientTls) -> Option<String> {
+    match (sidecar, server, client) {
+        (false, _, ClientTls::IstioMutual) => Some(
+            "ISTIO_MUTUAL towards a workload without a sidecar: the handshake fails (503)".into(),
+        ),
+        (true, MtlsMode::Strict, ClientTls::Plaintext) => {
+            Some("plaintext towards a STRICT port: the connection is refused (503)".into())
+        }
+        (true, MtlsMode::Strict, ClientTls::Simple) => Some(
+            "TLS without a client certificate towards a STRICT port: refused (503)".into(),
+        ),
+        (true, MtlsMode::Disable, ClientTls::IstioMutual) => Some(
+            "ISTIO_MUTUAL towards a DISABLE port: the sidecar passes the TLS bytes to the app, which fails".into(),
+        ),
+        _ => None,
+    }
+}
+
+fn mode(m: MtlsMode) -> String {
+    format!("{m:?}").to_uppercase()
+}
+
+fn tls(t: ClientTls) -> &'static str {
+    match t {
+        ClientTls::Plaintext => "plaintext",
+        ClientTls::IstioMutual => "ISTIO_MUTUAL",
+        ClientTls::Simple => "SIMPLE",
+        ClientTls::Mutual => "MUTUAL",
+    }
+}
+
+fn render(d: &Description) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line(format!("workload: {}", d.workload));
+    line(format!(
+        "  identity: {} (service account {})",
+        d.spiffe_id, d.service_account
+    ));
+    let labels: Vec<String> = d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    line(format!(
+        "  labels: {}",
+        if labels.is_empty() {
+            "none".into()
+        } else {
+            labels.join(",")
+        }
+    ));
+    line(format!(
+        "  registry: {}; sidecar: {}",
+        d.registered
+            .as_deref()
+            .map(|f| format!("defined in {f}"))
+            .unwrap_or_else(|| "not registered (described on the command line)".into()),
+        if d.sidecar { "yes" } else { "no" }
+    ));
+    line("mTLS (server side):".into());
+    for p in &d.mtls {
+        line(format!(
+            "  {}: {} ({})",
+            p.port
+                .map(|p| format!("port {p}"))
+                .unwrap_or_else(|| "other ports".into()),
+            mode(p.mode),
+            mode_source(p.from.as_deref())
+        ));
+    }
+    if d.services.is_empty() {
+        line("services: none known".into());
+    } else {
+        line("services (what a meshed client sends):".into());
+        for s in &d.services {
+            line(format!(
+                "  {}:{} -> {} ({}): client sends {} ({}){}",
+                s.service,
+                s.port,
+                s.target_port,
+                mode(s.server_mode),
+                tls(s.client_tls),
+                s.client_tls_from,
+                s.problem
+                    .as_deref()
+                    .map(|p| format!(" — FAILS: {p}"))
+                    .unwrap_or_else(|| " — ok".into())
+            ));
+        }
+    }
+    if d.policies.is_empty() {
+        line("authorization policies: none".into());
+    } else {
+        line("authorization policies:".into());
+        for p in &d.policies {
+            line(format!("  {}", p.line()));
+        }
+    }
+    for (title, list) in [
+        ("diagnostics", &d.diagnostics),
+        ("configuration errors", &d.config_errors),
+    ] {
+        if !list.is_empty() {
+            line(format!("{title}:"));
+            for e in list {
+                line(format!("  - {e}"));
+            }
+        }
+    }
+    out
+}
