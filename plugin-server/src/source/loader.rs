@@ -125,6 +125,14 @@ impl Loader {
             .copied()
             .chain(walk.bad_files.keys().map(String::as_str))
             .collect();
+        // Read every file first, then parse the changed ones on every core at once: parsing
+        // dominates the first read of a large mesh (cold start).
+        let mut texts: BTreeMap<&str, FileRead> = files
+            .iter()
+            .filter(|(name, _)| !pending.contains_key(**name))
+            .map(|(name, entry)| (*name, walk::read(entry)))
+            .collect();
+        self.parse_changed(&texts);
         for name in names {
             seen.insert(name.to_string());
             let result = if let Some(reason) = pending.get(name) {
@@ -132,8 +140,8 @@ impl Loader {
                 continue;
             } else if let Some(why) = walk.bad_files.get(name) {
                 Err(vec![format!("{name}: {why}")])
-            } else if let Some(entry) = files.get(name) {
-                match walk::read(entry) {
+            } else if let Some(read) = texts.remove(name) {
+                match read {
                     FileRead::Text(text) => self.parse(name, &text),
                     FileRead::Unreadable(why) => Err(vec![format!("{name}: {why}")]),
                     FileRead::Changed => {
@@ -250,6 +258,54 @@ impl Loader {
         };
         inputs.pending.push(format!("{name}: {reason}; {what}"));
         contents.extend(last);
+    }
+
+    /// Parses, in parallel, the files whose text is not the one cached, and caches them.
+    fn parse_changed(&mut self, texts: &BTreeMap<&str, FileRead>) {
+        let todo: Vec<(&str, &str, [u8; 32])> = texts
+            .iter()
+            .filter_map(|(name, read)| match read {
+                FileRead::Text(text) => {
+                    let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+                    let cached = self.cache.get(*name).is_some_and(|(h, _)| *h == hash);
+                    (!cached).then_some((*name, text.as_str(), hash))
+                }
+                _ => None,
+            })
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(todo.len());
+        if threads <= 1 {
+            for (name, text, hash) in todo {
+                let r = read_file(text, name);
+                self.cache.insert(name.to_string(), (hash, r));
+            }
+            return;
+        }
+        let per_thread = todo.len().div_ceil(threads);
+        let parsed: Vec<Vec<(String, [u8; 32], FileResult)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(name, text, hash)| {
+                                (name.to_string(), *hash, read_file(text, name))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            // A panicking parser thread loses only the cache fill: `parse` re-parses those
+            // files one by one below.
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (name, hash, r) in parsed.into_iter().flatten() {
+            self.cache.insert(name, (hash, r));
+        }
     }
 
     fn parse(&mut self, name: &str, text: &str) -> FileResult {
