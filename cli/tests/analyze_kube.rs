@@ -68,7 +68,12 @@ fn analyze_reads_the_cluster_pods_probes_and_destination_rules() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_str(&text).unwrap();
     let mut ours: Vec<(String, String, String)> = v["findings"]
         .as_array()
@@ -87,9 +92,21 @@ fn analyze_reads_the_cluster_pods_probes_and_destination_rules() {
     assert_eq!(
         ours,
         vec![
-            ("PG101".into(), format!("DestinationRule {ns}/web-plaintext"), "spec.trafficPolicy.tls.mode".into()),
-            ("PG501".into(), format!("Pod {ns}/norewrite"), "spec.containers[app].livenessProbe".into()),
-            ("PG502".into(), format!("Pod {ns}/norewrite"), "spec.containers[app].readinessProbe".into()),
+            (
+                "PG101".into(),
+                format!("DestinationRule {ns}/web-plaintext"),
+                "spec.trafficPolicy.tls.mode".into()
+            ),
+            (
+                "PG501".into(),
+                format!("Pod {ns}/norewrite"),
+                "spec.containers[app].livenessProbe".into()
+            ),
+            (
+                "PG502".into(),
+                format!("Pod {ns}/norewrite"),
+                "spec.containers[app].readinessProbe".into()
+            ),
         ],
         "{text}"
     );

@@ -98,10 +98,12 @@ fn equivalent(ctx: &Ctx, kind: &str, o: &Object<LegacyPolicySpec>) -> (String, V
             });
         }
         let selector = match labels.filter(|l| !l.is_empty()) {
-            Some(l) => l
-                .iter()
-                .map(|(k, v)| format!("      {k}: {v:?}\n"))
-                .collect::<String>(),
+            Some(l) => {
+                notes.push(format!("the selector lists the labels the registered workloads behind Service {ns}/{} share; the Service's own selector is the exact equivalent", t.name));
+                l.iter()
+                    .map(|(k, v)| format!("      {k}: {v:?}\n"))
+                    .collect::<String>()
+            }
             None => {
                 notes.push(format!("no registered workload is behind Service {ns}/{}: use the Service's own selector", t.name));
                 format!("      # the selector of Service {}\n", t.name)
