@@ -54,7 +54,7 @@ fn analyze_reads_the_cluster_pods_probes_and_destination_rules() {
                 .unwrap();
         }
         apply(&client, &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
-            "spec": {"selector": {"app": "norewrite"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}})).await;
+            "spec": {"selector": {"app": "norewrite"}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}})).await;
         apply(&client, &json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
             "metadata": {"name": "default", "namespace": ns}, "spec": {"mtls": {"mode": "STRICT"}}})).await;
         apply(&client, &json!({"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
