@@ -433,7 +433,7 @@ mod tests {
 
     #[test]
     fn probes_are_read_with_named_ports_and_the_rewrite_annotation() {
-        let p = pod("metadata: {name: a, namespace: foo}\nspec:\n  containers:\n  - name: app\n    ports: [{name: health, containerPort: 8081}]\n    livenessProbe: {httpGet: {path: /healthz, port: health}}\n    readinessProbe: {tcpSocket: {port: 8080}}\n    startupProbe: {exec: {command: [true]}}\n  - name: grpc\n    livenessProbe: {grpc: {port: 9090}}\n    readinessProbe: {httpGet: {port: nosuch}}\n");
+        let p = pod("metadata: {name: a, namespace: foo}\nspec:\n  containers:\n  - name: app\n    ports: [{name: health, containerPort: 8081}]\n    livenessProbe: {httpGet: {path: /healthz, port: health}}\n    readinessProbe: {tcpSocket: {port: 8080}}\n    startupProbe: {exec: {command: ['true']}}\n  - name: grpc\n    livenessProbe: {grpc: {port: 9090}}\n    readinessProbe: {httpGet: {port: nosuch}}\n");
         let got: Vec<_> = p
             .probes
             .iter()
