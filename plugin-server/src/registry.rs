@@ -15,7 +15,8 @@
 //!   sidecar: true                    # default true
 //!   address: 10.0.0.5                # optional, informational
 //!   probes:                          # optional: the kubelet's health checks (for `analyze`)
-//!     - { kind: liveness, type: http, port: 80, path: /healthz }
+//!     - { kind: liveness, type: http, port: 80, path: /healthz }   # kind: liveness|readiness|startup
+//!     - { kind: readiness, type: tcp, port: 80, rewritten: false }  # type: http|tcp|grpc|exec
 //! ```
 //!
 //! Invalid objects are reported with file, object and field and left out; a workload that is
