@@ -36,6 +36,8 @@ enum Command {
     /// One workload as `serve` sees it: identity, mTLS per port and where it comes from,
     /// what meshed clients send to its Service ports, the policies that select it.
     Describe(cli::describe::Args),
+    /// Find what is wrong or risky in a mesh's resources (stable codes, fix hints).
+    Analyze(cli::analyze::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -64,6 +66,7 @@ fn main() -> ExitCode {
         Command::Explain(a) => cli::explain::run(a),
         Command::Compile(a) => cli::compile::run(a),
         Command::Describe(a) => cli::describe::run(a),
+        Command::Analyze(a) => cli::analyze::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),

@@ -3,6 +3,7 @@
 //! (`cli`: compile, explain, test). The `peerguard` binary (package `peerguard`, `cli/`) is
 //! a thin clap front over this crate and the tooling crates under `integration/`.
 
+pub mod analyze;
 pub mod bootstrap;
 pub mod ca;
 pub mod cli;

@@ -14,6 +14,9 @@
 //!       ports: [{ name: http, port: 8000, targetPort: 80, protocol: http }]
 //!   sidecar: true                    # default true
 //!   address: 10.0.0.5                # optional, informational
+//!   probes:                          # optional: the kubelet's health checks (for `analyze`)
+//!     - { kind: liveness, type: http, port: 80, path: /healthz }   # kind: liveness|readiness|startup
+//!     - { kind: readiness, type: tcp, port: 80, rewritten: false }  # type: http|tcp|grpc|exec
 //! ```
 //!
 //! Invalid objects are reported with file, object and field and left out; a workload that is
@@ -79,6 +82,70 @@ pub struct WorkloadSpec {
     pub sidecar: bool,
     #[serde(default)]
     pub address: Option<String>,
+    /// Health checks the platform (the kubelet) sends to the workload's ports; read only by
+    /// `peerguard analyze` (a probe on a STRICT port fails: the prober has no certificate).
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// One liveness/readiness/startup probe, as the prober sends it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    #[serde(rename = "type")]
+    pub probe_type: ProbeType,
+    /// The workload (container) port probed; required except for `exec`.
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Istio's sidecar injector rewrote it to go through the sidecar agent
+    /// (`sidecar.istio.io/rewriteAppHTTPProbers`, on by default): it then never reaches the
+    /// mesh port. Default `false` (a directory workload has no injector).
+    #[serde(default)]
+    pub rewritten: bool,
+    /// The container it belongs to, for messages (Kubernetes).
+    #[serde(default)]
+    pub container: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    Liveness,
+    Readiness,
+    Startup,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeType {
+    Http,
+    Tcp,
+    Grpc,
+    Exec,
+}
+
+impl ProbeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+            ProbeKind::Startup => "startup",
+        }
+    }
+}
+
+impl ProbeType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeType::Http => "http",
+            ProbeType::Tcp => "tcp",
+            ProbeType::Grpc => "grpc",
+            ProbeType::Exec => "exec",
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -209,6 +276,23 @@ pub fn parse_workload(doc: &serde_json::Value, file: &str) -> Result<WorkloadEnt
             }
         }
     }
+    for (i, p) in obj.spec.probes.iter().enumerate() {
+        match (p.probe_type, p.port) {
+            (_, Some(0)) => {
+                return Err(err(
+                    &format!("spec.probes[{i}].port"),
+                    "port 0 is not valid".into(),
+                ))
+            }
+            (ProbeType::Exec, _) | (_, Some(_)) => {}
+            (t, None) => {
+                return Err(err(
+                    &format!("spec.probes[{i}].port"),
+                    format!("required for a {} probe", t.as_str()),
+                ))
+            }
+        }
+    }
     let _ = obj.metadata.annotations;
     Ok(WorkloadEntry {
         key: WorkloadKey {
@@ -292,6 +376,26 @@ mod tests {
         assert_eq!(w.service_ports[0].target_port, 80);
         assert_eq!(w.labels.get("app").map(String::as_str), Some("httpbin"));
         assert!(e.spec.sidecar);
+        assert!(e.spec.probes.is_empty());
+    }
+
+    #[test]
+    fn probes_are_read_and_checked() {
+        let d = doc("apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: foo}\nspec:\n  serviceAccount: a\n  probes: [{kind: liveness, type: http, port: 80, path: /healthz}, {kind: readiness, type: exec}]\n");
+        let e = parse_workload(&d, "w.yaml").map_err(|e| e.to_string());
+        let probes = e.map(|e| e.spec.probes).unwrap_or_default();
+        assert_eq!(probes.len(), 2);
+        assert_eq!(probes[0].probe_type, ProbeType::Http);
+        assert_eq!(probes[0].port, Some(80));
+        assert!(!probes[0].rewritten);
+        let d = doc("apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: foo}\nspec:\n  serviceAccount: a\n  probes: [{kind: liveness, type: tcp}]\n");
+        let msg = parse_workload(&d, "w.yaml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(msg.contains("spec.probes[0].port: required"), "{msg}");
+        let d = doc("apiVersion: peerguard.dev/v1alpha1\nkind: Workload\nmetadata: {name: a, namespace: foo}\nspec:\n  serviceAccount: a\n  probes: [{kind: liveness, type: tcp, port: 80, bogus: 1}]\n");
+        assert!(parse_workload(&d, "w.yaml").is_err());
     }
 
     #[test]

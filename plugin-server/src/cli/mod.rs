@@ -1,4 +1,5 @@
 //! Human-facing subcommands.
+pub mod analyze;
 pub mod compile;
 pub mod describe;
 pub mod explain;

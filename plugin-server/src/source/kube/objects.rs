@@ -2,8 +2,11 @@
 //! filter's parser (exactly as files do, so an invalid object stays `Resource::Invalid` and is
 //! compiled fail-closed); Pods, Services and Namespaces become the workload registry.
 
-use crate::registry::{PortSpec, Protocol, ServiceSpec, WorkloadEntry, WorkloadKey, WorkloadSpec};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use crate::registry::{
+    PortSpec, ProbeKind, ProbeSpec, ProbeType, Protocol, ServiceSpec, WorkloadEntry, WorkloadKey,
+    WorkloadSpec,
+};
+use k8s_openapi::api::core::v1::{Container, Namespace, Pod, Probe, Service};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use peerguard_filter::istio::parse::{parse_value, ValueOutcome};
 use peerguard_filter::istio::{Origin, Resource};
@@ -104,6 +107,53 @@ pub struct PodInfo {
     pub named_ports: BTreeMap<String, u16>,
     /// Istio's `sidecar.istio.io/inject: "false"` on the pod.
     pub injection_disabled: bool,
+    /// The containers' liveness/readiness/startup probes (for `peerguard analyze`).
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// Istio's annotation that turns the injector's probe rewriting off for one pod. Rewriting is
+/// on by default in every built-in profile and covers HTTP, TCP and gRPC probes (Istio docs,
+/// "Health Checking of Istio Services").
+pub const REWRITE_PROBES_ANNOTATION: &str = "sidecar.istio.io/rewriteAppHTTPProbers";
+
+/// The probes of a container, ports resolved against its named ports; a probe on a port name
+/// the container does not declare is left out (the kubelet cannot send it either).
+fn container_probes(
+    c: &Container,
+    named: &BTreeMap<String, u16>,
+    rewritten: bool,
+) -> Vec<ProbeSpec> {
+    let port = |p: &IntOrString| match p {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(s) => s.parse::<u16>().ok().or_else(|| named.get(s).copied()),
+    };
+    let one = |kind: ProbeKind, p: &Probe| -> Option<ProbeSpec> {
+        let (probe_type, port, path) = if let Some(h) = &p.http_get {
+            (ProbeType::Http, Some(port(&h.port)?), h.path.clone())
+        } else if let Some(t) = &p.tcp_socket {
+            (ProbeType::Tcp, Some(port(&t.port)?), None)
+        } else if let Some(g) = &p.grpc {
+            (ProbeType::Grpc, Some(u16::try_from(g.port).ok()?), None)
+        } else {
+            (ProbeType::Exec, None, None)
+        };
+        Some(ProbeSpec {
+            kind,
+            probe_type,
+            port,
+            path,
+            rewritten,
+            container: Some(c.name.clone()),
+        })
+    };
+    [
+        (ProbeKind::Liveness, &c.liveness_probe),
+        (ProbeKind::Readiness, &c.readiness_probe),
+        (ProbeKind::Startup, &c.startup_probe),
+    ]
+    .into_iter()
+    .filter_map(|(kind, p)| p.as_ref().and_then(|p| one(kind, p)))
+    .collect()
 }
 
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
@@ -127,6 +177,25 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
             .and_then(|m| m.get("sidecar.istio.io/inject"))
             .is_some_and(|v| v == "false")
     };
+    let rewritten = !meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REWRITE_PROBES_ANNOTATION))
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+    let probes = spec
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .flat_map(|c| {
+            let mut named = BTreeMap::new();
+            for p in c.ports.as_deref().unwrap_or_default() {
+                if let (Some(name), Ok(port)) = (&p.name, u16::try_from(p.container_port)) {
+                    named.insert(name.clone(), port);
+                }
+            }
+            container_probes(c, &named, rewritten)
+        })
+        .collect();
     Some(PodInfo {
         key,
         labels: meta.labels.clone().unwrap_or_default(),
@@ -148,6 +217,7 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
         ),
         named_ports,
         injection_disabled: inject(&meta.labels) || inject(&meta.annotations),
+        probes,
     })
 }
 
@@ -302,6 +372,7 @@ pub fn workload_entries<'a>(
                     services,
                     sidecar: !(pod.injection_disabled || ns_disabled),
                     address: pod.ip.clone(),
+                    probes: pod.probes.clone(),
                 },
                 file: origin.to_string(),
             }
@@ -358,6 +429,29 @@ mod tests {
                 (5432, Some(15432), Protocol::Tcp)
             ]
         );
+    }
+
+    #[test]
+    fn probes_are_read_with_named_ports_and_the_rewrite_annotation() {
+        let p = pod("metadata: {name: a, namespace: foo}\nspec:\n  containers:\n  - name: app\n    ports: [{name: health, containerPort: 8081}]\n    livenessProbe: {httpGet: {path: /healthz, port: health}}\n    readinessProbe: {tcpSocket: {port: 8080}}\n    startupProbe: {exec: {command: ['true']}}\n  - name: grpc\n    livenessProbe: {grpc: {port: 9090}}\n    readinessProbe: {httpGet: {port: nosuch}}\n");
+        let got: Vec<_> = p
+            .probes
+            .iter()
+            .map(|p| (p.kind, p.probe_type, p.port, p.rewritten))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (ProbeKind::Liveness, ProbeType::Http, Some(8081), true),
+                (ProbeKind::Readiness, ProbeType::Tcp, Some(8080), true),
+                (ProbeKind::Startup, ProbeType::Exec, None, true),
+                (ProbeKind::Liveness, ProbeType::Grpc, Some(9090), true),
+            ]
+        );
+        let off = pod("metadata: {name: b, namespace: foo, annotations: {sidecar.istio.io/rewriteAppHTTPProbers: 'false'}}\nspec:\n  containers: [{name: app, livenessProbe: {httpGet: {port: 80}}}]\n");
+        assert!(!off.probes[0].rewritten);
+        let entries = workload_entries([&off].into_iter(), &[], &BTreeMap::new(), "x");
+        assert_eq!(entries[0].spec.probes, off.probes);
     }
 
     #[test]
