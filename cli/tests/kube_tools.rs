@@ -181,7 +181,7 @@ fn one_shot_commands_read_the_cluster_like_serve() {
         broken.data
     );
 
-    // No cluster: a clear error, exit 2, within the list timeout.
+    // No cluster: a clear error, exit 2, at once (the source's retries are for `serve`).
     let missing = std::env::temp_dir().join("pg-no-such-kubeconfig");
     let o = peerguard(&[
         "explain",
@@ -194,4 +194,9 @@ fn one_shot_commands_read_the_cluster_like_serve() {
         "--plaintext",
     ]);
     assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o.stderr).contains("error: kubernetes client"),
+        "{}",
+        text(&o.stderr)
+    );
 }

@@ -160,6 +160,15 @@ fn list_cluster(kubeconfig: Option<PathBuf>) -> anyhow::Result<Inputs> {
         .build()
         .context("tokio runtime")?;
     rt.block_on(async move {
+        // Fail fast on a missing kubeconfig or an unreachable server: the source itself
+        // retries forever, as `serve` must.
+        let client = crate::source::kube::client(kubeconfig.as_deref())
+            .await
+            .context("kubernetes client")?;
+        tokio::time::timeout(KUBE_LIST_TIMEOUT, client.apiserver_version())
+            .await
+            .context("the Kubernetes API server does not answer")?
+            .context("the Kubernetes API server")?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Arc<Inputs>>(1);
         let source = Box::new(KubeSource {
             kubeconfig,
