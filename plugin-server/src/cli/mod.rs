@@ -1,4 +1,5 @@
 //! Human-facing subcommands.
+pub mod certs;
 pub mod compile;
 pub mod explain;
 pub mod output;
