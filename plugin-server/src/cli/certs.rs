@@ -17,28 +17,27 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const AFTER_HELP: &str = "\
-Findings (code, severity):
-  no-spiffe-id               error    the leaf has no spiffe:// URI SAN (Istio refuses it at the handshake)
-  trust-domain-not-accepted  error    no SPIFFE ID in --trust-domain or a --trust-domain-alias
-  expired                    error    a certificate of the chain is past not-after
-  not-yet-valid              error    a certificate of the chain is before not-before
-  ca-leaf                    error    the leaf has basicConstraints CA:TRUE
-  rsa-key-too-small          error    an RSA key under 2048 bits
-  chain-not-verified         error    the chain does not verify against the trust bundle
-  client-cert-rejected       error    --connect: the server refused --client-cert
-  multiple-uri-sans          warning  more than one URI SAN (principals match any of them)
-  spiffe-id-not-istio-form   warning  not spiffe://<td>/ns/<ns>/sa/<sa>
-  expiring-soon              warning  expires within --warn-within
-  no-trust-bundle            warning  no trust bundle given: the chain was not verified
-  client-cert-required       warning  --connect: the server asked for a client certificate, none given
+/// `--help`'s epilogue: the findings (from [`inspect::CODES`]), the bundle order, exit codes.
+fn after_help() -> String {
+    let mut s = String::from("Findings (code, severity):\n");
+    for (code, sev, what) in inspect::CODES {
+        let sev = match sev {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        s.push_str(&format!("  {code:<27}{sev:<9}{what}\n"));
+    }
+    s.push_str(AFTER_HELP);
+    s
+}
 
+const AFTER_HELP: &str = "
 Trust bundle: --trust-bundle, else <--state-dir>/ca/root-cert.pem, else --server's /trust-bundle,
 else the Secret's ca.crt / root-cert.pem.
 Exit code: 0 without error findings, 1 with some, 2 for unusable input or an unreachable endpoint.";
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = AFTER_HELP)]
+#[command(after_help = after_help())]
 pub struct Args {
     #[command(flatten)]
     pub input: Input,
@@ -337,7 +336,7 @@ fn render(r: &Report) -> String {
         }
     }
     for c in &a.certificates {
-        let _ = writeln!(o, "\ncertificate {} ({:?})", c.index, c.role);
+        let _ = writeln!(o, "\ncertificate {} ({})", c.index, c.role.as_str());
         let field = |o: &mut String, k: &str, v: &str| {
             let _ = writeln!(o, "  {k:<16}{v}");
         };

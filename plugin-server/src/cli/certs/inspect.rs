@@ -84,6 +84,16 @@ pub enum Role {
     Root,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leaf => "leaf",
+            Role::Intermediate => "intermediate",
+            Role::Root => "root",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Sans {
     pub uri: Vec<String>,
