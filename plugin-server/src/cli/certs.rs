@@ -239,7 +239,7 @@ fn report(args: &Args) -> anyhow::Result<Report> {
     analysis.findings.extend(extra);
     analysis
         .findings
-        .sort_by(|a, b| b.severity.cmp(&a.severity));
+        .sort_by_key(|f| std::cmp::Reverse(f.severity));
     let count = |s| analysis.findings.iter().filter(|f| f.severity == s).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
     Ok(Report {

@@ -56,7 +56,7 @@ pub fn parse_certs(bytes: &[u8], what: &str) -> Result<Vec<Vec<u8>>, InspectErro
     }
     for (index, der) in ders.iter().enumerate() {
         match X509Certificate::from_der(der) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => {
                 return Err(InspectError::BadCertificate {
                     what: what.into(),
@@ -362,7 +362,7 @@ pub fn analyze(
             }
         }
     };
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     Ok(Analysis {
         certificates,
         verification,
