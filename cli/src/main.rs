@@ -38,6 +38,9 @@ enum Command {
     Describe(cli::describe::Args),
     /// Find what is wrong or risky in a mesh's resources (stable codes, fix hints).
     Analyze(cli::analyze::Args),
+    /// Inspect certificates (file, Secret, TLS endpoint, or what serve issues a workload): SPIFFE
+    /// ID, validity, key, chain verification, and what Istio would refuse.
+    Certs(cli::certs::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -67,6 +70,7 @@ fn main() -> ExitCode {
         Command::Compile(a) => cli::compile::run(a),
         Command::Describe(a) => cli::describe::run(a),
         Command::Analyze(a) => cli::analyze::run(a),
+        Command::Certs(a) => cli::certs::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),

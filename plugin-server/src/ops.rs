@@ -1,5 +1,8 @@
 //! Operations: `/healthz`, `/readyz`, `/metrics` (Prometheus text format, hand-written: a
-//! handful of counters and gauges do not need a metrics framework), and shutdown signals.
+//! handful of counters and gauges do not need a metrics framework), the read-only certificate
+//! endpoints of [`certs`], and shutdown signals.
+
+pub mod certs;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,10 +156,12 @@ fn needs_labels(name: &str) -> bool {
     name.starts_with("peerguard_xds_") || name.contains("expiry") || name == "peerguard_not_ready"
 }
 
-/// Serves `/healthz`, `/readyz` and `/metrics` until `shutdown` fires.
+/// Serves `/healthz`, `/readyz`, `/metrics` and the certificate endpoints until `shutdown`
+/// fires.
 pub async fn serve_http(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    issued: Arc<certs::IssuedCerts>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -168,6 +173,7 @@ pub async fn serve_http(
             continue;
         };
         let metrics = metrics.clone();
+        let issued = issued.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -195,11 +201,12 @@ pub async fn serve_http(
                 "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
                 "/readyz" => readyz(&metrics),
                 "/metrics" => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-                _ => (
+                p => issued.respond(p).unwrap_or((
                     "404 Not Found",
                     "text/plain",
-                    "not found (try /healthz, /readyz, /metrics)\n".to_string(),
-                ),
+                    "not found (try /healthz, /readyz, /metrics, /trust-bundle, /certs/<namespace>/<name>)\n"
+                        .to_string(),
+                )),
             };
             let resp = format!(
                 "HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

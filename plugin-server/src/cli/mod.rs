@@ -1,5 +1,6 @@
 //! Human-facing subcommands.
 pub mod analyze;
+pub mod certs;
 pub mod compile;
 pub mod describe;
 pub mod explain;

@@ -25,6 +25,8 @@ pub struct Builder {
     pub registry_tx: watch::Sender<Arc<Registry>>,
     pub metrics: Arc<Metrics>,
     pub certs: BTreeMap<WorkloadKey, IssuedCert>,
+    /// The public half of `certs` and the trust bundle, for the ops server.
+    pub issued: Arc<crate::ops::certs::IssuedCerts>,
     /// What readiness depends on beyond the current inputs.
     pub history: History,
 }
@@ -173,6 +175,10 @@ impl Builder {
             keep.insert(key.clone());
         }
         self.certs.retain(|k, _| keep.contains(k));
+        self.issued.publish(
+            self.certs.iter().map(|(k, c)| (k, c.chain_pem.as_str())),
+            self.ca.bundle_pem(),
+        );
         self.store.retain(&keep);
         // After the store, so a stream that sees a node in the registry finds its snapshot.
         self.registry_tx

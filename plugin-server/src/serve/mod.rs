@@ -51,7 +51,8 @@ pub struct Args {
     /// gRPC listen address: `HOST:PORT` or `unix:/path/to.sock`.
     #[arg(long, default_value = "127.0.0.1:15010")]
     pub listen: String,
-    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    /// Address of `/healthz`, `/readyz`, `/metrics` and the read-only `/trust-bundle` and
+    /// `/certs/<namespace>/<name>` (public certificates, for `peerguard certs --server`).
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub http_listen: String,
     /// `meshConfig.trustDomain`.
@@ -192,8 +193,18 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     let http = tokio::net::TcpListener::bind(&args.http_listen)
         .await
         .with_context(|| format!("binding --http-listen {}", args.http_listen))?;
-    tracing::info!(addr = %args.http_listen, "ops endpoints: /healthz /readyz /metrics");
-    tokio::spawn(ops::serve_http(http, metrics.clone(), shutdown_rx.clone()));
+    tracing::info!(
+        addr = %args.http_listen,
+        "ops endpoints: /healthz /readyz /metrics /trust-bundle /certs/<namespace>/<name>"
+    );
+    let issued = Arc::new(ops::certs::IssuedCerts::default());
+    issued.publish_bundle(ca.bundle_pem());
+    tokio::spawn(ops::serve_http(
+        http,
+        metrics.clone(),
+        issued.clone(),
+        shutdown_rx.clone(),
+    ));
 
     let source: Box<dyn Source> = match (args.source, &args.config_dir) {
         (SourceKind::Directory, Some(dir)) => Box::new(DirSource {
@@ -230,6 +241,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         registry_tx,
         metrics: metrics.clone(),
         certs: Default::default(),
+        issued,
         history: Default::default(),
     };
     tokio::spawn(builder.run(inputs_rx, shutdown_rx.clone()));
