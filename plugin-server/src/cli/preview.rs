@@ -293,6 +293,25 @@ impl Side {
     }
 }
 
+/// Each recorded request's decision under one configuration (or why it cannot be
+/// replayed), in order: what `replay` compares, for checks against what Envoy answered.
+pub fn decisions(mesh: Mesh, recorded: &[Recorded]) -> Vec<Result<Decision, String>> {
+    let mut side = Side::new(mesh);
+    recorded
+        .iter()
+        .map(|r| {
+            let (ns, name) = r.line.workload_key().ok_or_else(|| {
+                format!("workload {:?}: expected namespace/name", r.line.workload)
+            })?;
+            let key = WorkloadKey {
+                namespace: ns.into(),
+                name: name.into(),
+            };
+            side.decide(&key, &r.line)
+        })
+        .collect()
+}
+
 fn matched(reason: &Reason) -> Option<&RuleRef> {
     match reason {
         Reason::Denied { matched }
