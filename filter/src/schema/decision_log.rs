@@ -44,7 +44,7 @@ impl DecisionLog {
     /// Whether the decision numbered `n` (0 for a filter instance's first) gets a line.
     /// Counter based, not random: the same traffic always gives the same lines.
     pub fn sampled(&self, n: u64) -> bool {
-        self.every != 0 && n % u64::from(self.every) == 0
+        self.every != 0 && n.is_multiple_of(u64::from(self.every))
     }
 }
 

@@ -329,7 +329,7 @@ fn preview_replays_what_envoy_decided() -> anyhow::Result<()> {
     assert_eq!(observed.len(), total);
 
     // The decision log: one line per request, the decision Envoy enforced.
-    let (recorded, bad, _) = preview::read_logs(&[envoy_log.clone()], LogFormat::Auto)?;
+    let (recorded, bad, _) = preview::read_logs(std::slice::from_ref(&envoy_log), LogFormat::Auto)?;
     let text = std::fs::read_to_string(&envoy_log)?;
     assert!(bad.is_empty(), "{bad:?}");
     assert!(
@@ -414,7 +414,8 @@ fn preview_replays_what_envoy_decided() -> anyhow::Result<()> {
     assert_eq!(report.totals.unreplayable, 0);
 
     // The same traffic from Envoy's access log in peerguard's JSON format.
-    let (from_access, bad, _) = preview::read_logs(&[access_log.clone()], LogFormat::Auto)?;
+    let (from_access, bad, _) =
+        preview::read_logs(std::slice::from_ref(&access_log), LogFormat::Auto)?;
     for l in std::fs::read_to_string(&access_log)?.lines() {
         println!("access log: {l}");
     }

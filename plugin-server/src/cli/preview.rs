@@ -50,9 +50,9 @@ pub struct Args {
     /// The proposed configuration: a directory or file, read as `--config` is.
     #[arg(long)]
     pub proposed: PathBuf,
-    /// A recorded log: Envoy's log with the filter's decision lines, or peerguard's JSON
-    /// access log (repeatable).
-    #[arg(long = "log", required = true)]
+    /// Recorded logs: Envoy's logs with the filter's decision lines, or peerguard's JSON
+    /// access logs. (Positional: `--log` is the global log filter.)
+    #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
     /// How to read log lines: `auto` detects each line's format.
     #[arg(long, value_enum, default_value_t = LogFormat::Auto)]

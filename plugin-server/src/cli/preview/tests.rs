@@ -225,7 +225,7 @@ fn exactly_the_designed_requests_flip() {
     let proposed = mesh_args(&prop_dir).load().unwrap();
     let (specs, want) = traffic();
     let (log, line_of) = write_log(&current, &specs, "designed");
-    let (recorded, bad, ignored) = read_logs(&[log.clone()], LogFormat::Auto).unwrap();
+    let (recorded, bad, ignored) = read_logs(std::slice::from_ref(&log), LogFormat::Auto).unwrap();
     assert_eq!((recorded.len(), bad.len(), ignored), (20, 1, 1));
     let report = replay(current, proposed, &recorded, bad, ignored, usize::MAX);
     assert!(
@@ -323,15 +323,7 @@ fn exit_codes_and_unreplayable_lines() {
         let cur = cur_dir.display().to_string();
         let prop = proposed.display().to_string();
         let l = log.display().to_string();
-        let mut argv = vec![
-            "preview",
-            "--current",
-            &cur,
-            "--proposed",
-            &prop,
-            "--log",
-            &l,
-        ];
+        let mut argv = vec!["preview", "--current", &cur, "--proposed", &prop, &l];
         argv.extend_from_slice(extra);
         <Cli as clap::Parser>::try_parse_from(argv).unwrap().args
     };
@@ -354,7 +346,9 @@ fn exit_codes_and_unreplayable_lines() {
     let report = replay(
         current.clone(),
         mesh_args(&broken).load().unwrap(),
-        &read_logs(&[log.clone()], LogFormat::Auto).unwrap().0,
+        &read_logs(std::slice::from_ref(&log), LogFormat::Auto)
+            .unwrap()
+            .0,
         Vec::new(),
         0,
         1,
@@ -379,7 +373,9 @@ fn exit_codes_and_unreplayable_lines() {
     let report = replay(
         current,
         mesh_args(&header).load().unwrap(),
-        &read_logs(&[log.clone()], LogFormat::Auto).unwrap().0,
+        &read_logs(std::slice::from_ref(&log), LogFormat::Auto)
+            .unwrap()
+            .0,
         Vec::new(),
         0,
         1,
@@ -410,9 +406,9 @@ fn access_log_lines_replay_too() {
         std::process::id()
     ));
     std::fs::write(&log, lines.join("\n")).unwrap();
-    let (recorded, bad, ignored) = read_logs(&[log.clone()], LogFormat::Auto).unwrap();
+    let (recorded, bad, ignored) = read_logs(std::slice::from_ref(&log), LogFormat::Auto).unwrap();
     assert_eq!((recorded.len(), bad.len(), ignored), (4, 0, 1));
-    let (_, bad, _) = read_logs(&[log.clone()], LogFormat::Access).unwrap();
+    let (_, bad, _) = read_logs(std::slice::from_ref(&log), LogFormat::Access).unwrap();
     assert_eq!(bad.len(), 1, "--log-format access: every line must be one");
     let report = replay(
         mesh_args(&cur_dir).load().unwrap(),
