@@ -41,6 +41,9 @@ enum Command {
     /// Inspect certificates (file, Secret, TLS endpoint, or what serve issues a workload): SPIFFE
     /// ID, validity, key, chain verification, and what Istio would refuse.
     Certs(cli::certs::Args),
+    /// Replay recorded requests against the current and a proposed configuration; list
+    /// every decision that flips.
+    Preview(cli::preview::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Describe(a) => cli::describe::run(a),
         Command::Analyze(a) => cli::analyze::run(a),
         Command::Certs(a) => cli::certs::run(a),
+        Command::Preview(a) => cli::preview::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),

@@ -58,6 +58,7 @@ fn workload(n: usize) -> WorkloadPolicy {
         diagnostics: Vec::new(),
         path_normalization: Default::default(),
         num_trusted_proxies: 0,
+        decision_log: None,
     }
 }
 

@@ -232,6 +232,7 @@ impl Case {
             trust_domain_aliases: Vec::new(),
             path_normalization: Default::default(),
             num_trusted_proxies: 0,
+            decision_log: None,
             mtls: MtlsPolicy {
                 default: ModeFrom {
                     mode: MtlsMode::Permissive,

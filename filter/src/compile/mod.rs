@@ -133,6 +133,7 @@ pub fn compile(resources: &[Resource], workload: &Workload, mesh: &MeshConfig) -
         diagnostics: diags,
         path_normalization: mesh.path_normalization,
         num_trusted_proxies: mesh.num_trusted_proxies,
+        decision_log: None,
     }
 }
 

@@ -93,7 +93,7 @@ impl<'r> Ctx<'r> {
 /// proxies: the X-Forwarded-For entry `hops` from the right of the list Envoy built (the
 /// client's entries, then the direct peer it appended). `None` — the direct peer — when
 /// `hops` is 0, the list is too short, or the entry is not an IP.
-fn forwarded_client(headers: &[(String, String)], hops: u32) -> Option<IpAddr> {
+pub(crate) fn forwarded_client(headers: &[(String, String)], hops: u32) -> Option<IpAddr> {
     if hops == 0 {
         return None;
     }

@@ -18,6 +18,8 @@
 //!   same path to the app (`crate::hcm` models that step for in-process runs).
 
 mod matcher;
+
+pub(crate) use matcher::forwarded_client;
 mod ruleset;
 mod transport;
 

@@ -27,6 +27,7 @@ fn wp_mode(mode: MtlsMode, policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
         diagnostics: Vec::new(),
         path_normalization: Default::default(),
         num_trusted_proxies: 0,
+        decision_log: None,
     }
 }
 

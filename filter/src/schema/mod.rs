@@ -3,9 +3,11 @@
 //! the filter reads it, `explain` prints it.
 
 mod decision;
+mod decision_log;
 mod policy;
 mod request;
 
 pub use decision::*;
+pub use decision_log::*;
 pub use policy::*;
 pub use request::*;

@@ -39,6 +39,10 @@ pub struct WorkloadPolicy {
     /// the right of X-Forwarded-For (after Envoy appended the direct peer); 0: the direct peer.
     #[serde(default)]
     pub num_trusted_proxies: u32,
+    /// The decision log (`serve --decision-log-sample`): absent, the default, writes none;
+    /// left out of the JSON then, so a configuration without it is byte-identical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_log: Option<super::DecisionLog>,
 }
 
 /// Istio's `meshConfig.pathNormalization.normalization`

@@ -1,9 +1,10 @@
 //! One check: facts → `Request` → `Decision` → what to do, with its log line and counters.
 
 use super::config::{Active, Shared};
+use super::decision_log;
 use super::facts::{self, ConnFacts, FactsError, Needs};
 use super::seam::{enabled, Host, Level};
-use crate::schema::{Decision, HttpRequest, Reason, ShadowResult};
+use crate::schema::{Decision, DecisionLine, HttpRequest, Reason, ShadowResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -41,6 +42,17 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
             log(host, shared, Level::Info, &format!("deny {word}: {why}"));
             return Verdict::Deny;
         }
+    };
+    // A sampled decision reads every connection attribute and the request line, so its
+    // decision log line can be replayed against another configuration; the extra reads
+    // cannot change this decision (no rule of this configuration looks at them).
+    let sampled = decision_log::sampled(shared, engine.policy());
+    let wide;
+    let needs = if sampled {
+        wide = decision_log::needs(needs);
+        &wide
+    } else {
+        needs
     };
     let conn: ConnFacts = match conn_facts(host, shared, kind == Kind::Http, needs) {
         Ok(c) => c,
@@ -111,6 +123,14 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
         }
     }
     log_shadows(host, shared, &d);
+    if sampled {
+        let version = match kind {
+            Kind::Http => decision_log::http_version(host),
+            Kind::Tcp => None,
+        };
+        let line = DecisionLine::new(engine.policy(), &request, &d, version);
+        log(host, shared, Level::Info, &line.render());
+    }
     if d.allowed {
         Verdict::Allow
     } else {

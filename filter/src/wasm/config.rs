@@ -32,6 +32,8 @@ pub(crate) struct Shared {
     pub conns: RefCell<ConnCache>,
     /// Cached so a per-request debug line costs nothing when debug is off; refreshed on tick.
     pub log_level: Cell<Level>,
+    /// Decisions taken by this root's streams, for the decision log's counter-based sampling.
+    pub decisions: Cell<u64>,
 }
 
 /// Root ids ending in `tcp` (`peerguard_tcp`) are network filters; anything else is HTTP.
@@ -116,6 +118,7 @@ impl Default for Lifecycle {
                 sans: RefCell::new(SanCache::default()),
                 conns: RefCell::new(ConnCache::default()),
                 log_level: Cell::new(Level::Info),
+                decisions: Cell::new(0),
             }),
             active: Active::DenyAll("no configuration received yet".into()),
             kind: None,

@@ -30,6 +30,7 @@
 
 mod check;
 mod config;
+mod decision_log;
 pub(crate) mod der;
 pub(crate) mod facts;
 mod metrics;

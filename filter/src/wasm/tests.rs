@@ -214,3 +214,89 @@ fn log_levels_gate_in_order() {
         "the host's level is taken at start"
     );
 }
+
+const ALLOW_TOKEN: &str = "
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: token, namespace: foo}
+spec:
+  action: ALLOW
+  rules:
+  - when:
+    - key: request.headers[x-token]
+      values: [\"yes\"]
+";
+
+#[test]
+fn decision_log_writes_every_nth_decision_with_what_a_replay_needs() {
+    use crate::schema::{DecisionLine, DecisionLog, WorkloadPolicy};
+    let mut policy: WorkloadPolicy = serde_json::from_slice(&config(ALLOW_TOKEN)).unwrap();
+    // Off by default: no line at all.
+    let host = plaintext("/a");
+    let (life, _) = configured(&host, Some(serde_json::to_vec(&policy).unwrap()));
+    run(&life, &host, Kind::Http);
+    assert!(!host.logged("peerguard-decision"));
+
+    policy.decision_log = Some(DecisionLog { every: 2 });
+    let mut host = plaintext("/a");
+    host.headers.push(("x-token".into(), "yes".into()));
+    host.headers.push(("cookie".into(), "secret".into()));
+    let host = host
+        .with("destination.address", "127.0.1.1:8080")
+        .with("request.protocol", "HTTP/2");
+    let (life, _) = configured(&host, Some(serde_json::to_vec(&policy).unwrap()));
+    for _ in 0..5 {
+        assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    }
+    let lines: Vec<DecisionLine> = host
+        .logs
+        .borrow()
+        .iter()
+        .filter_map(|(level, m)| {
+            DecisionLine::find(m).map(|l| {
+                assert_eq!(*level, super::seam::Level::Info);
+                assert!(
+                    !m.contains("secret"),
+                    "only the headers a policy reads: {m}"
+                );
+                l.unwrap()
+            })
+        })
+        .collect();
+    assert_eq!(lines.len(), 3, "decisions 1, 3 and 5 of 5");
+    let l = &lines[0];
+    assert_eq!(l.workload, "foo/httpbin");
+    assert_eq!(
+        (l.port, l.peer.is_none(), l.allowed),
+        (8080, true, Some(true))
+    );
+    assert_eq!(l.src, "127.0.0.7".parse().ok());
+    assert_eq!(l.dst, "127.0.1.1".parse().ok());
+    let h = l.http.as_ref().unwrap();
+    // The policy does not look at the request line; a sampled decision reads it anyway.
+    assert_eq!((h.method.as_str(), h.path.as_str()), ("GET", "/a"));
+    assert_eq!(h.version, Some(crate::schema::HttpVersion::Http2));
+    assert_eq!(h.headers.get("x-token").map(Vec::len), Some(1));
+    assert_eq!(
+        l.reason.as_ref().unwrap().to_string(),
+        "allowed by ALLOW policy foo/token[rule 0]"
+    );
+
+    // TCP: a line without an HTTP part.
+    let tcp = FakeHost {
+        root_id: "peerguard_tcp".into(),
+        ..FakeHost::default()
+    }
+    .with("source.address", "127.0.0.8:5000")
+    .with("destination.port", 9000i64.to_le_bytes());
+    let (life, _) = configured(&tcp, Some(serde_json::to_vec(&policy).unwrap()));
+    assert_eq!(run(&life, &tcp, Kind::Tcp), Verdict::Deny);
+    let logs = tcp.logs.borrow();
+    let line = logs
+        .iter()
+        .find_map(|(_, m)| DecisionLine::find(m))
+        .unwrap()
+        .unwrap();
+    assert!(line.http.is_none() && line.allowed == Some(false));
+    assert_eq!((line.port, line.src), (9000, "127.0.0.8".parse().ok()));
+}

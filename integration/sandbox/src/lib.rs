@@ -122,6 +122,10 @@ pub struct UpArgs {
     /// Do not print the matrix when ready.
     #[arg(long)]
     no_matrix: bool,
+    /// The filter's decision log (`serve --decision-log-sample`), written to each sidecar's
+    /// `envoy.log` (its `wasm` component then logs at info), for `peerguard preview`.
+    #[command(flatten)]
+    decision_log: peerguard_server::serve::decision_log::DecisionLogArgs,
     /// The pods run in containers (docker-compose.yaml, from `sandbox compose`) at
     /// A.B.x.y: configure and wait for them, start no app or sidecar here. Implies
     /// --no-matrix (each client container measures its own row).

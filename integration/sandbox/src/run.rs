@@ -186,7 +186,13 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         xds: args.xds,
         containers: args.containers,
         path_normalization: args.path_normalization,
+        decision_log: args.decision_log.decision_log_sample,
     };
+    if settings.decision_log.is_some()
+        && (settings.xds != XdsMode::Serve || settings.containers.is_some())
+    {
+        bail!("--decision-log-sample is passed to the `peerguard serve` of --xds serve, for local sidecars (not with --xds files or --containers)");
+    }
     if settings.xds == XdsMode::Serve && settings.wasm.is_none() {
         bail!("--xds serve sends the wasm filter's configuration over ECDS: it needs the wasm module (--wasm)");
     }
@@ -280,6 +286,11 @@ pub async fn up(st: &State, args: &UpArgs) -> anyhow::Result<()> {
         cmd.arg("-c")
             .arg(paths.bootstrap())
             .args(envoy_args(pod))
+            // The decision log lines are info lines of the filter.
+            .args(match settings.decision_log {
+                Some(_) => vec!["--component-log-level", "wasm:info"],
+                None => vec![],
+            })
             .stdin(Stdio::null())
             .stdout(log.try_clone().context("envoy log")?)
             .stderr(log);

@@ -34,6 +34,9 @@ pub struct Settings {
     /// Istio's `meshConfig.pathNormalization` for every sidecar.
     #[serde(default)]
     pub path_normalization: peerguard_server::envoy_config::PathNormalization,
+    /// `--decision-log-sample`: passed to `peerguard serve`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_log: Option<peerguard_filter::schema::DecisionLog>,
 }
 
 impl Settings {

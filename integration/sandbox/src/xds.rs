@@ -98,6 +98,12 @@ pub async fn start(
             "--root-namespace",
             &t.root_namespace,
         ])
+        .args(
+            settings
+                .decision_log
+                .map(|d| vec!["--decision-log-sample".to_string(), d.to_string()])
+                .unwrap_or_default(),
+        )
         .stdin(Stdio::null())
         .stdout(log.try_clone().context("serve log")?)
         .stderr(log);

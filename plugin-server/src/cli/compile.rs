@@ -12,6 +12,8 @@ pub struct Args {
     /// Indented JSON.
     #[arg(long)]
     pub pretty: bool,
+    #[command(flatten)]
+    pub decision_log: crate::serve::decision_log::DecisionLogArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
@@ -43,7 +45,8 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
             args.target.workload, mesh.origin
         );
     }
-    let policy = mesh.compile(&target.workload);
+    let mut policy = mesh.compile(&target.workload);
+    args.decision_log.apply(&mut policy);
     for d in &policy.diagnostics {
         eprintln!("warning: {d}");
     }

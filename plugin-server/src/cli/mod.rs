@@ -6,5 +6,6 @@ pub mod describe;
 pub mod explain;
 pub mod output;
 pub mod playground;
+pub mod preview;
 pub mod test;
 pub mod workload;

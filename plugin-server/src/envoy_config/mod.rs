@@ -13,6 +13,7 @@
 //!
 //! Emitted as JSON values (envoy-types has no serde); Envoy reads them as JSON or YAML.
 
+pub mod access_log;
 pub mod listener;
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, watch};
 pub struct Builder {
     pub ca: Ca,
     pub mesh: MeshConfig,
+    /// `--decision-log-sample`, set on every workload's policy.
+    pub decision_log: super::decision_log::DecisionLogArgs,
     pub wasm: String,
     pub state_dir: PathBuf,
     pub auth: TokenAuth,
@@ -120,7 +122,8 @@ impl Builder {
             let view = views.entry(key.namespace.as_str()).or_insert_with(|| {
                 scoped(&inputs.resources, &key.namespace, &self.mesh.root_namespace)
             });
-            let policy = compile(view, &entry.to_compile(), &self.mesh);
+            let mut policy = compile(view, &entry.to_compile(), &self.mesh);
+            self.decision_log.apply(&mut policy);
             diagnostics += policy.diagnostics.len();
             for d in &policy.diagnostics {
                 tracing::debug!(node = %key, "compile: {d}");

@@ -6,6 +6,7 @@
 //! builder when a certificate reaches 80% of its life, so rotation is an ordinary SDS push.
 
 pub mod build;
+pub mod decision_log;
 
 pub use build::scoped;
 
@@ -107,6 +108,8 @@ pub struct Args {
     /// Most bytes of text all config files together may expand to, aliases included.
     #[arg(long, default_value_t = source::loader::DEFAULT_TOTAL_BUDGET.scalar_bytes)]
     pub max_config_text_bytes: usize,
+    #[command(flatten)]
+    pub decision_log: decision_log::DecisionLogArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +237,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     let builder = build::Builder {
         ca,
         mesh,
+        decision_log: args.decision_log.clone(),
         wasm: args.wasm.clone(),
         state_dir: args.state_dir.clone(),
         auth: auth.clone(),

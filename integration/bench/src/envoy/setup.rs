@@ -123,6 +123,7 @@ pub fn workload_policy(n: usize) -> WorkloadPolicy {
         trust_domain_aliases: Vec::new(),
         path_normalization: Default::default(),
         num_trusted_proxies: 0,
+        decision_log: None,
         mtls: MtlsPolicy {
             default: ModeFrom {
                 mode: MtlsMode::Strict,

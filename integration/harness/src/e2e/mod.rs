@@ -52,6 +52,13 @@ pub struct Options {
     pub keep_dir: bool,
     /// Istio's `meshConfig.pathNormalization` for every listener.
     pub path_normalization: PathNormalization,
+    /// More Envoy arguments (e.g. `--component-log-level wasm:info`, at which the filter's
+    /// decision log lines are written).
+    pub envoy_args: Vec<String>,
+    /// Copy Envoy's log here when the run ends (it holds the decision log lines).
+    pub log_copy: Option<PathBuf>,
+    /// Write peerguard's JSON access log (`envoy_config::access_log`) of every listener here.
+    pub access_log: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -65,6 +72,9 @@ impl Default for Options {
             concurrency: 1,
             keep_dir: false,
             path_normalization: PathNormalization::Base,
+            envoy_args: Vec::new(),
+            log_copy: None,
+            access_log: None,
         }
     }
 }
@@ -329,12 +339,16 @@ async fn run_async(
         };
         let mut dir = envoy::TempDir::new("peerguard-e2e")?;
         let config_path = dir.path().join("envoy.json");
-        std::fs::write(
-            &config_path,
-            serde_json::to_vec_pretty(&bootstrap.to_json())?,
-        )
-        .with_context(|| format!("writing {}", config_path.display()))?;
-        let extra = vec!["--concurrency".to_string(), opts.concurrency.to_string()];
+        let mut config = bootstrap.to_json();
+        let mut extra = vec!["--concurrency".to_string(), opts.concurrency.to_string()];
+        if let Some(path) = &opts.access_log {
+            attach_access_logs(&mut config, &listeners, &addrs, scenarios, path);
+            // Envoy writes access logs from a buffer; flush it well before the run ends.
+            extra.extend(["--file-flush-interval-msec".into(), "100".into()]);
+        }
+        extra.extend(opts.envoy_args.iter().cloned());
+        std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
+            .with_context(|| format!("writing {}", config_path.display()))?;
         let started = {
             let bin = envoy_bin.clone();
             let cfg = config_path.clone();
@@ -440,11 +454,55 @@ async fn run_async(
         dir.keep();
         return Err(e.context(format!("Envoy log: {}", envoy_proc.log_path().display())));
     }
+    if opts.access_log.is_some() {
+        // Past the flush interval: the last lines are written before Envoy is killed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    if let Some(to) = &opts.log_copy {
+        std::fs::copy(envoy_proc.log_path(), to)
+            .with_context(|| format!("copying Envoy's log to {}", to.display()))?;
+    }
     drop(envoy_proc);
     Ok(out
         .into_iter()
         .map(|v| v.into_iter().flatten().collect())
         .collect())
+}
+
+/// Adds peerguard's JSON access log to every listener, naming the workload of its scenario
+/// and recording the headers its policies read.
+fn attach_access_logs(
+    config: &mut serde_json::Value,
+    listeners: &[ListenerSpec],
+    addrs: &[Ipv4Addr],
+    scenarios: &[E2eScenario],
+    path: &std::path::Path,
+) {
+    let Some(json) = config
+        .pointer_mut("/static_resources/listeners")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for (l, spec) in json.iter_mut().zip(listeners) {
+        let Some(s) = addrs
+            .iter()
+            .position(|a| *a == spec.address)
+            .and_then(|i| scenarios.get(i))
+        else {
+            continue;
+        };
+        let w = &s.policy.workload;
+        let headers: Vec<String> = peerguard_filter::schema::recorded_headers(&s.policy)
+            .into_iter()
+            .collect();
+        peerguard_server::envoy_config::access_log::attach(
+            l,
+            &path.display().to_string(),
+            &format!("{}/{}", w.namespace, w.name),
+            &headers,
+        );
+    }
 }
 
 /// Builds a plain HTTP probe (handy for tests and tools).
