@@ -1,0 +1,90 @@
+//! The EnvoyFilter + ECDS form: one `networking.istio.io/v1alpha3` EnvoyFilter that adds to
+//! Istio sidecars
+//!
+//! 1. the cluster `peerguard-xds` to `peerguard serve` (mTLS with the sidecar's own Istio
+//!    certificate by default, the server's SPIFFE id checked),
+//! 2. the HTTP filter `peerguard-http` before the router of every inbound connection manager,
+//! 3. the network filter `peerguard-tcp` before `tcp_proxy` of every inbound TCP chain,
+//!
+//! both filters with `config_discovery` from the server (deny-all until the first
+//! configuration; a listener waits for it). The server names each sidecar's pod from Istio's
+//! node id and pushes that pod's compiled policy, so policies of any size and sub-second
+//! pushes never go through etcd or istiod.
+//!
+//! Written against Istio's inbound listener (`virtualInbound`, context `SIDECAR_INBOUND`, one
+//! chain per port and transport); `--port` restricts the filters to chains whose
+//! `destination_port` is that port (EnvoyFilter `listener.portNumber`).
+
+use super::{FORM_LABEL, MANAGED_BY};
+use crate::envoy_config::istio::{self as ei, XdsTransport};
+use crate::envoy_config::BadAddress;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+pub const API_VERSION: &str = "networking.istio.io/v1alpha3";
+pub const KIND: &str = "EnvoyFilter";
+pub const PLURAL: &str = "envoyfilters";
+pub const FORM: &str = "envoyfilter";
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub name: String,
+    /// Istio's root namespace applies it to the whole mesh; another namespace to that one.
+    pub namespace: String,
+    /// `workloadSelector.labels` (empty: every sidecar of the namespace / mesh).
+    pub selector: BTreeMap<String, String>,
+    /// `peerguard serve`'s gRPC address as sidecars reach it, `HOST:PORT`.
+    pub server: String,
+    pub transport: XdsTransport,
+    /// Only the chains of these inbound ports (empty: every inbound chain).
+    pub ports: Vec<u16>,
+}
+
+fn inbound_match(port: Option<u16>, filter: Value) -> Value {
+    let mut listener = json!({"filterChain": {"filter": filter}});
+    if let Some(p) = port {
+        listener["portNumber"] = json!(p);
+    }
+    json!({"context": "SIDECAR_INBOUND", "listener": listener})
+}
+
+pub fn render(o: &Options) -> Result<Value, BadAddress> {
+    let mut patches = vec![json!({
+        "applyTo": "CLUSTER",
+        "match": {"context": "SIDECAR_OUTBOUND"},
+        "patch": {"operation": "ADD", "value": ei::xds_cluster(&o.server, &o.transport)?},
+    })];
+    let ports: Vec<Option<u16>> = if o.ports.is_empty() {
+        vec![None]
+    } else {
+        o.ports.iter().copied().map(Some).collect()
+    };
+    for p in &ports {
+        patches.push(json!({
+            "applyTo": "HTTP_FILTER",
+            "match": inbound_match(*p, json!({"name": ei::HCM, "subFilter": {"name": ei::ROUTER}})),
+            "patch": {"operation": "INSERT_BEFORE", "value": ei::http_filter()},
+        }));
+    }
+    for p in &ports {
+        patches.push(json!({
+            "applyTo": "NETWORK_FILTER",
+            "match": inbound_match(*p, json!({"name": ei::TCP_PROXY})),
+            "patch": {"operation": "INSERT_BEFORE", "value": ei::network_filter()},
+        }));
+    }
+    let mut spec = json!({"configPatches": patches});
+    if !o.selector.is_empty() {
+        spec["workloadSelector"] = json!({"labels": o.selector});
+    }
+    Ok(json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": o.name,
+            "namespace": o.namespace,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, FORM_LABEL: FORM},
+        },
+        "spec": spec,
+    }))
+}
