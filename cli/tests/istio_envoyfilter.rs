@@ -16,10 +16,10 @@
 
 mod harness;
 
+use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     secret, CertificateValidationContext, Secret, TlsCertificate,
 };
-use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
     SecretDiscoveryService, SecretDiscoveryServiceServer,
@@ -76,10 +76,12 @@ impl AgentSds {
             },
             "ROOTCA" => Secret {
                 name: name.into(),
-                r#type: Some(secret::Type::ValidationContext(CertificateValidationContext {
-                    trusted_ca: inline(&self.root_pem),
-                    ..Default::default()
-                })),
+                r#type: Some(secret::Type::ValidationContext(
+                    CertificateValidationContext {
+                        trusted_ca: inline(&self.root_pem),
+                        ..Default::default()
+                    },
+                )),
             },
             _ => return None,
         };
@@ -122,7 +124,11 @@ impl SecretDiscoveryService for AgentSds {
                     continue; // an ACK or NACK
                 }
                 n += 1;
-                let resources = r.resource_names.iter().filter_map(|s| me.secret(s)).collect();
+                let resources = r
+                    .resource_names
+                    .iter()
+                    .filter_map(|s| me.secret(s))
+                    .collect();
                 let resp = DiscoveryResponse {
                     version_info: "1".into(),
                     resources,
@@ -201,7 +207,8 @@ fn recorded(http: u16, tcp: u16, app_http: u16, app_tcp: u16) -> patch::Config {
     ] {
         text = text.replace(k, &v.to_string());
     }
-    let v: Value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     patch::Config {
         listeners: v["listeners"].as_array().unwrap().clone(),
         clusters: v["clusters"].as_array().unwrap().clone(),
@@ -209,7 +216,10 @@ fn recorded(http: u16, tcp: u16, app_http: u16, app_tcp: u16) -> patch::Config {
 }
 
 fn harness_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cert(pki: &TestPki, uri: &str) -> Issued {
@@ -223,13 +233,28 @@ fn cert(pki: &TestPki, uri: &str) -> Issued {
 
 fn rendered_patches(server: &str) -> Vec<Value> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerguard"))
-        .args(["manifests", "istio", "envoyfilter", "--server", server, "--output", "json"])
+        .args([
+            "manifests",
+            "istio",
+            "envoyfilter",
+            "--server",
+            server,
+            "--output",
+            "json",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list["items"][0]["kind"], "EnvoyFilter");
-    list["items"][0]["spec"]["configPatches"].as_array().unwrap().clone()
+    list["items"][0]["spec"]["configPatches"]
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 // ------------------------------------------------------------------ clients
@@ -237,7 +262,8 @@ fn rendered_patches(server: &str) -> Vec<Value> {
 fn plain_http(port: u16, path: &str) -> Result<Response, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    exchange_blocking(&mut s, &Request::get(path, "httpbin.foo.svc.cluster.local")).map_err(|e| format!("{e:?}"))
+    exchange_blocking(&mut s, &Request::get(path, "httpbin.foo.svc.cluster.local"))
+        .map_err(|e| format!("{e:?}"))
 }
 
 fn tls_config(client: &Issued, alpn: &str) -> Arc<rustls::ClientConfig> {
@@ -249,9 +275,15 @@ fn tls_config(client: &Issued, alpn: &str) -> Arc<rustls::ClientConfig> {
 
 fn mtls_http(port: u16, client: &Issued, path: &str) -> Result<Response, String> {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut s = peerguard_harness::tls::connect_blocking(addr, &tls_config(client, "istio-http/1.1"), "httpbin.foo.svc.cluster.local", Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    exchange_blocking(&mut s, &Request::get(path, "httpbin.foo.svc.cluster.local")).map_err(|e| format!("{e:?}"))
+    let mut s = peerguard_harness::tls::connect_blocking(
+        addr,
+        &tls_config(client, "istio-http/1.1"),
+        "httpbin.foo.svc.cluster.local",
+        Duration::from_secs(5),
+    )
+    .map_err(|e| e.to_string())?;
+    exchange_blocking(&mut s, &Request::get(path, "httpbin.foo.svc.cluster.local"))
+        .map_err(|e| format!("{e:?}"))
 }
 
 const PING: &[u8] = b"ping from a client\n";
@@ -268,7 +300,12 @@ fn echo<S: Read + Write>(mut s: S) -> (Vec<u8>, bool) {
     while got.len() < PING.len() && Instant::now() < deadline {
         match s.read(&mut buf) {
             Ok(0) => return (got, true),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                break
+            }
             Err(_) => return (got, true),
             Ok(n) => got.extend_from_slice(&buf[..n]),
         }
@@ -294,15 +331,27 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
     let (http, tcp, standin) = (free_port(), free_port(), free_port());
 
     // peerguard serve, reading the mesh from a directory.
-    write(&dir.join("cfg/mesh.yaml"), &mesh_files(http, tcp, "\"/deny\""));
+    write(
+        &dir.join("cfg/mesh.yaml"),
+        &mesh_files(http, tcp, "\"/deny\""),
+    );
     let server = Server::start(&dir, wasm.to_str().unwrap(), &[]);
 
     // The Istio agent's SDS on a Unix socket.
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let sock = dir.join("agent-sds.sock");
     {
-        let uds = rt.block_on(async { tokio::net::UnixListener::bind(&sock) }).unwrap();
-        let sds = AgentSds { cert: sidecar.clone(), root_pem: pki.mesh_root_pem().to_string() };
+        let uds = rt
+            .block_on(async { tokio::net::UnixListener::bind(&sock) })
+            .unwrap();
+        let sds = AgentSds {
+            cert: sidecar.clone(),
+            root_pem: pki.mesh_root_pem().to_string(),
+        };
         rt.spawn(
             tonic::transport::Server::builder()
                 .add_service(SecretDiscoveryServiceServer::new(sds))
@@ -359,16 +408,51 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
         None,
         ec::admin("127.0.0.1", 0),
         vec![standin_listener],
-        vec![ec::static_cluster("peerguard-serve", &[("127.0.0.1".into(), server.grpc_port)])],
+        vec![ec::static_cluster(
+            "peerguard-serve",
+            &[("127.0.0.1".into(), server.grpc_port)],
+        )],
     );
-    std::fs::write(standin_dir.join("envoy.json"), serde_json::to_vec_pretty(&standin_bootstrap).unwrap()).unwrap();
-    let _standin = EnvoyProcess::start(&tools.envoy, &standin_dir.join("envoy.json"), &standin_dir, &["--concurrency".into(), "1".into(), "--base-id".into(), "7".into()], Duration::from_secs(30)).unwrap();
+    std::fs::write(
+        standin_dir.join("envoy.json"),
+        serde_json::to_vec_pretty(&standin_bootstrap).unwrap(),
+    )
+    .unwrap();
+    let _standin = EnvoyProcess::start(
+        &tools.envoy,
+        &standin_dir.join("envoy.json"),
+        &standin_dir,
+        &[
+            "--concurrency".into(),
+            "1".into(),
+            "--base-id".into(),
+            "7".into(),
+        ],
+        Duration::from_secs(30),
+    )
+    .unwrap();
     let node = json!({"id": NODE_ID, "cluster": "httpbin.foo", "metadata": {"NAMESPACE": "foo", "NAME": POD}});
-    let bootstrap = ec::bootstrap(Some(node), ec::admin("127.0.0.1", 0), vec![inbound], clusters);
+    let bootstrap = ec::bootstrap(
+        Some(node),
+        ec::admin("127.0.0.1", 0),
+        vec![inbound],
+        clusters,
+    );
     let cfg_path = dir.join("envoy.json");
     std::fs::write(&cfg_path, serde_json::to_vec_pretty(&bootstrap).unwrap()).unwrap();
-    let envoy = EnvoyProcess::start(&tools.envoy, &cfg_path, &dir, &["--concurrency".into(), "1".into()], Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("the patched Istio config does not load: {e:#}\nserver log:\n{}", server.log_text()));
+    let envoy = EnvoyProcess::start(
+        &tools.envoy,
+        &cfg_path,
+        &dir,
+        &["--concurrency".into(), "1".into()],
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| {
+        panic!(
+            "the patched Istio config does not load: {e:#}\nserver log:\n{}",
+            server.log_text()
+        )
+    });
 
     // The filters came from peerguard serve over ECDS (not the deny-all default).
     let (_, dump) = envoy.admin_get("/config_dump").unwrap();
@@ -378,8 +462,14 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
         if c["@type"] == "type.googleapis.com/envoy.admin.v3.EcdsConfigDump" {
             for f in c["ecds_filters"].as_array().unwrap() {
                 ecds.push((
-                    f["ecds_filter"]["name"].as_str().unwrap_or_default().to_string(),
-                    f["ecds_filter"]["typed_config"]["@type"].as_str().unwrap_or_default().to_string(),
+                    f["ecds_filter"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    f["ecds_filter"]["typed_config"]["@type"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 ));
             }
         }
@@ -389,7 +479,10 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
         ecds,
         vec![
             ("peerguard-http".to_string(), ec::HTTP_WASM_TYPE.to_string()),
-            ("peerguard-tcp".to_string(), ec::NETWORK_WASM_TYPE.to_string()),
+            (
+                "peerguard-tcp".to_string(),
+                ec::NETWORK_WASM_TYPE.to_string()
+            ),
         ],
         "ECDS filters from peerguard serve"
     );
@@ -407,21 +500,41 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
 
     // TCP: the port is STRICT. Plaintext is refused by the filter; mTLS passes.
     let plain = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    assert_eq!(echo(plain), (Vec::new(), true), "plaintext TCP on a STRICT port must be closed unanswered");
+    plain
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    assert_eq!(
+        echo(plain),
+        (Vec::new(), true),
+        "plaintext TCP on a STRICT port must be closed unanswered"
+    );
     let addr: SocketAddr = ([127, 0, 0, 1], tcp).into();
-    let tls = peerguard_harness::tls::connect_blocking(addr, &tls_config(&sleep, "istio"), "httpbin", Duration::from_secs(5)).unwrap();
+    let tls = peerguard_harness::tls::connect_blocking(
+        addr,
+        &tls_config(&sleep, "istio"),
+        "httpbin",
+        Duration::from_secs(5),
+    )
+    .unwrap();
     assert_eq!(echo(tls).0, PING, "mTLS TCP must pass");
     let (_, stats) = envoy.admin_get("/stats?filter=peerguard").unwrap();
     // The refusal was the filter's: its counter, from the network root.
-    assert!(stats.contains("wasmcustom.peerguard_plaintext_refused: 1"), "{stats}");
+    assert!(
+        stats.contains("wasmcustom.peerguard_plaintext_refused: 1"),
+        "{stats}"
+    );
 
     // A policy change is pushed over ECDS; the listener stays as it is.
     let t0 = Instant::now();
-    write(&dir.join("cfg/mesh.yaml"), &mesh_files(http, tcp, "\"/deny\", \"/ip\""));
-    wait_for("/ip denied after the policy change", Duration::from_secs(20), || {
-        plain_http(http, "/ip").is_ok_and(|r| r.status == 403)
-    });
+    write(
+        &dir.join("cfg/mesh.yaml"),
+        &mesh_files(http, tcp, "\"/deny\", \"/ip\""),
+    );
+    wait_for(
+        "/ip denied after the policy change",
+        Duration::from_secs(20),
+        || plain_http(http, "/ip").is_ok_and(|r| r.status == 403),
+    );
     let push = t0.elapsed();
     assert_eq!(plain_http(http, "/headers").unwrap().status, 200);
     println!("policy file written -> enforced by the Istio-shaped sidecar: {} ms (includes the server's 100 ms poll + 50 ms debounce)", push.as_millis());

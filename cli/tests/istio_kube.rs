@@ -39,7 +39,13 @@ fn docs(path: &Path) -> Vec<Value> {
 }
 
 async fn install_crd_file(client: &Client, path: &Path) {
-    let crds = api_for(client, "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", None);
+    let crds = api_for(
+        client,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        None,
+    );
     let all = docs(path);
     for d in &all {
         apply(client, d).await;
@@ -49,9 +55,12 @@ async fn install_crd_file(client: &Client, path: &Path) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let crd = crds.get(name).await.unwrap();
-            let ok = crd.data["status"]["conditions"].as_array().is_some_and(|c| {
-                c.iter().any(|c| c["type"] == "Established" && c["status"] == "True")
-            });
+            let ok = crd.data["status"]["conditions"]
+                .as_array()
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Established" && c["status"] == "True")
+                });
             if ok {
                 break;
             }
@@ -76,11 +85,21 @@ fn plural_of(kind: &str) -> String {
 async fn dry_run(client: &Client, obj: &Value) -> Result<(), String> {
     let kind = obj["kind"].as_str().unwrap();
     let name = obj["metadata"]["name"].as_str().unwrap();
-    let api = api_for(client, obj["apiVersion"].as_str().unwrap(), kind, &plural_of(kind), obj["metadata"]["namespace"].as_str());
-    api.patch(name, &PatchParams::apply("peerguard-dry-run").dry_run().force(), &Patch::Apply(obj))
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("{kind} {name}: {e}"))
+    let api = api_for(
+        client,
+        obj["apiVersion"].as_str().unwrap(),
+        kind,
+        &plural_of(kind),
+        obj["metadata"]["namespace"].as_str(),
+    );
+    api.patch(
+        name,
+        &PatchParams::apply("peerguard-dry-run").dry_run().force(),
+        &Patch::Apply(obj),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| format!("{kind} {name}: {e}"))
 }
 
 fn pg(args: &[&str]) -> (i32, String, String) {
@@ -116,8 +135,14 @@ spec:
 #[test]
 fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
     let test = "manifests_and_rendered_istio_resources_pass_server_side_dry_runs";
-    let Some(apiserver) = ApiServer::get(test) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let client = rt.block_on(client(&apiserver.kubeconfig));
     let root = repo_root();
     rt.block_on(async {
@@ -130,20 +155,53 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("mesh.yaml"), MESH).unwrap();
-    let (code, out, err) = pg(&["manifests", "istio", "wasmplugin", "--config", dir.to_str().unwrap(), "--output", "json"]);
+    let (code, out, err) = pg(&[
+        "manifests",
+        "istio",
+        "wasmplugin",
+        "--config",
+        dir.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let mut objects = list_items(&out);
     assert_eq!(objects.len(), 2, "an HTTP and a network WasmPlugin: {out}");
     let (code, out, err) = pg(&["manifests", "istio", "envoyfilter", "--output", "json"]);
     assert_eq!(code, 0, "{err}");
     objects.extend(list_items(&out));
-    let (code, out, err) = pg(&["manifests", "istio", "envoyfilter", "--plaintext", "--namespace", "foo", "--selector", "app=httpbin", "--port", "80", "--port", "9000", "--output", "json"]);
+    let (code, out, err) = pg(&[
+        "manifests",
+        "istio",
+        "envoyfilter",
+        "--plaintext",
+        "--namespace",
+        "foo",
+        "--selector",
+        "app=httpbin",
+        "--port",
+        "80",
+        "--port",
+        "9000",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     objects.extend(list_items(&out));
     // The text output is the same objects in YAML.
-    let (code, yaml, _) = pg(&["manifests", "istio", "wasmplugin", "--config", dir.to_str().unwrap()]);
+    let (code, yaml, _) = pg(&[
+        "manifests",
+        "istio",
+        "wasmplugin",
+        "--config",
+        dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0);
-    let from_yaml: Vec<Value> = serde_saphyr::from_multiple::<Value>(&yaml).unwrap().into_iter().filter(|d| !d.is_null()).collect();
+    let from_yaml: Vec<Value> = serde_saphyr::from_multiple::<Value>(&yaml)
+        .unwrap()
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect();
     assert_eq!(from_yaml[..], objects[..2]);
 
     // Every shipped manifest, and the kind test's workloads.
@@ -151,6 +209,7 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
         "manifests/kubernetes/peerguard.yaml",
         "manifests/kubernetes/crds/istio-kinds.yaml",
         "manifests/istio/wasmplugin.yaml",
+        "manifests/istio/envoyfilter-ecds.yaml",
         "manifests/istio/rbac-wasmplugins.yaml",
         "integration/istio/crds.yaml",
     ];
@@ -168,7 +227,11 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
         .collect();
     let failures: Vec<String> = rt.block_on(async {
         for ns in &namespaces {
-            apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+            apply(
+                &client,
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .await;
         }
         let mut failures = Vec::new();
         for o in &objects {
@@ -178,8 +241,28 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
         }
         failures
     });
-    assert!(failures.is_empty(), "server-side dry runs failed:\n{}", failures.join("\n"));
-    println!("{} objects from {} files and 3 renderings passed a server-side dry run", objects.len(), files.len());
+    // kube-apiserver 1.20 serves PodDisruptionBudget only as policy/v1beta1; the shipped
+    // manifest's policy/v1 (Kubernetes 1.21+) cannot be checked here, and is the only
+    // object allowed to fail for that reason.
+    let (unserved, failures): (Vec<String>, Vec<String>) = failures
+        .into_iter()
+        .partition(|f| f.starts_with("PodDisruptionBudget peerguard:") && f.contains("NotFound"));
+    assert!(
+        failures.is_empty(),
+        "server-side dry runs failed:\n{}",
+        failures.join("\n")
+    );
+    for u in &unserved {
+        println!(
+            "not checked (API not served by kube-apiserver 1.20.2): {}",
+            u.split(':').next().unwrap_or_default()
+        );
+    }
+    println!(
+        "{} objects from {} files and 3 renderings passed a server-side dry run",
+        objects.len() - unserved.len(),
+        files.len()
+    );
 
     // The dry run checks: a broken WasmPlugin is refused.
     let mut broken = objects[0].clone();
@@ -190,13 +273,23 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
 }
 
 fn wasmplugins(client: &Client, ns: &str) -> Api<DynamicObject> {
-    api_for(client, "extensions.istio.io/v1alpha1", "WasmPlugin", "wasmplugins", Some(ns))
+    api_for(
+        client,
+        "extensions.istio.io/v1alpha1",
+        "WasmPlugin",
+        "wasmplugins",
+        Some(ns),
+    )
 }
 
 fn policy_names(wp: &DynamicObject) -> Vec<String> {
     wp.data["spec"]["pluginConfig"]["policies"]
         .as_array()
-        .map(|ps| ps.iter().map(|p| p["policy"]["name"].as_str().unwrap_or_default().to_string()).collect())
+        .map(|ps| {
+            ps.iter()
+                .map(|p| p["policy"]["name"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -219,8 +312,14 @@ fn pod(ns: &str, name: &str) -> Value {
 #[test]
 fn served_wasmplugins_follow_policies_with_two_replicas() {
     let test = "served_wasmplugins_follow_policies_with_two_replicas";
-    let Some(apiserver) = ApiServer::get(test) else { return };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let client = rt.block_on(client(&apiserver.kubeconfig));
     let root = repo_root();
     let pid = std::process::id();
@@ -238,7 +337,7 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
         apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
         apply(&client, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "httpbin", "namespace": ns}})).await;
         apply(&client, &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpbin", "namespace": ns},
-            "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000, "targetPort": 80}]}})).await;
+            "spec": {"selector": {"app": "httpbin"}, "ports": [{"name": "http", "port": 8000, "targetPort": 80, "protocol": "TCP"}]}})).await;
         for p in ["httpbin-7f9c-a", "httpbin-7f9c-b"] {
             apply(&client, &pod(&ns, p)).await;
         }
@@ -249,11 +348,17 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
         apply(&client, &allow(&ns, "allow-a", "/a")).await;
         kc
     });
-    let args = ["--istio-wasmplugins", "--wasm-url", "oci://registry.example/peerguard:1"];
+    let args = [
+        "--istio-wasmplugins",
+        "--wasm-url",
+        "oci://registry.example/peerguard:1",
+    ];
     let wasm = Path::new("/var/local/peerguard/peerguard.wasm");
     let (a, _, http_a) = start_server_with(&identity, &dir.join("a"), wasm, &args);
     let (b, _, http_b) = start_server_with(&identity, &dir.join("b"), wasm, &args);
-    let name = peerguard_server::istio_forms::wasmplugin::group_name(&[("app".to_string(), "httpbin".to_string())].into());
+    let name = peerguard_server::istio_forms::wasmplugin::group_name(
+        &[("app".to_string(), "httpbin".to_string())].into(),
+    );
     let api = wasmplugins(&client, &ns);
     let get = || rt.block_on(api.get_opt(&name)).unwrap();
     let logs = || format!("--- a:\n{}\n--- b:\n{}", a.tail(30), b.tail(30));
@@ -264,17 +369,48 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
         if let Some(wp) = get().filter(|wp| policy_names(wp) == ["allow-a"]) {
             break wp;
         }
-        assert!(Instant::now() < deadline, "no WasmPlugin {ns}/{name}\n{}", logs());
+        assert!(
+            Instant::now() < deadline,
+            "no WasmPlugin {ns}/{name}\n{}",
+            logs()
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
-    println!("WasmPlugin written {} ms after the servers started", start.elapsed().as_millis());
+    println!(
+        "WasmPlugin written {} ms after the servers started",
+        start.elapsed().as_millis()
+    );
     let spec = &first.data["spec"];
     assert_eq!(spec["selector"], json!({"matchLabels": {"app": "httpbin"}}));
     assert_eq!(spec["url"], "oci://registry.example/peerguard:1");
-    assert_eq!((spec["phase"].as_str(), spec["failStrategy"].as_str(), spec["pluginName"].as_str()), (Some("AUTHZ"), Some("FAIL_CLOSE"), Some("peerguard_http")));
+    assert_eq!(
+        (
+            spec["phase"].as_str(),
+            spec["failStrategy"].as_str(),
+            spec["pluginName"].as_str()
+        ),
+        (Some("AUTHZ"), Some("FAIL_CLOSE"), Some("peerguard_http"))
+    );
     let owner = &first.metadata.owner_references.as_ref().unwrap()[0];
-    let role_uid = rt.block_on(api_for(&client, "rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", None).get("peerguard")).unwrap().metadata.uid.unwrap();
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("ClusterRole", "peerguard", role_uid.as_str()));
+    let role_uid = rt
+        .block_on(
+            api_for(
+                &client,
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                "clusterroles",
+                None,
+            )
+            .get("peerguard"),
+        )
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+        ("ClusterRole", "peerguard", role_uid.as_str())
+    );
 
     // Policy changes: each one reaches the WasmPlugin (measured), in place.
     let mut latencies = Vec::new();
@@ -289,7 +425,11 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
                 assert_eq!(wp.metadata.uid, first.metadata.uid, "updated in place");
                 break;
             }
-            assert!(t0.elapsed() < Duration::from_secs(20), "round {round}: not updated\n{}", logs());
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "round {round}: not updated\n{}",
+                logs()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         latencies.push(t0.elapsed());
@@ -305,10 +445,20 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
     // Nothing changes: nothing is written (the replicas agree, no flapping).
     std::thread::sleep(Duration::from_millis(500));
     let rv = get().unwrap().metadata.resource_version;
-    let writes = |port| metric(port, "peerguard_istio_wasmplugin_writes_total{op=\"apply\"}");
+    let writes = |port| {
+        metric(
+            port,
+            "peerguard_istio_wasmplugin_writes_total{op=\"apply\"}",
+        )
+    };
     let before = writes(http_a) + writes(http_b);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(get().unwrap().metadata.resource_version, rv, "rewritten while nothing changed\n{}", logs());
+    assert_eq!(
+        get().unwrap().metadata.resource_version,
+        rv,
+        "rewritten while nothing changed\n{}",
+        logs()
+    );
     assert_eq!(writes(http_a) + writes(http_b), before);
     // 1 creation + 5 updates; a replica that sees a change first writes, the other finds it
     // done (at most both write the same content in a race).
@@ -316,20 +466,41 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
     assert!(before <= 12.0, "{before} writes for 6 changes");
 
     // Deleting the policy empties the pluginConfig's policies.
-    rt.block_on(delete(&client, "security.istio.io/v1", "AuthorizationPolicy", &ns, "allow-a"));
-    wait_for("policy removed from the WasmPlugin", Duration::from_secs(20), || {
-        get().is_some_and(|wp| policy_names(&wp).is_empty() && wp.data["spec"]["pluginConfig"]["schema"] == 1)
-    });
+    rt.block_on(delete(
+        &client,
+        "security.istio.io/v1",
+        "AuthorizationPolicy",
+        &ns,
+        "allow-a",
+    ));
+    wait_for(
+        "policy removed from the WasmPlugin",
+        Duration::from_secs(20),
+        || {
+            get().is_some_and(|wp| {
+                policy_names(&wp).is_empty() && wp.data["spec"]["pluginConfig"]["schema"] == 1
+            })
+        },
+    );
 
     // Pods gone: the WasmPlugin is deleted; someone else's stays.
     rt.block_on(async {
         let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
         for p in ["httpbin-7f9c-a", "httpbin-7f9c-b"] {
-            pods.delete(p, &DeleteParams::default().grace_period(0)).await.unwrap();
+            pods.delete(p, &DeleteParams::default().grace_period(0))
+                .await
+                .unwrap();
         }
     });
-    wait_for("WasmPlugin deleted with its pods", Duration::from_secs(20), || get().is_none());
-    assert!(rt.block_on(api.get_opt("someone-elses")).unwrap().is_some(), "an unmanaged WasmPlugin was touched");
+    wait_for(
+        "WasmPlugin deleted with its pods",
+        Duration::from_secs(20),
+        || get().is_none(),
+    );
+    assert!(
+        rt.block_on(api.get_opt("someone-elses")).unwrap().is_some(),
+        "an unmanaged WasmPlugin was touched"
+    );
     for port in [http_a, http_b] {
         assert!(matches!(http_get(port, "/healthz"), Some((200, _))));
     }

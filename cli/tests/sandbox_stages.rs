@@ -150,7 +150,12 @@ fn expected(n: u32) -> Vec<Row> {
         .filter(|w| w.len() == 5 && w[0] == n.to_string())
         .map(|w| {
             let principal = (w[4] != "-").then(|| w[4].to_string());
-            (w[1].to_string(), w[2].to_string(), w[3].parse().unwrap(), principal)
+            (
+                w[1].to_string(),
+                w[2].to_string(),
+                w[3].parse().unwrap(),
+                principal,
+            )
         })
         .collect();
     assert_eq!(rows.len(), 6, "{}: matrix {n}", path.display());
@@ -159,7 +164,8 @@ fn expected(n: u32) -> Vec<Row> {
 
 /// The stage files that must produce matrix `n` (`stage N FILE...` lines).
 fn stage_files(n: u32) -> Vec<String> {
-    let text = std::fs::read_to_string(repo().join("integration/sandbox/expected-matrices.txt")).unwrap();
+    let text =
+        std::fs::read_to_string(repo().join("integration/sandbox/expected-matrices.txt")).unwrap();
     text.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
         .find(|w| w.len() > 2 && w[0] == "stage" && w[1] == n.to_string())

@@ -53,18 +53,18 @@ pub struct WasmPluginArgs {
 #[derive(clap::Args, Debug)]
 pub struct EnvoyFilterArgs {
     /// `peerguard serve`'s gRPC address as sidecars reach it, `HOST:PORT`.
-    #[arg(long, default_value = "peerguard.peerguard-system.svc.cluster.local:15010")]
+    #[arg(long, default_value = envoyfilter::DEFAULT_SERVER)]
     pub server: String,
     /// The server's SPIFFE id, checked on its certificate (the server pod in the mesh).
-    #[arg(long, default_value = "spiffe://cluster.local/ns/peerguard-system/sa/peerguard")]
+    #[arg(long, default_value = envoyfilter::DEFAULT_SERVER_IDENTITY)]
     pub server_identity: String,
     /// Reach the server in plaintext instead of Istio mTLS (trusted networks only).
     #[arg(long)]
     pub plaintext: bool,
     /// Namespace of the EnvoyFilter: Istio's root namespace for the whole mesh.
-    #[arg(long, default_value = "istio-system")]
+    #[arg(long, default_value = envoyfilter::DEFAULT_NAMESPACE)]
     pub namespace: String,
-    #[arg(long, default_value = "peerguard-ecds")]
+    #[arg(long, default_value = envoyfilter::DEFAULT_NAME)]
     pub name: String,
     /// `workloadSelector` labels, `k=v,k2=v2` (default: every sidecar in scope).
     #[arg(long, value_delimiter = ',')]

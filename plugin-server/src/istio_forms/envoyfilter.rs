@@ -26,6 +26,13 @@ pub const KIND: &str = "EnvoyFilter";
 pub const PLURAL: &str = "envoyfilters";
 pub const FORM: &str = "envoyfilter";
 
+/// `peerguard manifests istio envoyfilter`'s defaults (also what
+/// `manifests/istio/envoyfilter-ecds.yaml` is rendered with).
+pub const DEFAULT_NAME: &str = "peerguard-ecds";
+pub const DEFAULT_NAMESPACE: &str = "istio-system";
+pub const DEFAULT_SERVER: &str = "peerguard.peerguard-system.svc.cluster.local:15010";
+pub const DEFAULT_SERVER_IDENTITY: &str = "spiffe://cluster.local/ns/peerguard-system/sa/peerguard";
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub name: String,
@@ -46,6 +53,21 @@ fn inbound_match(port: Option<u16>, filter: Value) -> Value {
         listener["portNumber"] = json!(p);
     }
     json!({"context": "SIDECAR_INBOUND", "listener": listener})
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: DEFAULT_NAME.into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            selector: BTreeMap::new(),
+            server: DEFAULT_SERVER.into(),
+            transport: XdsTransport::IstioMutual {
+                server_identity: DEFAULT_SERVER_IDENTITY.into(),
+            },
+            ports: Vec::new(),
+        }
+    }
 }
 
 pub fn render(o: &Options) -> Result<Value, BadAddress> {

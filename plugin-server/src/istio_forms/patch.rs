@@ -68,7 +68,11 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
     match apply_to {
         "CLUSTER" => {
             if op != "ADD" {
-                return Err(unsupported(i, "patch.operation", format!("{op:?} on CLUSTER")));
+                return Err(unsupported(
+                    i,
+                    "patch.operation",
+                    format!("{op:?} on CLUSTER"),
+                ));
             }
             if m.get("cluster").is_some() {
                 return Err(unsupported(i, "match.cluster", "not supported with ADD"));
@@ -80,8 +84,15 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
             let http = apply_to == "HTTP_FILTER";
             let lm = m.get("listener").cloned().unwrap_or(Value::Null);
             if let Some(o) = lm.as_object() {
-                if let Some(k) = o.keys().find(|k| !KNOWN_LISTENER_MATCH.contains(&k.as_str())) {
-                    return Err(unsupported(i, &format!("match.listener.{k}"), "not supported"));
+                if let Some(k) = o
+                    .keys()
+                    .find(|k| !KNOWN_LISTENER_MATCH.contains(&k.as_str()))
+                {
+                    return Err(unsupported(
+                        i,
+                        &format!("match.listener.{k}"),
+                        "not supported",
+                    ));
                 }
             }
             let cm = lm.get("filterChain").cloned().unwrap_or(Value::Null);
@@ -119,7 +130,9 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
                         continue;
                     }
                 }
-                let listener_port = l.pointer("/address/socket_address/port_value").and_then(Value::as_u64);
+                let listener_port = l
+                    .pointer("/address/socket_address/port_value")
+                    .and_then(Value::as_u64);
                 let Some(chains) = l.get_mut("filter_chains").and_then(Value::as_array_mut) else {
                     continue;
                 };
@@ -127,7 +140,8 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
                     if !chain_matches(chain, &lm, &cm, inbound, listener_port) {
                         continue;
                     }
-                    let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut) else {
+                    let Some(filters) = chain.get_mut("filters").and_then(Value::as_array_mut)
+                    else {
                         continue;
                     };
                     if http {
@@ -154,8 +168,17 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
     }
 }
 
-fn chain_matches(chain: &Value, lm: &Value, cm: &Value, inbound: bool, listener_port: Option<u64>) -> bool {
-    let fcm = chain.get("filter_chain_match").cloned().unwrap_or(Value::Null);
+fn chain_matches(
+    chain: &Value,
+    lm: &Value,
+    cm: &Value,
+    inbound: bool,
+    listener_port: Option<u64>,
+) -> bool {
+    let fcm = chain
+        .get("filter_chain_match")
+        .cloned()
+        .unwrap_or(Value::Null);
     let dest = fcm.get("destination_port").and_then(Value::as_u64);
     if let Some(p) = lm.get("portNumber").and_then(Value::as_u64) {
         // Istio: on the inbound listener the port is the chain's destination port.
@@ -263,7 +286,13 @@ mod tests {
 
     #[test]
     fn inserts_before_the_router_and_tcp_proxy_only_where_they_are() {
-        let mut c = Config { listeners: vec![listener(), json!({"name": "out", "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy"}]}]})], clusters: vec![] };
+        let mut c = Config {
+            listeners: vec![
+                listener(),
+                json!({"name": "out", "filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy"}]}]}),
+            ],
+            clusters: vec![],
+        };
         let patches = vec![
             json!({"applyTo": "HTTP_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": {"filterChain": {"filter": {"name": "envoy.filters.network.http_connection_manager", "subFilter": {"name": "envoy.filters.http.router"}}}}}, "patch": {"operation": "INSERT_BEFORE", "value": {"name": "pg"}}}),
             json!({"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": {"filterChain": {"filter": {"name": "envoy.filters.network.tcp_proxy"}}}}, "patch": {"operation": "INSERT_BEFORE", "value": {"name": "pgt"}}}),
@@ -271,16 +300,28 @@ mod tests {
         ];
         assert_eq!(apply(&mut c, &patches).unwrap(), vec![1, 1, 1]);
         let hf = &c.listeners[0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
-        assert_eq!(hf, &json!([{"name": "x"}, {"name": "pg"}, {"name": "envoy.filters.http.router"}]));
-        assert_eq!(c.listeners[0]["filter_chains"][1]["filters"], json!([{"name": "pgt"}, {"name": "envoy.filters.network.tcp_proxy"}]));
+        assert_eq!(
+            hf,
+            &json!([{"name": "x"}, {"name": "pg"}, {"name": "envoy.filters.http.router"}])
+        );
+        assert_eq!(
+            c.listeners[0]["filter_chains"][1]["filters"],
+            json!([{"name": "pgt"}, {"name": "envoy.filters.network.tcp_proxy"}])
+        );
         // The outbound listener is left alone.
-        assert_eq!(c.listeners[1]["filter_chains"][0]["filters"], json!([{"name": "envoy.filters.network.tcp_proxy"}]));
+        assert_eq!(
+            c.listeners[1]["filter_chains"][0]["filters"],
+            json!([{"name": "envoy.filters.network.tcp_proxy"}])
+        );
         assert_eq!(c.clusters, vec![json!({"name": "peerguard-xds"})]);
     }
 
     #[test]
     fn port_number_selects_inbound_chains_by_destination_port() {
-        let mut c = Config { listeners: vec![listener()], clusters: vec![] };
+        let mut c = Config {
+            listeners: vec![listener()],
+            clusters: vec![],
+        };
         let p = json!({"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": {"portNumber": 80, "filterChain": {"filter": {"name": "envoy.filters.network.tcp_proxy"}}}}, "patch": {"operation": "INSERT_FIRST", "value": {"name": "pgt"}}});
         assert_eq!(apply(&mut c, &[p]).unwrap(), vec![0]);
         let p = json!({"applyTo": "NETWORK_FILTER", "match": {"context": "SIDECAR_INBOUND", "listener": {"portNumber": 9000, "filterChain": {"transportProtocol": "raw_buffer", "filter": {"name": "envoy.filters.network.tcp_proxy"}}}}, "patch": {"operation": "INSERT_FIRST", "value": {"name": "pgt"}}});
@@ -294,7 +335,11 @@ mod tests {
         merge(&mut a, &json!({"a": {"c": 2, "l": [2]}, "s": "y"}));
         assert_eq!(a, json!({"a": {"b": 1, "c": 2, "l": [1, 2]}, "s": "y"}));
         let mut c = Config::default();
-        let e = apply(&mut c, &[json!({"applyTo": "LISTENER", "patch": {"operation": "MERGE"}})]).unwrap_err();
+        let e = apply(
+            &mut c,
+            &[json!({"applyTo": "LISTENER", "patch": {"operation": "MERGE"}})],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("configPatches[0]: applyTo"), "{e}");
         let e = apply(&mut c, &[json!({"applyTo": "NETWORK_FILTER", "match": {"listener": {"filterChain": {"sni": "x"}}}, "patch": {"operation": "ADD"}})]).unwrap_err();
         assert!(e.to_string().contains("filterChain.sni"), "{e}");

@@ -53,7 +53,10 @@ pub const MAX_PLUGIN_CONFIG_BYTES: usize = 512 * 1024;
 pub struct ModuleArgs {
     /// The module's URL as Istio reads it: `file:///path` (inside the sidecar), `oci://...` or
     /// `https://...`.
-    #[arg(long = "wasm-url", default_value = "file:///var/local/peerguard/peerguard.wasm")]
+    #[arg(
+        long = "wasm-url",
+        default_value = "file:///var/local/peerguard/peerguard.wasm"
+    )]
     pub url: String,
     /// SHA-256 of the module (hex); required for `https://` (Istio verifies it).
     #[arg(long = "wasm-sha256")]
@@ -154,9 +157,9 @@ pub fn render(inputs: &Inputs, mesh: &MeshConfig, module: &ModuleArgs) -> Render
             continue;
         }
         let name = group_name(&selector);
-        let view = views.entry(key.namespace.as_str()).or_insert_with(|| {
-            scoped(&inputs.resources, &key.namespace, &mesh.root_namespace)
-        });
+        let view = views
+            .entry(key.namespace.as_str())
+            .or_insert_with(|| scoped(&inputs.resources, &key.namespace, &mesh.root_namespace));
         let mut workload: Workload = entry.to_compile();
         workload.name = name.clone();
         let policy = compile(view, &workload, mesh);
@@ -194,7 +197,10 @@ pub fn render(inputs: &Inputs, mesh: &MeshConfig, module: &ModuleArgs) -> Render
             if std::ptr::eq(*g, *other) || g.namespace != other.namespace {
                 continue;
             }
-            if g.selector.iter().all(|(k, v)| other.selector.get(k) == Some(v)) {
+            if g.selector
+                .iter()
+                .all(|(k, v)| other.selector.get(k) == Some(v))
+            {
                 out.warnings.push(format!(
                     "WasmPlugin {}/{} also selects the pods of {}/{} ({}): both filters run there, each must allow",
                     g.namespace,
@@ -209,7 +215,9 @@ pub fn render(inputs: &Inputs, mesh: &MeshConfig, module: &ModuleArgs) -> Render
     for g in groups.values() {
         let config = match &g.config {
             Ok(v) => {
-                let size = serde_json::to_string(v).map(|s| s.len()).unwrap_or(usize::MAX);
+                let size = serde_json::to_string(v)
+                    .map(|s| s.len())
+                    .unwrap_or(usize::MAX);
                 if size > MAX_PLUGIN_CONFIG_BYTES {
                     Err(format!(
                         "its policy is {size} bytes of JSON, more than the {MAX_PLUGIN_CONFIG_BYTES} a WasmPlugin carries through etcd"

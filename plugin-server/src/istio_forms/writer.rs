@@ -81,7 +81,12 @@ pub struct Outcome {
 }
 
 fn ns_name(o: &Value) -> (String, String) {
-    let s = |p: &str| o.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        o.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (s("/metadata/namespace"), s("/metadata/name"))
 }
 
@@ -92,13 +97,27 @@ fn up_to_date(existing: &DynamicObject, want: &Value) -> bool {
         .and_then(Value::as_object)
         .is_some_and(|l| {
             l.iter().all(|(k, v)| {
-                existing.metadata.labels.as_ref().and_then(|el| el.get(k)).map(String::as_str)
+                existing
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|el| el.get(k))
+                    .map(String::as_str)
                     == v.as_str()
             })
         });
-    let owners_want = want.pointer("/metadata/ownerReferences").cloned().unwrap_or(json!([]));
-    let owners_have = serde_json::to_value(existing.metadata.owner_references.clone().unwrap_or_default())
-        .unwrap_or(Value::Null);
+    let owners_want = want
+        .pointer("/metadata/ownerReferences")
+        .cloned()
+        .unwrap_or(json!([]));
+    let owners_have = serde_json::to_value(
+        existing
+            .metadata
+            .owner_references
+            .clone()
+            .unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
     labels_ok && existing.data.get("spec") == want.get("spec") && owners_have == owners_want
 }
 
@@ -108,7 +127,11 @@ impl Writer {
         let mut pending = false;
         let mut last_warnings: Vec<String> = Vec::new();
         loop {
-            let wait = if pending { Duration::from_secs(2) } else { Duration::from_secs(3600) };
+            let wait = if pending {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_secs(3600)
+            };
             tokio::select! {
                 changed = inputs.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(wait) => {}
@@ -132,13 +155,23 @@ impl Writer {
                 Ok(o) => {
                     pending = false;
                     if o.applied + o.deleted > 0 {
-                        tracing::info!(applied = o.applied, deleted = o.deleted, unchanged = o.unchanged, "istio wasmplugins reconciled");
+                        tracing::info!(
+                            applied = o.applied,
+                            deleted = o.deleted,
+                            unchanged = o.unchanged,
+                            "istio wasmplugins reconciled"
+                        );
                     }
-                    self.metrics.set("peerguard_istio_wasmplugins", &[], (o.applied + o.unchanged) as f64);
+                    self.metrics.set(
+                        "peerguard_istio_wasmplugins",
+                        &[],
+                        (o.applied + o.unchanged) as f64,
+                    );
                 }
                 Err(e) => {
                     pending = true;
-                    self.metrics.inc("peerguard_istio_wasmplugin_errors_total", &[]);
+                    self.metrics
+                        .inc("peerguard_istio_wasmplugin_errors_total", &[]);
                     tracing::error!("istio wasmplugins: {e}; retrying in 2s");
                 }
             }
@@ -148,10 +181,9 @@ impl Writer {
     async fn owner(&self) -> Result<Option<Value>, WriteError> {
         let name = &self.args.istio_owner_clusterrole;
         let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(self.client.clone());
-        let role = roles
-            .get_opt(name)
-            .await
-            .map_err(api_err(format!("reading ClusterRole {name} (--istio-owner-clusterrole)")))?;
+        let role = roles.get_opt(name).await.map_err(api_err(format!(
+            "reading ClusterRole {name} (--istio-owner-clusterrole)"
+        )))?;
         Ok(match role.and_then(|r| r.metadata.uid) {
             Some(uid) => Some(json!({
                 "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
@@ -177,12 +209,17 @@ impl Writer {
         let existing = all
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(api_err("listing WasmPlugins (is the extensions.istio.io CRD installed?)"))?;
+            .map_err(api_err(
+                "listing WasmPlugins (is the extensions.istio.io CRD installed?)",
+            ))?;
         let mut have: BTreeMap<(String, String), DynamicObject> = existing
             .items
             .into_iter()
             .map(|o| {
-                let k = (o.metadata.namespace.clone().unwrap_or_default(), o.metadata.name.clone().unwrap_or_default());
+                let k = (
+                    o.metadata.namespace.clone().unwrap_or_default(),
+                    o.metadata.name.clone().unwrap_or_default(),
+                );
                 (k, o)
             })
             .collect();
@@ -194,10 +231,17 @@ impl Writer {
                 continue;
             }
             let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &key.0, &ar);
-            api.patch(&key.1, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(want))
-                .await
-                .map_err(api_err(format!("applying WasmPlugin {}/{}", key.0, key.1)))?;
-            self.metrics.inc("peerguard_istio_wasmplugin_writes_total", &[("op", "apply")]);
+            api.patch(
+                &key.1,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(want),
+            )
+            .await
+            .map_err(api_err(format!("applying WasmPlugin {}/{}", key.0, key.1)))?;
+            self.metrics.inc(
+                "peerguard_istio_wasmplugin_writes_total",
+                &[("op", "apply")],
+            );
             out.applied += 1;
         }
         for ((ns, name), _) in have {
@@ -207,7 +251,10 @@ impl Writer {
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(e) => return Err(api_err(format!("deleting WasmPlugin {ns}/{name}"))(e)),
             }
-            self.metrics.inc("peerguard_istio_wasmplugin_writes_total", &[("op", "delete")]);
+            self.metrics.inc(
+                "peerguard_istio_wasmplugin_writes_total",
+                &[("op", "delete")],
+            );
             out.deleted += 1;
         }
         Ok(out)

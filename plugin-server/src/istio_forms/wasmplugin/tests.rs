@@ -41,9 +41,17 @@ fn module() -> ModuleArgs {
 #[test]
 fn pods_of_one_deployment_share_one_plugin_selected_without_per_pod_labels() {
     let http = "[{port: 8000, targetPort: 80}]";
-    let text = workload("httpbin-5d7c-a", "{app: httpbin, pod-template-hash: 5d7c}", "httpbin", http)
-        + &workload("httpbin-5d7c-b", "{app: httpbin, pod-template-hash: 5d7c}", "httpbin", http)
-        + ALLOW_GET;
+    let text = workload(
+        "httpbin-5d7c-a",
+        "{app: httpbin, pod-template-hash: 5d7c}",
+        "httpbin",
+        http,
+    ) + &workload(
+        "httpbin-5d7c-b",
+        "{app: httpbin, pod-template-hash: 5d7c}",
+        "httpbin",
+        http,
+    ) + ALLOW_GET;
     let r = render(&inputs("one", &text), &mesh(), &module());
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
     assert_eq!(r.objects.len(), 1, "{:#?}", r.objects);
@@ -51,7 +59,10 @@ fn pods_of_one_deployment_share_one_plugin_selected_without_per_pod_labels() {
     let name = group_name(&[("app".to_string(), "httpbin".to_string())].into());
     assert_eq!(o["metadata"]["name"], json!(name));
     assert!(name.starts_with("peerguard-httpbin-"), "{name}");
-    assert_eq!(o["spec"]["selector"], json!({"matchLabels": {"app": "httpbin"}}));
+    assert_eq!(
+        o["spec"]["selector"],
+        json!({"matchLabels": {"app": "httpbin"}})
+    );
     assert_eq!(o["spec"]["pluginName"], "peerguard_http");
     assert_eq!(o["spec"]["phase"], "AUTHZ");
     assert_eq!(o["spec"]["failStrategy"], "FAIL_CLOSE");
@@ -64,7 +75,8 @@ fn pods_of_one_deployment_share_one_plugin_selected_without_per_pod_labels() {
 
 #[test]
 fn tcp_ports_get_a_network_plugin_and_policy_changes_keep_names() {
-    let ports = "[{port: 8000, targetPort: 80}, {name: tcp, port: 9000, targetPort: 9001, protocol: tcp}]";
+    let ports =
+        "[{port: 8000, targetPort: 80}, {name: tcp, port: 9000, targetPort: 9001, protocol: tcp}]";
     let base = workload("httpbin-a", "{app: httpbin}", "httpbin", ports);
     let before = render(&inputs("tcp1", &base), &mesh(), &module());
     let after = render(&inputs("tcp2", &(base + ALLOW_GET)), &mesh(), &module());
@@ -72,7 +84,10 @@ fn tcp_ports_get_a_network_plugin_and_policy_changes_keep_names() {
     let tcp = &before.objects[1];
     assert_eq!(tcp["spec"]["type"], "NETWORK");
     assert_eq!(tcp["spec"]["pluginName"], "peerguard_tcp");
-    assert_eq!(tcp["spec"]["match"], json!([{"mode": "SERVER", "ports": [{"number": 9001}]}]));
+    assert_eq!(
+        tcp["spec"]["match"],
+        json!([{"mode": "SERVER", "ports": [{"number": 9001}]}])
+    );
     for (b, a) in before.objects.iter().zip(&after.objects) {
         assert_eq!(b["metadata"], a["metadata"]);
         assert_ne!(b["spec"]["pluginConfig"], a["spec"]["pluginConfig"]);
@@ -91,9 +106,24 @@ fn one_selector_two_policies_fails_closed_and_unlabelled_pods_are_reported() {
     assert_eq!(r.refused, 1);
     assert_eq!(r.objects.len(), 1);
     let config = &r.objects[0]["spec"]["pluginConfig"];
-    assert!(serde_json::from_value::<WorkloadPolicy>(config.clone()).is_err(), "{config}");
-    assert!(r.warnings.iter().any(|w| w.contains("DENY every request") && w.contains("foo/a, foo/b")), "{:?}", r.warnings);
-    assert!(r.warnings.iter().any(|w| w.contains("workload foo/c: no labels")), "{:?}", r.warnings);
+    assert!(
+        serde_json::from_value::<WorkloadPolicy>(config.clone()).is_err(),
+        "{config}"
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("DENY every request") && w.contains("foo/a, foo/b")),
+        "{:?}",
+        r.warnings
+    );
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("workload foo/c: no labels")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
@@ -103,16 +133,34 @@ fn a_selector_that_also_matches_another_group_is_warned() {
         + &workload("b", "{app: httpbin, version: v2}", "httpbin", http);
     let r = render(&inputs("overlap", &text), &mesh(), &module());
     assert_eq!(r.objects.len(), 2);
-    assert!(r.warnings.iter().any(|w| w.contains("also selects the pods of") && w.contains("foo/b")), "{:?}", r.warnings);
+    assert!(
+        r.warnings
+            .iter()
+            .any(|w| w.contains("also selects the pods of") && w.contains("foo/b")),
+        "{:?}",
+        r.warnings
+    );
 }
 
 #[test]
 fn module_urls_are_checked() {
-    let m = |url: &str, sha: Option<&str>| ModuleArgs { url: url.into(), sha256: sha.map(String::from) };
+    let m = |url: &str, sha: Option<&str>| ModuleArgs {
+        url: url.into(),
+        sha256: sha.map(String::from),
+    };
     assert!(m("file:///x.wasm", None).check().is_ok());
     assert!(m("oci://r/x:1", None).check().is_ok());
-    assert_eq!(m("https://h/x.wasm", None).check(), Err(ModuleError::NeedsSha("https://h/x.wasm".into())));
+    assert_eq!(
+        m("https://h/x.wasm", None).check(),
+        Err(ModuleError::NeedsSha("https://h/x.wasm".into()))
+    );
     assert!(m("https://h/x.wasm", Some(&"a".repeat(64))).check().is_ok());
-    assert!(matches!(m("https://h/x.wasm", Some("abc")).check(), Err(ModuleError::Sha(_))));
-    assert!(matches!(m("http://h/x.wasm", None).check(), Err(ModuleError::Scheme(_))));
+    assert!(matches!(
+        m("https://h/x.wasm", Some("abc")).check(),
+        Err(ModuleError::Sha(_))
+    ));
+    assert!(matches!(
+        m("http://h/x.wasm", None).check(),
+        Err(ModuleError::Scheme(_))
+    ));
 }
