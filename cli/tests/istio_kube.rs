@@ -8,7 +8,9 @@
 //!   least-privilege identity: the WasmPlugin of a Deployment's pods appears (owner: the
 //!   ClusterRole), follows AuthorizationPolicy changes (latency measured), is not rewritten
 //!   while nothing changes (no flapping between replicas), keeps its name, and is deleted when
-//!   its pods are gone; an unmanaged WasmPlugin is left alone.
+//!   its pods are gone; an unmanaged WasmPlugin is left alone; what `peerguard manifests istio
+//!   wasmplugin --source kubernetes` prints is what the server wrote;
+//! - deleting the owner ClusterRole garbage-collects the WasmPlugins.
 //!
 //! SKIPPED without the cached API server unless PEERGUARD_REQUIRE_KUBE=1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -412,6 +414,27 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
         ("ClusterRole", "peerguard", role_uid.as_str())
     );
 
+    // What the command prints for the cluster is what the server wrote.
+    let (code, out, err) = pg(&[
+        "manifests",
+        "istio",
+        "wasmplugin",
+        "--source",
+        "kubernetes",
+        "--kubeconfig",
+        apiserver.kubeconfig.to_str().unwrap(),
+        "--wasm-url",
+        "oci://registry.example/peerguard:1",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let printed = list_items(&out)
+        .into_iter()
+        .find(|o| o["metadata"]["namespace"] == json!(ns) && o["metadata"]["name"] == json!(name))
+        .unwrap_or_else(|| panic!("{ns}/{name} not printed:\n{out}"));
+    assert_eq!(printed["spec"], first.data["spec"]);
+
     // Policy changes: each one reaches the WasmPlugin (measured), in place.
     let mut latencies = Vec::new();
     for round in 0..5 {
@@ -509,6 +532,88 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
     rt.block_on(async {
         let nss = api_for(&client, "v1", "Namespace", "namespaces", None);
         let _ = nss.delete(&ns, &DeleteParams::default()).await;
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The owner reference works: deleting the owner ClusterRole garbage-collects the WasmPlugins
+/// (kube-controller-manager's garbage collector, started by apiserver.sh). Its own owner role,
+/// so that the shared `peerguard` role of the other tests is never deleted.
+#[test]
+fn wasmplugins_are_garbage_collected_with_their_owner() {
+    let test = "wasmplugins_are_garbage_collected_with_their_owner";
+    let Some(apiserver) = ApiServer::get(test) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(client(&apiserver.kubeconfig));
+    let pid = std::process::id();
+    let ns = format!("wp-gc-{pid}");
+    let owner = format!("peerguard-gc-owner-{pid}");
+    let dir = std::env::temp_dir().join(format!("pg-istio-gc-{pid}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    rt.block_on(async {
+        install_crds(&client).await;
+        install_crd_file(&client, &repo_root().join("integration/istio/crds.yaml")).await;
+        apply(&client, &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": owner}, "rules": []})).await;
+        apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
+        apply(&client, &pod(&ns, "httpbin-7f9c-a")).await;
+    });
+    let (server, _, _) = start_server_with(
+        &apiserver.kubeconfig,
+        &dir,
+        Path::new("/var/local/peerguard/peerguard.wasm"),
+        &["--istio-wasmplugins", "--istio-owner-clusterrole", &owner],
+    );
+    let name = peerguard_server::istio_forms::wasmplugin::group_name(
+        &[("app".to_string(), "httpbin".to_string())].into(),
+    );
+    let api = wasmplugins(&client, &ns);
+    wait_for(
+        "the WasmPlugin, owned by the role",
+        Duration::from_secs(60),
+        || {
+            rt.block_on(api.get_opt(&name)).unwrap().is_some_and(|wp| {
+                wp.metadata
+                    .owner_references
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|o| o.name == owner)
+            })
+        },
+    );
+    // The server stops first (it would write the object again, without an owner).
+    drop(server);
+    rt.block_on(async {
+        api_for(
+            &client,
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            "clusterroles",
+            None,
+        )
+        .delete(&owner, &DeleteParams::default())
+        .await
+        .unwrap();
+    });
+    let t0 = Instant::now();
+    wait_for(
+        "garbage collection of the WasmPlugin",
+        Duration::from_secs(90),
+        || rt.block_on(api.get_opt(&name)).unwrap().is_none(),
+    );
+    println!(
+        "WasmPlugin garbage-collected {} ms after its owner was deleted",
+        t0.elapsed().as_millis()
+    );
+    rt.block_on(async {
+        let _ = api_for(&client, "v1", "Namespace", "namespaces", None)
+            .delete(&ns, &DeleteParams::default())
+            .await;
     });
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -110,3 +110,68 @@ pub fn render(o: &Options) -> Result<Value, BadAddress> {
         "spec": spec,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_mesh_wide_istio_mutual_and_every_inbound_chain() {
+        let ef = render(&Options::default()).unwrap();
+        assert_eq!(ef["metadata"]["namespace"], DEFAULT_NAMESPACE);
+        assert!(ef["spec"].get("workloadSelector").is_none());
+        let p = ef["spec"]["configPatches"].as_array().unwrap();
+        assert_eq!(p.len(), 3);
+        let tls = &p[0]["patch"]["value"]["transport_socket"]["typed_config"]["common_tls_context"];
+        assert_eq!(
+            tls["combined_validation_context"]["default_validation_context"]
+                ["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            DEFAULT_SERVER_IDENTITY
+        );
+        assert_eq!(
+            tls["tls_certificate_sds_secret_configs"][0]["sds_config"]["api_config_source"]
+                ["grpc_services"][0]["envoy_grpc"]["cluster_name"],
+            ei::SDS_CLUSTER
+        );
+        for q in &p[1..] {
+            assert_eq!(q["match"]["context"], "SIDECAR_INBOUND");
+            assert!(q["match"]["listener"].get("portNumber").is_none());
+            assert_eq!(q["patch"]["operation"], "INSERT_BEFORE");
+        }
+        assert_eq!(
+            p[1]["patch"]["value"]["name"],
+            crate::envoy_config::listener::HTTP_FILTER
+        );
+        assert_eq!(
+            p[2]["patch"]["value"]["name"],
+            crate::envoy_config::listener::TCP_FILTER
+        );
+    }
+
+    #[test]
+    fn plaintext_selector_and_ports() {
+        let ef = render(&Options {
+            transport: XdsTransport::Plaintext,
+            selector: [("app".to_string(), "httpbin".to_string())].into(),
+            ports: vec![80, 9000],
+            ..Options::default()
+        })
+        .unwrap();
+        let p = ef["spec"]["configPatches"].as_array().unwrap();
+        assert!(p[0]["patch"]["value"].get("transport_socket").is_none());
+        assert_eq!(
+            ef["spec"]["workloadSelector"],
+            json!({"labels": {"app": "httpbin"}})
+        );
+        let ports: Vec<&Value> = p[1..]
+            .iter()
+            .map(|q| &q["match"]["listener"]["portNumber"])
+            .collect();
+        assert_eq!(ports, [&json!(80), &json!(9000), &json!(80), &json!(9000)]);
+        assert!(render(&Options {
+            server: "no-port".into(),
+            ..Options::default()
+        })
+        .is_err());
+    }
+}
