@@ -23,7 +23,7 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("peerguard_policy_updates_held", "gauge", "1 while policy (ECDS) updates are held because a file was never read successfully."),
     ("peerguard_istio_wasmplugins", "gauge", "WasmPlugins peerguard keeps in the cluster (--istio-wasmplugins)."),
     ("peerguard_istio_wasmplugin_writes_total", "counter", "WasmPlugin writes by this replica, by op (apply, delete)."),
-    ("peerguard_istio_wasmplugin_errors_total", "counter", "Failed WasmPlugin reconciles (retried every 2 s)."),
+    ("peerguard_istio_wasmplugin_errors_total", "counter", "Failed WasmPlugin reconciles (retried after 2 s, doubling up to 60 s)."),
     ("peerguard_ready", "gauge", "1 when /readyz answers 200."),
     ("peerguard_not_ready", "gauge", "1 for each reason /readyz answers 503 (config_dir_missing, policy_updates_held, no_workloads, not_compiled)."),
     ("peerguard_config_dir_missing", "gauge", "1 while the config directory is missing or not a directory (its last content read is served)."),

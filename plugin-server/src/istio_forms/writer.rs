@@ -122,13 +122,15 @@ fn up_to_date(existing: &DynamicObject, want: &Value) -> bool {
 }
 
 impl Writer {
-    /// Runs until `inputs` closes: reconciles on every change, retries failures every 2 s.
+    /// Runs until `inputs` closes: reconciles on every change, retries failures after 2 s,
+    /// doubling up to a minute (a missing CRD must not flood the log).
     pub async fn run(self, mut inputs: watch::Receiver<Option<Arc<Inputs>>>) {
         let mut pending = false;
+        let mut backoff = Duration::from_secs(2);
         let mut last_warnings: Vec<String> = Vec::new();
         loop {
             let wait = if pending {
-                Duration::from_secs(2)
+                backoff
             } else {
                 Duration::from_secs(3600)
             };
@@ -154,6 +156,7 @@ impl Writer {
             match self.reconcile(rendered.objects).await {
                 Ok(o) => {
                     pending = false;
+                    backoff = Duration::from_secs(2);
                     if o.applied + o.deleted > 0 {
                         tracing::info!(
                             applied = o.applied,
@@ -169,10 +172,13 @@ impl Writer {
                     );
                 }
                 Err(e) => {
+                    if pending {
+                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                    }
                     pending = true;
                     self.metrics
                         .inc("peerguard_istio_wasmplugin_errors_total", &[]);
-                    tracing::error!("istio wasmplugins: {e}; retrying in 2s");
+                    tracing::error!("istio wasmplugins: {e}; retrying in {backoff:?}");
                 }
             }
         }
