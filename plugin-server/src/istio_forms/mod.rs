@@ -17,7 +17,3 @@ pub mod writer;
 /// Labels on every object peerguard writes into a mesh (the writer prunes by them).
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "peerguard");
 pub const FORM_LABEL: &str = "peerguard.dev/form";
-
-fn envoyfilter_hcm() -> &'static str {
-    crate::envoy_config::istio::HCM
-}

@@ -107,7 +107,7 @@ fn apply_one(config: &mut Config, i: usize, p: &Value) -> Result<usize, PatchErr
             }
             let filter_name = str_at(&cm, "/filter/name");
             let sub_name = str_at(&cm, "/filter/subFilter/name");
-            if http && filter_name != Some(super::envoyfilter_hcm()) {
+            if http && filter_name != Some(crate::envoy_config::istio::HCM) {
                 return Err(unsupported(
                     i,
                     "match.listener.filterChain.filter.name",
