@@ -537,7 +537,7 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
     );
     let push = t0.elapsed();
     assert_eq!(plain_http(http, "/headers").unwrap().status, 200);
-    println!("policy file written -> enforced by the Istio-shaped sidecar: {} ms (includes the server's 100 ms poll + 50 ms debounce)", push.as_millis());
+    println!("policy file written -> enforced by the Istio-shaped sidecar: {} ms (the directory source's change detection included)", push.as_millis());
     drop(envoy);
     drop(server);
     drop(rt);
