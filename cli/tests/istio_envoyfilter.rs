@@ -7,7 +7,8 @@
 //!   `peerguard serve`, through the `peerguard-xds` cluster over mTLS with the sidecar's own
 //!   certificate from the Istio-style SDS cluster `sds-grpc`, to a stand-in for the server
 //!   pod's Istio sidecar that checks it);
-//! - the filter decides: plaintext and mTLS HTTP allowed / denied per AuthorizationPolicy,
+//! - the filter decides, after Istio's own RBAC (which still denies what Istio's policy
+//!   denies): plaintext and mTLS HTTP allowed / denied per AuthorizationPolicy,
 //!   plaintext TCP refused on a STRICT port, mTLS TCP allowed;
 //! - a policy change reaches the sidecar over ECDS without touching the listener (measured).
 //!
@@ -257,6 +258,31 @@ fn rendered_patches(server: &str) -> Vec<Value> {
         .clone()
 }
 
+/// The HTTP filter names of the connection managers on `port`'s chains in the written
+/// bootstrap (all the same).
+fn config_http_filters(bootstrap: &Path, port: u16) -> Vec<String> {
+    let b: Value = serde_json::from_slice(&std::fs::read(bootstrap).unwrap()).unwrap();
+    let mut seen: Vec<Vec<String>> = Vec::new();
+    for chain in b["static_resources"]["listeners"][0]["filter_chains"]
+        .as_array()
+        .unwrap()
+    {
+        if chain["filter_chain_match"]["destination_port"] != json!(port) {
+            continue;
+        }
+        let names = chain["filters"][0]["typed_config"]["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect();
+        seen.push(names);
+    }
+    assert_eq!(seen.len(), 2, "the port's mTLS and plaintext chains");
+    assert_eq!(seen[0], seen[1]);
+    seen.remove(0)
+}
+
 // ------------------------------------------------------------------ clients
 
 fn plain_http(port: u16, path: &str) -> Result<Response, String> {
@@ -487,6 +513,20 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
         "ECDS filters from peerguard serve"
     );
 
+    // peerguard runs after Istio's own RBAC in the port's connection managers.
+    let names = config_http_filters(&cfg_path, http);
+    assert_eq!(
+        names,
+        [
+            "envoy.filters.http.grpc_stats",
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.fault",
+            "envoy.filters.http.cors",
+            "peerguard-http",
+            "envoy.filters.http.router"
+        ]
+    );
+
     // HTTP, plaintext (PERMISSIVE) and mTLS: the policy decides.
     let r = plain_http(http, "/ip").unwrap();
     assert_eq!(r.status, 200, "plaintext /ip: {}", r.text());
@@ -497,6 +537,21 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
     assert_eq!(r.status, 200, "mTLS /ip: {}", r.text());
     let r = mtls_http(http, &sleep, "/deny").unwrap();
     assert_eq!(r.status, 403);
+
+    // Istio's own AuthorizationPolicy stays in force: its RBAC denies /istio-deny, which
+    // peerguard's policy allows (peerguard's filter never sees the request).
+    let (_, before) = envoy.admin_get("/stats?filter=peerguard_allowed").unwrap();
+    let r = plain_http(http, "/istio-deny").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (403, "RBAC: access denied"));
+    let (_, stats) = envoy
+        .admin_get(&format!("/stats?filter=inbound_0.0.0.0_{http}.rbac.denied"))
+        .unwrap();
+    assert!(
+        stats.contains(&format!("http.inbound_0.0.0.0_{http}.rbac.denied: 1")),
+        "{stats}"
+    );
+    let (_, after) = envoy.admin_get("/stats?filter=peerguard_allowed").unwrap();
+    assert_eq!(before, after, "Istio's RBAC decided first");
 
     // TCP: the port is STRICT. Plaintext is refused by the filter; mTLS passes.
     let plain = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
