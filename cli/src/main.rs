@@ -44,6 +44,9 @@ enum Command {
     /// Replay recorded requests against the current and a proposed configuration; list
     /// every decision that flips.
     Preview(cli::preview::Args),
+    /// Render the Istio resources that run peerguard in Istio's sidecars (WasmPlugin,
+    /// EnvoyFilter + ECDS).
+    Manifests(cli::manifests::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Analyze(a) => cli::analyze::run(a),
         Command::Certs(a) => cli::certs::run(a),
         Command::Preview(a) => cli::preview::run(a),
+        Command::Manifests(a) => cli::manifests::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),

@@ -77,13 +77,8 @@ impl Sandbox {
             .collect()
     }
 
-    fn expect_matrix(&self, what: &str, want: &[(&str, &str, u64, Option<&str>)]) {
-        let got = self.matrix();
-        let want: Vec<(String, String, u64, Option<String>)> = want
-            .iter()
-            .map(|(f, t, c, p)| (f.to_string(), t.to_string(), *c, p.map(str::to_string)))
-            .collect();
-        assert_eq!(got, want, "{what}: matrix differs");
+    fn expect_matrix(&self, what: &str, want: &[(String, String, u64, Option<String>)]) {
+        assert_eq!(self.matrix(), want, "{what}: matrix differs");
     }
 }
 
@@ -141,11 +136,45 @@ fn start(chains: &str, xds: &str, slot: usize) -> Option<Sandbox> {
     panic!("no free 127.<net>.x.y for the sandbox after 12 tries");
 }
 
+/// A row of an expected matrix: (from, to, code, principal).
+type Row = (String, String, u64, Option<String>);
+
+/// Matrix `n` of `integration/sandbox/expected-matrices.txt`, the one definition shared with
+/// the kind test (integration/kind/run.sh).
+fn expected(n: u32) -> Vec<Row> {
+    let path = repo().join("integration/sandbox/expected-matrices.txt");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let rows: Vec<Row> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|w| w.len() == 5 && w[0] == n.to_string())
+        .map(|w| {
+            let principal = (w[4] != "-").then(|| w[4].to_string());
+            (
+                w[1].to_string(),
+                w[2].to_string(),
+                w[3].parse().unwrap(),
+                principal,
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 6, "{}: matrix {n}", path.display());
+    rows
+}
+
+/// The stage files that must produce matrix `n` (`stage N FILE...` lines).
+fn stage_files(n: u32) -> Vec<String> {
+    let text =
+        std::fs::read_to_string(repo().join("integration/sandbox/expected-matrices.txt")).unwrap();
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|w| w.len() > 2 && w[0] == "stage" && w[1] == n.to_string())
+        .map(|w| w[2..].iter().map(|s| s.to_string()).collect())
+        .unwrap()
+}
+
 const F: &str = "sleep.full";
 const L: &str = "sleep.legacy";
-const HF: &str = "httpbin.full";
-const HP: &str = "httpbin.partial";
-const HL: &str = "httpbin.legacy";
 
 /// The product path: `peerguard serve` delivers the filter configuration (ECDS) and the
 /// certificates (SDS) to sidecars set up from `peerguard bootstrap`; both chains on every
@@ -183,7 +212,7 @@ fn walkthrough_with_files() {
             pids,
             "the running sandbox was touched"
         );
-        sb.expect_matrix("after a refused second up", &STAGE_5);
+        sb.expect_matrix("after a refused second up", &expected(5));
         let dir = sb.dir.clone();
         stop(sb, 7);
         // Stopped: the commands that talk to the sidecars fail, with a non-zero exit.
@@ -251,14 +280,8 @@ impl Sandbox {
 fn walkthrough(sb: &Sandbox) {
     // 1: MeshPolicy PERMISSIVE.
     sb.apply("1-permissive.yaml");
-    let stage1 = [
-        (F, HF, 200, Some(SLEEP_FULL)),
-        (F, HP, 200, Some(SLEEP_FULL)),
-        (F, HL, 200, None),
-        (L, HF, 200, None),
-        (L, HP, 200, None),
-        (L, HL, 200, None),
-    ];
+    assert_eq!(stage_files(1), ["1-permissive.yaml"]);
+    let stage1 = expected(1);
     sb.expect_matrix("stage 1 (PERMISSIVE)", &stage1);
 
     // 2: the same Service, endpoints with and without sidecar: auto mTLS per endpoint.
@@ -290,14 +313,8 @@ fn walkthrough(sb: &Sandbox) {
     );
 
     // 3: STRICT for httpbin in full (legacy Policy, then the v1 PeerAuthentication).
-    let stage3 = [
-        (F, HF, 200, Some(SLEEP_FULL)),
-        (F, HP, 200, Some(SLEEP_FULL)),
-        (F, HL, 200, None),
-        (L, HF, 0, None),
-        (L, HP, 200, None),
-        (L, HL, 200, None),
-    ];
+    let stage3 = expected(3);
+    assert_eq!(stage_files(3), ["3-strict.yaml", "3-strict-v1.yaml"]);
     sb.apply("3-strict.yaml");
     sb.expect_matrix("stage 3 (legacy Policy STRICT)", &stage3);
     // curl's view of the refused plaintext connection: 000 / exit code 56.
@@ -328,33 +345,18 @@ fn walkthrough(sb: &Sandbox) {
 
     // 4: plaintext only for httpbin.full; sleep.full's sidecar follows (no URI there).
     // httpbin.partial is not concerned: its sidecar endpoint still gets mTLS (spec 5.4).
+    assert_eq!(stage_files(4), ["4-plaintext.yaml", "4-plaintext-v1.yaml"]);
+    sb.apply("4-plaintext-v1.yaml");
+    sb.expect_matrix("stage 4 (PeerAuthentication DISABLE)", &expected(4));
+    sb.delete("4-plaintext-v1.yaml");
     sb.apply("4-plaintext.yaml");
-    sb.expect_matrix(
-        "stage 4 (Policy without peers)",
-        &[
-            (F, HF, 200, None),
-            (F, HP, 200, Some(SLEEP_FULL)),
-            (F, HL, 200, None),
-            (L, HF, 200, None),
-            (L, HP, 200, None),
-            (L, HL, 200, None),
-        ],
-    );
+    sb.expect_matrix("stage 4 (Policy without peers)", &expected(4));
 
     // 5: DestinationRule ISTIO_MUTUAL towards the plaintext-only httpbin.full: 503.
     sb.apply("5-dr-istio-mutual.yaml");
-    sb.expect_matrix("stage 5 (DR ISTIO_MUTUAL)", &STAGE_5);
+    assert_eq!(stage_files(5), ["5-dr-istio-mutual.yaml"]);
+    sb.expect_matrix("stage 5 (DR ISTIO_MUTUAL)", &expected(5));
 }
-
-/// The matrix after stage 5.
-const STAGE_5: [(&str, &str, u64, Option<&str>); 6] = [
-    (F, HF, 503, None),
-    (F, HP, 200, Some(SLEEP_FULL)),
-    (F, HL, 200, None),
-    (L, HF, 200, None),
-    (L, HP, 200, None),
-    (L, HL, 200, None),
-];
 
 /// `down` stops everything it started.
 fn stop(sb: Sandbox, processes: usize) {

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod cli;
 pub mod envoy_config;
+pub mod istio_forms;
 pub mod node;
 pub mod ops;
 pub mod registry;

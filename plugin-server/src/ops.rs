@@ -24,6 +24,9 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("peerguard_workloads", "gauge", "Workloads in the registry."),
     ("peerguard_config_unreadable_files", "gauge", "Files with errors that leave no object behind (syntax errors...): served from their last good content, or holding policy updates."),
     ("peerguard_policy_updates_held", "gauge", "1 while policy (ECDS) updates are held because a file was never read successfully."),
+    ("peerguard_istio_wasmplugins", "gauge", "WasmPlugins peerguard keeps in the cluster (--istio-wasmplugins)."),
+    ("peerguard_istio_wasmplugin_writes_total", "counter", "WasmPlugin writes by this replica, by op (apply, delete)."),
+    ("peerguard_istio_wasmplugin_errors_total", "counter", "Failed WasmPlugin reconciles (retried after 2 s, doubling up to 60 s)."),
     ("peerguard_ready", "gauge", "1 when /readyz answers 200."),
     ("peerguard_not_ready", "gauge", "1 for each reason /readyz answers 503 (config_dir_missing, policy_updates_held, no_workloads, not_compiled)."),
     ("peerguard_config_dir_missing", "gauge", "1 while the config directory is missing or not a directory (its last content read is served)."),
@@ -153,7 +156,11 @@ impl Metrics {
 }
 
 fn needs_labels(name: &str) -> bool {
-    name.starts_with("peerguard_xds_") || name.contains("expiry") || name == "peerguard_not_ready"
+    name.starts_with("peerguard_xds_")
+        || name.contains("expiry")
+        || name == "peerguard_not_ready"
+        // Only with --istio-wasmplugins.
+        || name.starts_with("peerguard_istio_")
 }
 
 /// Serves `/healthz`, `/readyz`, `/metrics` and the certificate endpoints until `shutdown`

@@ -80,3 +80,24 @@ fn reference_sidecar_is_the_generated_one() {
         );
     }
 }
+
+/// `manifests/istio/envoyfilter-ecds.yaml` is exactly `peerguard manifests istio envoyfilter`
+/// with its defaults (the comment lines above the object aside).
+#[test]
+fn envoyfilter_manifest_is_the_rendered_one() {
+    use peerguard_server::istio_forms::envoyfilter::{render, Options};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/istio/envoyfilter-ecds.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let committed: serde_json::Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let rendered = render(&Options::default()).unwrap();
+    if committed != rendered {
+        panic!(
+            "{path} differs from `peerguard manifests istio envoyfilter`:\n{}",
+            serde_saphyr::to_string(&rendered).unwrap_or_default()
+        );
+    }
+}

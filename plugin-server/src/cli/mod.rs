@@ -4,6 +4,7 @@ pub mod certs;
 pub mod compile;
 pub mod describe;
 pub mod explain;
+pub mod manifests;
 pub mod output;
 pub mod playground;
 pub mod preview;

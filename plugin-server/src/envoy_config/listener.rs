@@ -126,14 +126,7 @@ impl Authz {
                 module,
                 policy_json.as_deref(),
             )),
-            Authz::Ecds { source } => Some(json!({
-                "name": HTTP_FILTER,
-                "config_discovery": {
-                    "config_source": source,
-                    "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": {}},
-                    "type_urls": [HTTP_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"],
-                },
-            })),
+            Authz::Ecds { source } => Some(ecds_http_filter(source)),
             Authz::Custom { http, .. } => Some(http.clone()),
         }
     }
@@ -152,17 +145,35 @@ impl Authz {
                 module,
                 policy_json.as_deref(),
             )),
-            Authz::Ecds { source } => Some(json!({
-                "name": TCP_FILTER,
-                "config_discovery": {
-                    "config_source": source,
-                    "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "peerguard_default", "rules": {}},
-                    "type_urls": [NETWORK_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"],
-                },
-            })),
+            Authz::Ecds { source } => Some(ecds_network_filter(source)),
             Authz::Custom { network, .. } => Some(network.clone()),
         }
     }
+}
+
+/// The HTTP filter `peerguard-http` from ECDS over `source`; a deny-all RBAC until the first
+/// configuration arrives if the fetch fails.
+pub fn ecds_http_filter(source: &Value) -> Value {
+    json!({
+        "name": HTTP_FILTER,
+        "config_discovery": {
+            "config_source": source,
+            "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": {}},
+            "type_urls": [HTTP_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"],
+        },
+    })
+}
+
+/// The network filter `peerguard-tcp` from ECDS over `source` (deny-all default, as HTTP).
+pub fn ecds_network_filter(source: &Value) -> Value {
+    json!({
+        "name": TCP_FILTER,
+        "config_discovery": {
+            "config_source": source,
+            "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "peerguard_default", "rules": {}},
+            "type_urls": [NETWORK_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"],
+        },
+    })
 }
 
 /// Which transport chains exist.

@@ -9,11 +9,14 @@
 //!   protocol sniffing, mTLS and plaintext chains, HTTP connection manager or `tcp_proxy`, the
 //!   authorization filter); [`listener::outbound`]: the sandbox's outbound listener.
 //! - [`xds_cluster`], [`xds_config_source`]: how a sidecar reaches `peerguard serve`.
+//! - [`istio`]: Istio sidecars' own names (`virtualInbound`, `sds-grpc`) and what the
+//!   EnvoyFilter form adds to them.
 //! - [`bootstrap`], [`admin`], [`stats_config`], [`static_cluster`], [`socket`]: the rest.
 //!
 //! Emitted as JSON values (envoy-types has no serde); Envoy reads them as JSON or YAML.
 
 pub mod access_log;
+pub mod istio;
 pub mod listener;
 #[cfg(test)]
 mod tests;

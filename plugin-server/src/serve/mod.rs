@@ -110,6 +110,9 @@ pub struct Args {
     pub max_config_text_bytes: usize,
     #[command(flatten)]
     pub decision_log: decision_log::DecisionLogArgs,
+    /// The Istio WasmPlugin form (`--istio-wasmplugins`, off by default).
+    #[command(flatten)]
+    pub istio: crate::istio_forms::writer::ServeArgs,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +236,15 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
     tracing::info!(source = %source.describe(), "reading configuration");
     let (inputs_tx, inputs_rx) = mpsc::channel::<Arc<Inputs>>(4);
     let _source_task = source.run(inputs_tx);
+    let inputs_rx = crate::istio_forms::writer::tee(
+        &args.istio,
+        args.kubeconfig.as_deref(),
+        args.source == SourceKind::Kubernetes,
+        mesh.clone(),
+        metrics.clone(),
+        inputs_rx,
+    )
+    .await?;
 
     let builder = build::Builder {
         ca,
