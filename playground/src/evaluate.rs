@@ -8,6 +8,7 @@ use peerguard_filter::compile::{compile, MeshConfig, Workload};
 use peerguard_filter::decide::Engine;
 use peerguard_filter::istio::parse::{parse_str, ParseError, Parsed};
 use peerguard_filter::scenario::ScenarioRequest;
+pub use peerguard_filter::schema::PolicySummary;
 use peerguard_filter::schema::{Decision, ModeFrom, MtlsMode, Reason, RuleRef, WorkloadPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -103,15 +104,6 @@ pub struct ShownError {
     pub message: String,
     /// 1-based line in the editor the error points at, when it can be found.
     pub location: Option<Location>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PolicySummary {
-    pub policy: String,
-    pub action: String,
-    pub dry_run: bool,
-    pub rules: usize,
-    pub invalid: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -227,17 +219,7 @@ pub fn evaluate(state: &State) -> Evaluation {
         skipped: parsed.skipped.clone(),
         config_invalid,
         diagnostics: policy.diagnostics.clone(),
-        policies: policy
-            .policies
-            .iter()
-            .map(|p| PolicySummary {
-                policy: p.policy.to_string(),
-                action: format!("{:?}", p.action).to_uppercase(),
-                dry_run: p.dry_run,
-                rules: p.rules.len(),
-                invalid: p.invalid.clone(),
-            })
-            .collect(),
+        policies: PolicySummary::of(&policy),
         results,
     }
 }

@@ -6,8 +6,10 @@ mod decision;
 mod decision_log;
 mod policy;
 mod request;
+mod summary;
 
 pub use decision::*;
 pub use decision_log::*;
 pub use policy::*;
 pub use request::*;
+pub use summary::*;

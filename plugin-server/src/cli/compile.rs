@@ -17,12 +17,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<u8> {
-    let loaded = args
-        .target
-        .key()
-        .and_then(|_| args.target.mesh.load())
-        .and_then(|mesh| args.target.resolve(&mesh).map(|t| (mesh, t)));
-    let (mesh, target) = match loaded {
+    let (mesh, target) = match args.target.load() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -115,10 +115,7 @@ fn request(args: &Args, workload: &Workload) -> anyhow::Result<Request> {
 }
 
 fn prepare(args: &Args) -> anyhow::Result<(Mesh, Target, Request)> {
-    // Arguments first: a typo must not wait for a cluster list.
-    args.target.key()?;
-    let mesh = args.target.mesh.load()?;
-    let target = args.target.resolve(&mesh)?;
+    let (mesh, target) = args.target.load()?;
     let request = request(args, &target.workload)?;
     Ok((mesh, target, request))
 }

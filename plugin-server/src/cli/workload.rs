@@ -246,6 +246,16 @@ impl WorkloadArgs {
         }
     }
 
+    /// Checks `--workload`, reads the mesh, and resolves the workload in it: what `explain`,
+    /// `compile` and `describe` start from.
+    pub fn load(&self) -> anyhow::Result<(Mesh, Target)> {
+        // Arguments first: a typo must not wait for a cluster list.
+        self.key()?;
+        let mesh = self.mesh.load()?;
+        let target = self.resolve(&mesh)?;
+        Ok((mesh, target))
+    }
+
     /// The workload: from the registry when it knows `--workload` (then describing it on the
     /// command line too is an error: the answer must be the one `serve` enforces), else from
     /// the command line.
