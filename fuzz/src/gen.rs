@@ -233,10 +233,7 @@ impl Case {
             path_normalization: Default::default(),
             num_trusted_proxies: 0,
             mtls: MtlsPolicy {
-                default: ModeFrom {
-                    mode: MtlsMode::Permissive,
-                    from: None,
-                },
+                default: ModeFrom::new(MtlsMode::Permissive, None),
                 ports: BTreeMap::new(),
             },
             policies,

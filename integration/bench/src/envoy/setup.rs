@@ -124,10 +124,7 @@ pub fn workload_policy(n: usize) -> WorkloadPolicy {
         path_normalization: Default::default(),
         num_trusted_proxies: 0,
         mtls: MtlsPolicy {
-            default: ModeFrom {
-                mode: MtlsMode::Strict,
-                from: None,
-            },
+            default: ModeFrom::new(MtlsMode::Strict, None),
             ports: BTreeMap::new(),
         },
         policies,
