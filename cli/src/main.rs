@@ -33,6 +33,9 @@ enum Command {
     Explain(cli::explain::Args),
     /// Print the filter configuration (WorkloadPolicy JSON) compiled for one workload.
     Compile(cli::compile::Args),
+    /// Is it safe to turn STRICT on? Plaintext vs mTLS connections per workload, port and
+    /// client, read from Envoy's stats, and a verdict.
+    Readiness(cli::readiness::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Test(a) => cli::test::run(a, Some(&peerguard_harness::e2e::run)),
         Command::Explain(a) => cli::explain::run(a),
         Command::Compile(a) => cli::compile::run(a),
+        Command::Readiness(a) => cli::readiness::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),
