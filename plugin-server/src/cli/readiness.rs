@@ -299,8 +299,11 @@ fn samples_from_prometheus(text: &str, src: &str) -> anyhow::Result<Vec<Sample>>
         .collect())
 }
 
+/// Label name → value, in order.
+type Labels = Vec<(String, String)>;
+
 /// `name{k="v",…} value [timestamp]` → (name, labels, value).
-fn prometheus_line(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn prometheus_line(line: &str) -> Option<(String, Labels, f64)> {
     let (name, labels, rest) = match line.find('{') {
         Some(open) => {
             let mut labels = Vec::new();
