@@ -331,3 +331,33 @@ fn permissive_to_dry_run_to_strict() {
     let (code, _, err) = readiness(&["--envoy-admin", "http://127.0.0.1:1", "--since-start"]);
     assert_eq!(code, Some(2), "{err}");
 }
+
+/// `explain` shows the dry-run STRICT and the would-be refusal (no Envoy needed).
+#[test]
+fn explain_shows_a_dry_run_strict() {
+    let out = Command::new(PG)
+        .args(["explain", "--config"])
+        .arg(stage("2b-strict-dry-run.yaml"))
+        .args([
+            "--workload",
+            "full/httpbin",
+            "--labels",
+            "app=httpbin",
+            "--plaintext",
+            "--port",
+            "80",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.starts_with("ALLOW\n"), "{text}");
+    assert!(
+        text.contains("mTLS: port 80 is STRICT (dry-run: enforced as PERMISSIVE) (set by PeerAuthentication full/httpbin)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dry-run STRICT: this plaintext connection would be refused"),
+        "{text}"
+    );
+}
