@@ -366,7 +366,12 @@ fn judge(endpoint: &str, now: &Sample, before: Option<&Sample>) -> WorkloadRepor
     if let Some(p) = &now.policy {
         ports.extend(p.mtls.ports.keys().copied().map(Some));
     }
-    if ports.is_empty() {
+    // A row for the workload's default mode unless a counted port already shows it.
+    let overridden = |port: &Option<u16>| match (port, &now.policy) {
+        (Some(port), Some(p)) => p.mtls.ports.contains_key(port),
+        _ => false,
+    };
+    if ports.iter().all(overridden) {
         ports.insert(None);
     }
     let reports: Vec<PortReport> = ports

@@ -199,3 +199,38 @@ fn unreachable_endpoints_are_errors() {
         format!("{:#}", report(&file_without_since_start).unwrap_err()).contains("--since-start")
     );
 }
+
+#[test]
+fn the_default_mode_has_a_row_unless_a_counted_port_shows_it() {
+    let mut p = policy("PERMISSIVE", false);
+    p.mtls.ports.insert(
+        8080,
+        ModeFrom::new(
+            MtlsMode::Strict,
+            Some("PeerAuthentication full/httpbin portLevelMtls[8080]".into()),
+        ),
+    );
+    let w = judge("x", &sample(Some(p.clone()), &[]), None);
+    let rows: Vec<_> = w
+        .ports
+        .iter()
+        .map(|r| (r.port, r.mode, r.verdict))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (None, Some(MtlsMode::Permissive), Verdict::Ready),
+            (Some(8080), Some(MtlsMode::Strict), Verdict::Strict)
+        ]
+    );
+    let w = judge(
+        "x",
+        &sample(
+            Some(p),
+            &[(series(80, Tls::Mtls, "cluster.local/ns/a/sa/b"), 1)],
+        ),
+        None,
+    );
+    let rows: Vec<_> = w.ports.iter().map(|r| r.port).collect();
+    assert_eq!(rows, vec![Some(80), Some(8080)]);
+}
