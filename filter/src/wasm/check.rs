@@ -166,6 +166,14 @@ fn per_connection(
     };
     if let Some(by) = &d.dry_run.strict_refused {
         shared.metrics.borrow().record_dry_run_refused(host);
+    }
+    // The source address (with its port) is read for the line only when it is printed.
+    if let Some(by) = d
+        .dry_run
+        .strict_refused
+        .as_ref()
+        .filter(|_| enabled(shared.log_level.get(), Level::Info))
+    {
         log(
             host,
             shared,

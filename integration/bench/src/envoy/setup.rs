@@ -88,6 +88,11 @@ fn policy_at(i: usize, n: usize) -> (String, String) {
 
 /// peerguard's configuration: `n` ALLOW policies, one principal each, STRICT mTLS.
 pub fn workload_policy(n: usize) -> WorkloadPolicy {
+    workload_policy_in(n, MtlsMode::Strict)
+}
+
+/// [`workload_policy`] with another mTLS mode.
+pub fn workload_policy_in(n: usize, mode: MtlsMode) -> WorkloadPolicy {
     let policies = (0..n)
         .map(|i| {
             let (name, principal) = policy_at(i, n);
@@ -124,7 +129,7 @@ pub fn workload_policy(n: usize) -> WorkloadPolicy {
         path_normalization: Default::default(),
         num_trusted_proxies: 0,
         mtls: MtlsPolicy {
-            default: ModeFrom::new(MtlsMode::Strict, None),
+            default: ModeFrom::new(mode, None),
             ports: BTreeMap::new(),
         },
         policies,
@@ -166,6 +171,8 @@ pub struct BootstrapInput<'a> {
     pub server_key_pem: &'a str,
     pub http_upstream: SocketAddr,
     pub tcp_upstream: SocketAddr,
+    /// peerguard's mode (STRICT unless `--mtls-mode`).
+    pub mtls_mode: MtlsMode,
 }
 
 pub const HTTP_LISTENER: &str = "bench_http";
@@ -248,7 +255,7 @@ impl BootstrapInput<'_> {
             Kind::Peerguard => Authz::Wasm {
                 module: self.modules.peerguard.display().to_string(),
                 policy_json: Some(
-                    serde_json::to_string(&workload_policy(n))
+                    serde_json::to_string(&workload_policy_in(n, self.mtls_mode))
                         .context("serializing the WorkloadPolicy")?,
                 ),
             },
