@@ -210,14 +210,16 @@ fn sample_envoy(url: &str, timeout: Duration) -> anyhow::Result<Sample> {
             sample.dry_run_refused = value;
         }
     }
-    let mut policy = None;
-    for path in ["/config_dump?resource=ecds_filters", "/config_dump"] {
-        let dump: Value = serde_json::from_str(&http_get(url, path, timeout)?)
-            .with_context(|| format!("{path} is not JSON"))?;
+    // ECDS first (`peerguard serve`; Envoy answers 404 when it has no ECDS filter), then
+    // the whole dump (a configuration inline in a listener).
+    let ecds = http_get(url, "/config_dump?resource=ecds_filters", timeout).ok();
+    let mut policy = ecds
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
+        .and_then(|dump| find_policy(&dump));
+    if policy.is_none() {
+        let dump: Value = serde_json::from_str(&http_get(url, "/config_dump", timeout)?)
+            .context("/config_dump is not JSON")?;
         policy = find_policy(&dump);
-        if policy.is_some() {
-            break;
-        }
     }
     sample.workload = match &policy {
         Some(p) => format!("{}/{}", p.workload.namespace, p.workload.name),
