@@ -164,7 +164,7 @@ fn per_connection(
                 .to_string(),
         ),
     };
-    if let Some(by) = &d.dry_run.strict_refused {
+    if d.dry_run.strict_refused.is_some() {
         shared.metrics.borrow().record_dry_run_refused(host);
     }
     // The source address (with its port) is read for the line only when it is printed.

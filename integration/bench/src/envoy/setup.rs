@@ -86,12 +86,13 @@ fn policy_at(i: usize, n: usize) -> (String, String) {
     (name, principal)
 }
 
-/// peerguard's configuration: `n` ALLOW policies, one principal each, STRICT mTLS.
+/// The STRICT configuration (the benchmark's default).
+#[cfg(test)]
 pub fn workload_policy(n: usize) -> WorkloadPolicy {
     workload_policy_in(n, MtlsMode::Strict)
 }
 
-/// [`workload_policy`] with another mTLS mode.
+/// peerguard's configuration: `n` ALLOW policies, one principal each, mTLS `mode`.
 pub fn workload_policy_in(n: usize, mode: MtlsMode) -> WorkloadPolicy {
     let policies = (0..n)
         .map(|i| {
