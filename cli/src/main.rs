@@ -47,6 +47,9 @@ enum Command {
     /// Render the Istio resources that run peerguard in Istio's sidecars (WasmPlugin,
     /// EnvoyFilter + ECDS).
     Manifests(cli::manifests::Args),
+    /// Is it safe to turn STRICT on? Plaintext vs mTLS connections per workload, port and
+    /// client, read from Envoy's stats, and a verdict.
+    Readiness(cli::readiness::Args),
     /// Serve the policy playground page (the engine in the browser) on a local address.
     Playground(cli::playground::Args),
     /// Run the xDS extension server (ECDS filter config, SDS certificates).
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Certs(a) => cli::certs::run(a),
         Command::Preview(a) => cli::preview::run(a),
         Command::Manifests(a) => cli::manifests::run(a),
+        Command::Readiness(a) => cli::readiness::run(a),
         Command::Playground(a) => cli::playground::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bootstrap(a) => bootstrap::run(a),

@@ -48,10 +48,7 @@ fn workload(n: usize) -> WorkloadPolicy {
         trust_domain: "cluster.local".into(),
         trust_domain_aliases: Vec::new(),
         mtls: MtlsPolicy {
-            default: ModeFrom {
-                mode: MtlsMode::Strict,
-                from: None,
-            },
+            default: ModeFrom::new(MtlsMode::Strict, None),
             ports: BTreeMap::new(),
         },
         policies,

@@ -18,6 +18,7 @@ pub mod decide;
 pub mod hcm;
 pub mod identity;
 pub mod path;
+pub mod readiness;
 pub mod schema;
 
 #[cfg(feature = "resources")]

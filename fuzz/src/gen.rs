@@ -234,10 +234,7 @@ impl Case {
             num_trusted_proxies: 0,
             decision_log: None,
             mtls: MtlsPolicy {
-                default: ModeFrom {
-                    mode: MtlsMode::Permissive,
-                    from: None,
-                },
+                default: ModeFrom::new(MtlsMode::Permissive, None),
                 ports: BTreeMap::new(),
             },
             policies,

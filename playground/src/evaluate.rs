@@ -131,12 +131,14 @@ pub struct PortMode {
 }
 
 fn port_mode(policy: &WorkloadPolicy, port: u16) -> PortMode {
-    let ModeFrom { mode, from } = policy.mtls.for_port(port);
+    let m = policy.mtls.for_port(port);
+    let ModeFrom { mode, from, .. } = m;
     PortMode {
         port,
         mode: match mode {
             MtlsMode::Disable => "DISABLE",
             MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Strict if m.is_dry_run_strict() => "STRICT (dry-run)",
             MtlsMode::Strict => "STRICT",
         }
         .to_string(),

@@ -33,10 +33,7 @@ impl Candidate {
     }
 
     fn mode_from(&self) -> ModeFrom {
-        ModeFrom {
-            mode: self.mode,
-            from: Some(self.label()),
-        }
+        ModeFrom::new(self.mode, Some(self.label()))
     }
 
     fn from_object(
@@ -242,10 +239,9 @@ pub(super) fn resolve(
     let fallback = oldest(service.iter().filter(|c| portless(c)))
         .or_else(|| oldest(namespace.iter()))
         .or_else(|| oldest(meshwide.iter()));
-    let default = fallback.map(Candidate::mode_from).unwrap_or(ModeFrom {
-        mode: MtlsMode::Permissive,
-        from: None,
-    });
+    let default = fallback
+        .map(Candidate::mode_from)
+        .unwrap_or(ModeFrom::new(MtlsMode::Permissive, None));
 
     let all_ports: BTreeSet<u16> = covered.iter().flatten().copied().collect();
     let mut ports = BTreeMap::new();

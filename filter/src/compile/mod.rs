@@ -30,6 +30,8 @@
 
 mod authz;
 #[cfg(test)]
+mod dry_run_tests;
+#[cfg(test)]
 mod fail_closed_tests;
 mod jwt;
 mod legacy;
@@ -159,10 +161,7 @@ fn mtls_policy(
         (Some(beta), None) => beta,
         (None, Some(legacy)) => legacy,
         (None, None) => MtlsPolicy {
-            default: ModeFrom {
-                mode: MtlsMode::Permissive,
-                from: None,
-            },
+            default: ModeFrom::new(MtlsMode::Permissive, None),
             ports: BTreeMap::new(),
         },
     }

@@ -1,10 +1,13 @@
 //! Effective mTLS mode per workload port from PeerAuthentication (spec 2.2–2.4).
 
 use super::select::{labels_subset, raw_selector, selector_labels, Created};
+use super::values;
 use super::{Diagnostics, MeshConfig, Workload, UNREADABLE_NAMESPACE};
 use crate::istio::{InvalidObject, Object, PeerAuthenticationSpec, PeerMode, Resource};
 use crate::schema::{ModeFrom, MtlsMode, MtlsPolicy};
 use std::collections::BTreeMap;
+
+pub use crate::readiness::MTLS_DRY_RUN_ANNOTATION;
 
 /// One PeerAuthentication reduced to what scope resolution needs.
 #[derive(Debug, Clone)]
@@ -19,6 +22,8 @@ pub(super) struct Candidate {
     pub selector: Option<BTreeMap<String, String>>,
     pub mode: PeerMode,
     pub port_level: BTreeMap<u32, PeerMode>,
+    /// `peerguard.dev/dry-run` parsed true (only ever on a valid object).
+    pub dry_run: bool,
 }
 
 impl Candidate {
@@ -32,7 +37,13 @@ impl Candidate {
             .namespace
             .clone()
             .unwrap_or_else(|| "default".into());
+        let label = format!("PeerAuthentication {namespace}/{}", o.metadata.name);
         Candidate {
+            dry_run: dry_run(
+                o.metadata.annotations.get(MTLS_DRY_RUN_ANNOTATION),
+                &label,
+                diags,
+            ),
             created: Created::of(&o.metadata, "PeerAuthentication", &namespace, diags),
             selector: o
                 .spec
@@ -69,6 +80,8 @@ impl Candidate {
             selector,
             mode: PeerMode::Strict,
             port_level: BTreeMap::new(),
+            // Fail closed: an invalid object's STRICT is enforced, whatever it says.
+            dry_run: false,
             name: o.metadata.name.clone(),
             namespace,
         }
@@ -148,16 +161,10 @@ pub(super) fn resolve(
     let ns_pa = oldest(ns_scope, "namespace", diags);
     let wl_pa = oldest(wl_scope, "workload", diags);
 
-    let mut resolved = ModeFrom {
-        mode: MtlsMode::Permissive,
-        from: None,
-    };
+    let mut resolved = ModeFrom::new(MtlsMode::Permissive, None);
     for c in [mesh_pa, ns_pa, wl_pa].into_iter().flatten() {
         if let Some(mode) = resolved_mode(c.mode) {
-            resolved = ModeFrom {
-                mode,
-                from: Some(c.label()),
-            };
+            resolved = setting(c, mode, c.label(), &resolved, diags);
         }
     }
     let mut ports = BTreeMap::new();
@@ -178,10 +185,13 @@ pub(super) fn resolve(
                 continue;
             }
             let entry = match resolved_mode(*m) {
-                Some(mode) => ModeFrom {
+                Some(mode) => setting(
+                    wl,
                     mode,
-                    from: Some(format!("{} portLevelMtls[{p}]", wl.label())),
-                },
+                    format!("{} portLevelMtls[{p}]", wl.label()),
+                    &resolved,
+                    diags,
+                ),
                 None => resolved.clone(),
             };
             ports.insert(p, entry);
@@ -199,6 +209,52 @@ pub(super) fn resolve(
         default: resolved,
         ports,
     })
+}
+
+/// `peerguard.dev/dry-run`, parsed like Go `strconv.ParseBool` (as `istio.io/dry-run` is);
+/// unparsable → not a dry-run (the safer direction: the STRICT is enforced).
+fn dry_run(value: Option<&String>, label: &str, diags: &mut Diagnostics) -> bool {
+    let Some(v) = value else { return false };
+    values::parse_go_bool(v).unwrap_or_else(|| {
+        diags.push(format!(
+            "{label}: annotation {MTLS_DRY_RUN_ANNOTATION}={v:?} is not a boolean; its mTLS mode is enforced"
+        ));
+        false
+    })
+}
+
+/// The mode `c` sets (at its scope or one of its ports), `overrides` being what the wider
+/// scopes resolved to. Only a STRICT can be a dry-run: another mode is enforced as written.
+/// A dry-run STRICT never loosens an enforced STRICT from a wider scope (Istio, which
+/// ignores the annotation, would enforce it): that stays enforced.
+fn setting(
+    c: &Candidate,
+    mode: MtlsMode,
+    from: String,
+    overrides: &ModeFrom,
+    diags: &mut Diagnostics,
+) -> ModeFrom {
+    if !c.dry_run {
+        return ModeFrom::new(mode, Some(from));
+    }
+    if mode != MtlsMode::Strict {
+        diags.push(format!(
+            "{from}: {MTLS_DRY_RUN_ANNOTATION} applies to STRICT only; mode {mode:?} is enforced as written"
+        ));
+        return ModeFrom::new(mode, Some(from));
+    }
+    if overrides.mode == MtlsMode::Strict && !overrides.dry_run {
+        diags.push(format!(
+            "{from}: dry-run STRICT does not relax the enforced STRICT of {}; STRICT is enforced",
+            overrides.from.as_deref().unwrap_or("a wider scope")
+        ));
+        return ModeFrom::new(mode, Some(from));
+    }
+    ModeFrom {
+        mode,
+        from: Some(from),
+        dry_run: true,
+    }
 }
 
 fn resolved_mode(m: PeerMode) -> Option<MtlsMode> {

@@ -187,7 +187,10 @@ impl Engine {
             .for_request(&ctx)
             .first_match(&ctx)
             .map(|e| e.matched.clone());
-        let mut dry_run = DryRun::default();
+        let mut dry_run = DryRun {
+            strict_refused: self.strict_dry_run(request),
+            ..DryRun::default()
+        };
         let done = |allowed, reason, dry_run| Decision {
             allowed,
             reason,
@@ -244,9 +247,17 @@ impl Engine {
         }
     }
 
-    /// What the inbound listener decides before any authorization (spec 2.5, 1.3).
+    /// A plaintext request on a dry-run STRICT port: the object whose STRICT would refuse it.
+    fn strict_dry_run(&self, request: &Request) -> Option<String> {
+        let m = self.policy.mtls.for_port(request.port);
+        (request.peer.is_none() && m.is_dry_run_strict())
+            .then(|| m.from.clone().unwrap_or_else(|| "STRICT".into()))
+    }
+
+    /// What the inbound listener decides before any authorization (spec 2.5, 1.3). A dry-run
+    /// STRICT port is checked as PERMISSIVE ([`crate::schema::ModeFrom::enforced`]).
     fn listener_check(&self, request: &Request) -> Option<Reason> {
-        let mode = self.policy.mtls.for_port(request.port).mode;
+        let mode = self.policy.mtls.for_port(request.port).enforced();
         match (&request.peer, mode) {
             (None, MtlsMode::Strict) => Some(Reason::PlaintextRefused),
             (None, _) => None,

@@ -20,7 +20,7 @@ fn wp_mode(mode: MtlsMode, policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
         trust_domain: "cluster.local".into(),
         trust_domain_aliases: vec!["old-td".into()],
         mtls: MtlsPolicy {
-            default: ModeFrom { mode, from: None },
+            default: ModeFrom::new(mode, None),
             ports: BTreeMap::new(),
         },
         policies,
@@ -217,13 +217,9 @@ fn rule_allows(rule: Rule, req: &Request) -> bool {
 fn listener_modes_and_trust_domain() {
     let strict_with_disable_port = {
         let mut p = wp_mode(MtlsMode::Strict, vec![]);
-        p.mtls.ports.insert(
-            9000,
-            ModeFrom {
-                mode: MtlsMode::Disable,
-                from: None,
-            },
-        );
+        p.mtls
+            .ports
+            .insert(9000, ModeFrom::new(MtlsMode::Disable, None));
         p
     };
     let raw = |sans: &[&str]| {
@@ -1971,4 +1967,72 @@ fn connection_manager_refusals_deny() {
         crate::hcm::decide(&e, &h2).allowed,
         "lower-case method over HTTP/2"
     );
+}
+
+// ---------- peerguard.dev/dry-run on PeerAuthentication ----------
+
+fn dry_run_strict(policies: Vec<AuthzPolicy>) -> WorkloadPolicy {
+    let mut p = wp_mode(MtlsMode::Strict, policies);
+    p.mtls.default.from = Some("PeerAuthentication foo/strict".into());
+    p.mtls.default.dry_run = true;
+    p
+}
+
+#[test]
+fn dry_run_strict_accepts_plaintext_and_reports_the_would_be_refusal() {
+    let p = dry_run_strict(vec![]);
+    for r in [plain(), tcp(plain())] {
+        let d = decide(&p, &r);
+        assert!(d.allowed, "{d:?}");
+        assert_eq!(d.reason, Reason::NoAllowPolicies);
+        assert_eq!(
+            d.dry_run.strict_refused.as_deref(),
+            Some("PeerAuthentication foo/strict")
+        );
+    }
+    // mTLS is no would-be refusal.
+    let d = decide(&p, &sleep());
+    assert!(d.allowed);
+    assert_eq!(d.dry_run.strict_refused, None);
+    // Enforced STRICT refuses as before and reports no dry-run.
+    let d = decide(&wp_mode(MtlsMode::Strict, vec![]), &plain());
+    assert_eq!(d.reason, Reason::PlaintextRefused);
+    assert_eq!(d.dry_run.strict_refused, None);
+    // A dry_run flag on another mode (hand-written configuration) changes nothing.
+    let mut disable = wp_mode(MtlsMode::Disable, vec![]);
+    disable.mtls.default.dry_run = true;
+    assert_eq!(decide(&disable, &sleep()).reason, Reason::MtlsRefused);
+    assert_eq!(decide(&disable, &plain()).dry_run.strict_refused, None);
+}
+
+#[test]
+fn dry_run_strict_still_authorizes() {
+    // The refusal is only counted; authorization runs as under PERMISSIVE, and a denial
+    // still reports the would-be refusal.
+    let deny_plain = pol(
+        "deny-plain",
+        Action::Deny,
+        vec![src(|s| s.principals.not_values = vec![StrMatch::Presence])],
+    );
+    let d = decide(&dry_run_strict(vec![deny_plain]), &plain());
+    assert!(!d.allowed);
+    assert!(matches!(d.reason, Reason::Denied { .. }), "{d:?}");
+    assert!(d.dry_run.strict_refused.is_some());
+}
+
+#[test]
+fn dry_run_strict_per_port() {
+    let mut p = wp(vec![]);
+    p.mtls.ports.insert(
+        9000,
+        ModeFrom {
+            mode: MtlsMode::Strict,
+            from: Some("PeerAuthentication foo/p portLevelMtls[9000]".into()),
+            dry_run: true,
+        },
+    );
+    let mut on_9000 = plain();
+    on_9000.port = 9000;
+    assert!(decide(&p, &on_9000).dry_run.strict_refused.is_some());
+    assert_eq!(decide(&p, &plain()).dry_run.strict_refused, None);
 }

@@ -108,6 +108,11 @@ pub struct DryRun {
     /// Present when the workload has dry-run ALLOW policies and the request reached that stage.
     pub allow: Option<ShadowResult>,
     pub allow_matched: Option<RuleRef>,
+    /// A plaintext connection on a dry-run STRICT port: STRICT would have refused it (and
+    /// the decision went on as PERMISSIVE). The object that set the mode
+    /// (`PeerAuthentication ns/name`, maybe with `portLevelMtls[port]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

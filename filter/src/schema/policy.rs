@@ -120,6 +120,36 @@ pub struct ModeFrom {
     /// e.g. `PeerAuthentication istio-system/default` or `Policy foo/httpbin`.
     #[serde(default)]
     pub from: Option<String>,
+    /// STRICT only: `peerguard.dev/dry-run: "true"` on the PeerAuthentication that set it.
+    /// Enforced as PERMISSIVE; plaintext connections are counted and logged as would-be
+    /// refusals instead of being refused (see [`ModeFrom::enforced`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+impl ModeFrom {
+    /// An enforced mode (no dry-run).
+    pub fn new(mode: MtlsMode, from: Option<String>) -> Self {
+        ModeFrom {
+            mode,
+            from,
+            dry_run: false,
+        }
+    }
+
+    /// The mode the listener enforces: a dry-run STRICT accepts what PERMISSIVE accepts.
+    /// The one definition every consumer that refuses or builds filter chains reads.
+    pub fn enforced(&self) -> MtlsMode {
+        match (self.mode, self.dry_run) {
+            (MtlsMode::Strict, true) => MtlsMode::Permissive,
+            (mode, _) => mode,
+        }
+    }
+
+    /// Whether plaintext on this port is a would-be refusal (counted, logged, accepted).
+    pub fn is_dry_run_strict(&self) -> bool {
+        self.mode == MtlsMode::Strict && self.dry_run
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

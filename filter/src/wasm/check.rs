@@ -4,7 +4,10 @@ use super::config::{Active, Shared};
 use super::decision_log;
 use super::facts::{self, ConnFacts, FactsError, Needs};
 use super::seam::{enabled, Host, Level};
-use crate::schema::{Decision, DecisionLine, HttpRequest, Reason, ShadowResult};
+use crate::readiness::{self, Series, Tls};
+use crate::schema::{
+    Decision, DecisionLine, HttpRequest, MtlsMode, Reason, Request, ShadowResult, WorkloadPolicy,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
@@ -54,7 +57,8 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
     } else {
         needs
     };
-    let conn: ConnFacts = match conn_facts(host, shared, kind == Kind::Http, needs) {
+    let (conn, fresh): (ConnFacts, bool) = match conn_facts(host, shared, kind == Kind::Http, needs)
+    {
         Ok(c) => c,
         Err(e) => {
             shared.metrics.borrow().record_denied(host);
@@ -91,6 +95,11 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
     let request = conn.into_request(http);
     let d = engine.decide(&request);
     shared.metrics.borrow().record(host, &d);
+    // Once per connection: TCP checks once; HTTP reads a connection's facts fresh only on
+    // its first request (later ones hit the connection cache).
+    if fresh {
+        per_connection(host, shared, engine.policy(), &request, &d);
+    }
     if enabled(shared.log_level.get(), Level::Debug) {
         let peer = match &request.peer {
             None => "plaintext".to_string(),
@@ -143,7 +152,72 @@ pub(crate) fn check(host: &impl Host, shared: &Shared, active: &Active, kind: Ki
     }
 }
 
-/// The facts of this request's connection. HTTP requests of a keep-alive connection share
+/// The STRICT-readiness counters and the dry-run STRICT would-be refusal of one new
+/// connection (`crate::readiness`). Only ports enforced as PERMISSIVE (PERMISSIVE, or a
+/// dry-run STRICT) are counted: the others accept one transport only.
+fn per_connection(
+    host: &impl Host,
+    shared: &Shared,
+    policy: &WorkloadPolicy,
+    request: &Request,
+    d: &Decision,
+) {
+    if policy.mtls.for_port(request.port).enforced() != MtlsMode::Permissive {
+        return;
+    }
+    let (tls, source) = match &request.peer {
+        None => (
+            Tls::Plaintext,
+            request
+                .source_ip
+                .or_else(|| facts::source_ip(host))
+                .map(|ip| ip.to_string())
+                .unwrap_or_else(|| readiness::OTHER.to_string()),
+        ),
+        Some(p) => (
+            Tls::Mtls,
+            p.uri_sans
+                .iter()
+                .find_map(|s| crate::identity::strip_spiffe(s))
+                .or(p.uri_sans.first().map(String::as_str))
+                .unwrap_or(readiness::OTHER)
+                .to_string(),
+        ),
+    };
+    if d.dry_run.strict_refused.is_some() {
+        shared.metrics.borrow().record_dry_run_refused(host);
+    }
+    // The source address (with its port) is read for the line only when it is printed.
+    if let Some(by) = d
+        .dry_run
+        .strict_refused
+        .as_ref()
+        .filter(|_| enabled(shared.log_level.get(), Level::Info))
+    {
+        log(
+            host,
+            shared,
+            Level::Info,
+            &format!(
+                "dry-run STRICT: would refuse plaintext connection from {} to port {} (STRICT set by {by}, annotation {}); accepted as PERMISSIVE",
+                facts::source_address(host).unwrap_or_else(|| source.clone()),
+                request.port,
+                readiness::MTLS_DRY_RUN_ANNOTATION,
+            ),
+        );
+    }
+    shared.metrics.borrow().record_connection(
+        host,
+        Series {
+            port: request.port,
+            tls,
+            source,
+        },
+    );
+}
+
+/// The facts of this request's connection, and whether they were read fresh (`false`: a
+/// later request of a keep-alive connection). HTTP requests of a keep-alive connection share
 /// them through the connection cache (one `connection.id` read instead of every attribute);
 /// a connection without a readable id is read in full each time, never guessed.
 fn conn_facts(
@@ -151,7 +225,7 @@ fn conn_facts(
     shared: &Shared,
     cached: bool,
     needs: &Needs,
-) -> Result<ConnFacts, FactsError> {
+) -> Result<(ConnFacts, bool), FactsError> {
     let id = if cached {
         facts::connection_id(host)
     } else {
@@ -159,7 +233,7 @@ fn conn_facts(
     };
     if let Some(id) = id {
         if let Some(hit) = shared.conns.borrow().get(id, needs) {
-            return Ok(hit.clone());
+            return Ok((hit.clone(), false));
         }
     }
     let read = {
@@ -169,7 +243,7 @@ fn conn_facts(
     if let Some(id) = id {
         shared.conns.borrow_mut().put(id, *needs, read.clone());
     }
-    Ok(read)
+    Ok((read, true))
 }
 
 /// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").

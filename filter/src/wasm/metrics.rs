@@ -2,9 +2,10 @@
 //! `wasmcustom.` prefix (see manifests/envoy/README.md for the exact names).
 
 use super::seam::{Host, Level};
+use crate::readiness::{self, Series};
 use crate::schema::{Decision, PolicyRef, Reason, ShadowResult, WorkloadPolicy};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -14,6 +15,9 @@ pub(crate) struct Metrics {
     dry_run_denied: Option<u32>,
     dry_run_allowed: Option<u32>,
     audit: Option<u32>,
+    dry_run_refused: Option<u32>,
+    /// STRICT-readiness counters (`crate::readiness`), defined on first sight, bounded.
+    connections: RefCell<Connections>,
     policy_denied: HashMap<PolicyRef, u32>,
     policy_allowed: HashMap<PolicyRef, u32>,
     /// Allow counts not yet added to Envoy's counters, by metric id. An increment is a
@@ -70,6 +74,7 @@ impl Metrics {
             dry_run_denied: define(host, "peerguard_dry_run_denied"),
             dry_run_allowed: define(host, "peerguard_dry_run_allowed"),
             audit: define(host, "peerguard_audit"),
+            dry_run_refused: define(host, readiness::DRY_RUN_REFUSED),
             ..Metrics::default()
         }
     }
@@ -134,5 +139,50 @@ impl Metrics {
                 },
             );
         }
+    }
+}
+
+/// The readiness series this VM has defined, and what bounds them.
+#[derive(Debug, Default)]
+struct Connections {
+    ids: HashMap<Series, Option<u32>>,
+    /// Distinct sources per (port, transport), for [`readiness::MAX_SOURCES`].
+    sources: HashMap<(u16, readiness::Tls), usize>,
+    ports: HashSet<u16>,
+}
+
+impl Metrics {
+    /// A plaintext connection a dry-run STRICT would have refused (counted at once).
+    pub fn record_dry_run_refused(&self, host: &impl Host) {
+        inc(host, self.dry_run_refused);
+    }
+
+    /// One connection of a readiness series; a new series is defined once (a hostcall per
+    /// distinct series, never per connection), the increment waits for the tick.
+    pub fn record_connection(&self, host: &impl Host, mut s: Series) {
+        let mut c = self.connections.borrow_mut();
+        if !c.ports.contains(&s.port) {
+            if c.ports.len() >= readiness::MAX_PORTS {
+                s.port = 0;
+            }
+            c.ports.insert(s.port);
+        }
+        if !c.ids.contains_key(&s) {
+            let n = c.sources.entry((s.port, s.tls)).or_insert(0);
+            if *n >= readiness::MAX_SOURCES {
+                s.source = readiness::OTHER.to_string();
+            } else {
+                *n += 1;
+            }
+        }
+        let id = match c.ids.get(&s) {
+            Some(id) => *id,
+            None => {
+                let id = define(host, &s.name());
+                c.ids.insert(s, id);
+                id
+            }
+        };
+        self.later(id);
     }
 }

@@ -300,3 +300,166 @@ fn decision_log_writes_every_nth_decision_with_what_a_replay_needs() {
     assert!(line.http.is_none() && line.allowed == Some(false));
     assert_eq!((line.port, line.src), (9000, "127.0.0.8".parse().ok()));
 }
+
+const PERMISSIVE: &str = "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: foo}
+spec: {mtls: {mode: PERMISSIVE}}
+";
+
+const DRY_RUN_STRICT: &str = "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: foo, annotations: {peerguard.dev/dry-run: \"true\"}}
+spec: {mtls: {mode: STRICT}}
+";
+
+const PLAIN_SERIES: &str = "peerguard_connections.port.8080.tls.plaintext.source.127.0.0.7";
+
+/// The same request on another connection, from another address.
+fn on_connection(host: FakeHost, id: u64, source: &str) -> FakeHost {
+    host.with("connection.id", id.to_le_bytes())
+        .with("source.address", source)
+}
+
+/// A leaf with URI SANs `spiffe://cluster.local/ns/foo/sa/sleep`, `spiffe://other.td/...`.
+const TWO_SANS_PEM: &str = include_str!("testdata/two_uri_sans.pem");
+
+fn url_encode(s: &str) -> Vec<u8> {
+    s.bytes()
+        .flat_map(
+            |b| match b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                true => vec![b],
+                false => format!("%{b:02X}").into_bytes(),
+            },
+        )
+        .collect()
+}
+
+fn share_counters(from: &FakeHost, to: &FakeHost) {
+    *to.counters.borrow_mut() = from.counters.borrow().clone();
+}
+
+#[test]
+fn permissive_counts_connections_not_requests() {
+    let host = plaintext("/");
+    let (life, _) = configured(&host, Some(config(PERMISSIVE)));
+    for _ in 0..3 {
+        assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    }
+    life.tick(&host);
+    assert_eq!(
+        host.counter(PLAIN_SERIES),
+        Some(1),
+        "one keep-alive connection"
+    );
+    let other = on_connection(plaintext("/"), 8, "127.0.0.7:5001");
+    share_counters(&host, &other);
+    assert_eq!(run(&life, &other, Kind::Http), Verdict::Allow);
+    life.tick(&other);
+    assert_eq!(
+        other.counter(PLAIN_SERIES),
+        Some(1),
+        "the second connection"
+    );
+    // The network filter checks once per connection: every check counts.
+    let tcp = on_connection(plaintext("/"), 9, "10.1.2.3:4000");
+    share_counters(&other, &tcp);
+    run(&life, &tcp, Kind::Tcp);
+    run(&life, &tcp, Kind::Tcp);
+    life.tick(&tcp);
+    assert_eq!(
+        tcp.counter("peerguard_connections.port.8080.tls.plaintext.source.10.1.2.3"),
+        Some(2)
+    );
+    assert_eq!(tcp.counter(crate::readiness::DRY_RUN_REFUSED), Some(0));
+}
+
+#[test]
+fn mtls_connections_count_under_their_principal() {
+    let host = plaintext("/")
+        .with("connection.mtls", [1u8])
+        .with("connection.peer_certificate", url_encode(TWO_SANS_PEM));
+    let (life, _) = configured(&host, Some(config(PERMISSIVE)));
+    assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    life.tick(&host);
+    assert_eq!(
+        host.counter(
+            "peerguard_connections.port.8080.tls.mtls.source.cluster.local/ns/foo/sa/sleep"
+        ),
+        Some(1),
+        "{:?}",
+        host.counters.borrow()
+    );
+}
+
+#[test]
+fn dry_run_strict_accepts_plaintext_counts_and_logs_each_connection_once() {
+    let host = plaintext("/");
+    let (life, _) = configured(&host, Some(config(DRY_RUN_STRICT)));
+    for _ in 0..2 {
+        assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    }
+    assert_eq!(host.counter(crate::readiness::DRY_RUN_REFUSED), Some(1));
+    assert_eq!(host.counter("peerguard_plaintext_refused"), Some(0));
+    let lines: Vec<String> = host
+        .logs
+        .borrow()
+        .iter()
+        .filter(|(l, m)| *l == super::seam::Level::Info && m.starts_with("dry-run STRICT"))
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert_eq!(
+        lines,
+        vec!["dry-run STRICT: would refuse plaintext connection from 127.0.0.7:5000 to port 8080 (STRICT set by PeerAuthentication foo/strict, annotation peerguard.dev/dry-run); accepted as PERMISSIVE".to_string()]
+    );
+    life.tick(&host);
+    assert_eq!(host.counter(PLAIN_SERIES), Some(1));
+    let tcp = on_connection(plaintext("/"), 11, "127.0.0.8:6000");
+    share_counters(&host, &tcp);
+    assert_eq!(run(&life, &tcp, Kind::Tcp), Verdict::Allow);
+    assert_eq!(tcp.counter(crate::readiness::DRY_RUN_REFUSED), Some(1));
+    assert!(tcp.logged("from 127.0.0.8:6000 to port 8080"));
+}
+
+#[test]
+fn enforced_strict_counts_no_readiness_series() {
+    let host = plaintext("/");
+    let (life, _) = configured(&host, Some(config(STRICT)));
+    assert_eq!(run(&life, &host, Kind::Tcp), Verdict::Refuse);
+    life.tick(&host);
+    assert_eq!(host.counter(PLAIN_SERIES), None);
+    assert_eq!(host.counter(crate::readiness::DRY_RUN_REFUSED), Some(0));
+}
+
+#[test]
+fn sources_per_port_are_bounded() {
+    let first = plaintext("/");
+    let (life, _) = configured(&first, Some(config(PERMISSIVE)));
+    let n = crate::readiness::MAX_SOURCES + 5;
+    let mut last = first;
+    for i in 0..n {
+        let h = on_connection(plaintext("/"), 100 + i as u64, &format!("10.9.0.{i}:1"));
+        share_counters(&last, &h);
+        run(&life, &h, Kind::Tcp);
+        last = h;
+    }
+    life.tick(&last);
+    let series: Vec<String> = last
+        .counters
+        .borrow()
+        .keys()
+        .filter(|k| k.starts_with("peerguard_connections."))
+        .cloned()
+        .collect();
+    assert_eq!(
+        series.len(),
+        crate::readiness::MAX_SOURCES + 1,
+        "{series:?}"
+    );
+    assert_eq!(
+        last.counter("peerguard_connections.port.8080.tls.plaintext.source.other"),
+        Some(5)
+    );
+}

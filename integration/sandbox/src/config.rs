@@ -24,7 +24,7 @@ use peerguard_filter::client::{
 };
 use peerguard_filter::compile::compile;
 use peerguard_filter::istio::Resource;
-use peerguard_filter::schema::{MtlsMode, WorkloadPolicy};
+use peerguard_filter::schema::{ModeFrom, MtlsMode, WorkloadPolicy};
 use peerguard_server::envoy_config::listener;
 use peerguard_server::envoy_config::{
     self as ec, AppProtocol, Authz, Certs, Chains, Inbound, PathNormalization,
@@ -149,6 +149,9 @@ pub struct ServerPlan {
     pub port: u16,
     pub mode: MtlsMode,
     pub from: Option<String>,
+    /// STRICT set with `peerguard.dev/dry-run`: counted, enforced as PERMISSIVE.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -186,6 +189,7 @@ pub fn plan(inputs: &Inputs<'_>) -> Plan {
                     port,
                     mode: m.mode,
                     from: m.from.clone(),
+                    dry_run: m.is_dry_run_strict(),
                 });
             }
         }
@@ -262,7 +266,7 @@ pub fn generate(inputs: &Inputs<'_>) -> anyhow::Result<BTreeMap<String, Sidecar>
             let policy = policies.get(&pod.id()).context("no compiled policy")?;
             let policy_json = serde_json::to_string(policy).context("serializing the policy")?;
             for port in t.target_ports(pod) {
-                let mode = policy.mtls.for_port(port).mode;
+                let mode = policy.mtls.for_port(port);
                 listeners.push(inbound_listener(inputs, pod, port, mode, &policy_json));
                 let mut inbound = static_cluster(
                     &format!("inbound|{port}||"),
@@ -346,7 +350,7 @@ fn inbound_listener(
     inputs: &Inputs<'_>,
     pod: &Pod,
     port: u16,
-    mode: MtlsMode,
+    mode: &ModeFrom,
     policy_json: &str,
 ) -> Value {
     let t = inputs.topology;
@@ -371,7 +375,7 @@ fn inbound_listener(
         authz,
         chains: match inputs.chains {
             InboundChains::Filter => Chains::Both,
-            InboundChains::Istio => Chains::Istio(mode),
+            InboundChains::Istio => Chains::istio(mode),
         },
         path_normalization: inputs.path_normalization,
         http_cluster: format!("inbound|{port}||"),

@@ -243,10 +243,11 @@ async fn command(st: &State, cmd: Cmd) -> anyhow::Result<u8> {
                     out!("servers:");
                     for s in &plan.servers {
                         out!(
-                            "  {:<26} port {:<5} {:?} ({})",
+                            "  {:<26} port {:<5} {:?}{} ({})",
                             s.pod,
                             s.port,
                             s.mode,
+                            if s.dry_run { " (dry-run)" } else { "" },
                             s.from.as_deref().unwrap_or("nothing configured")
                         );
                     }

@@ -169,7 +169,10 @@ fn explain(
     Explanation {
         mtls: PortMode {
             port: request.port,
-            mode: format!("{:?}", m.mode).to_uppercase(),
+            mode: match m.is_dry_run_strict() {
+                true => "STRICT (dry-run: enforced as PERMISSIVE)".to_string(),
+                false => format!("{:?}", m.mode).to_uppercase(),
+            },
             from: m.from.clone(),
         },
         reason: decision.reason.to_string(),
@@ -220,6 +223,11 @@ fn render(e: &Explanation) -> String {
         shadow(dr.deny, &dr.deny_matched),
         shadow(dr.allow, &dr.allow_matched)
     ));
+    if let Some(by) = &dr.strict_refused {
+        line(format!(
+            "dry-run STRICT: this plaintext connection would be refused (STRICT set by {by})"
+        ));
+    }
     if e.policies.is_empty() {
         line("authorization policies for this workload: none".into());
     } else {

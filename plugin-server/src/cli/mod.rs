@@ -8,5 +8,6 @@ pub mod manifests;
 pub mod output;
 pub mod playground;
 pub mod preview;
+pub mod readiness;
 pub mod test;
 pub mod workload;

@@ -187,6 +187,15 @@ pub enum Chains {
     Istio(MtlsMode),
 }
 
+impl Chains {
+    /// Istio's chains for a port's compiled mode: the mode the listener enforces, so a
+    /// dry-run STRICT (`peerguard.dev/dry-run`) gets PERMISSIVE's chains and its plaintext
+    /// connections reach the filter, which counts them instead of refusing them.
+    pub fn istio(mode: &peerguard_filter::schema::ModeFrom) -> Chains {
+        Chains::Istio(mode.enforced())
+    }
+}
+
 /// Istio's ALPN values that select the mTLS chain of a PERMISSIVE port.
 const ISTIO_ALPNS: [&str; 5] = [
     "istio",

@@ -80,12 +80,20 @@ pub fn admin(address: &str, port: u16) -> Value {
 
 /// The module defines per-policy counters as
 /// `wasmcustom.peerguard_policy_{denied,allowed}.<ns>.<name>`; this turns `<ns>.<name>` into a
-/// `peerguard_policy` tag (a Prometheus label), so namespace and name stay unambiguous.
+/// `peerguard_policy` tag (a Prometheus label), so namespace and name stay unambiguous. The
+/// STRICT-readiness counters get `port`, `tls` and `source` tags
+/// (`peerguard_filter::readiness::STATS_TAGS`).
 pub fn stats_config() -> Value {
-    json!({"stats_tags": [{
+    let mut tags = vec![json!({
         "tag_name": "peerguard_policy",
         "regex": r"^wasmcustom\.peerguard_policy_(?:denied|allowed)(\.(.+))$",
-    }]})
+    })];
+    tags.extend(
+        peerguard_filter::readiness::STATS_TAGS
+            .iter()
+            .map(|(name, regex)| json!({"tag_name": name, "regex": regex})),
+    );
+    json!({ "stats_tags": tags })
 }
 
 /// A bootstrap: stats tags, admin, optional node, static listeners and clusters.

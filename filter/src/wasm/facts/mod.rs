@@ -275,6 +275,17 @@ fn peer_uri_sans(host: &impl Host, cache: &mut SanCache) -> Result<Sans, FactsEr
     Ok(parsed)
 }
 
+/// `source.address` as Envoy gives it (`ip:port`), for a log line; `None` when unreadable.
+pub(crate) fn source_address(host: &impl Host) -> Option<String> {
+    let b = host.property(SOURCE).ok()??;
+    String::from_utf8(b).ok()
+}
+
+/// The source IP, read on its own (the configuration's `Needs` may have left it out).
+pub(crate) fn source_ip(host: &impl Host) -> Option<IpAddr> {
+    parse_ip(&host.property(SOURCE).ok()??)
+}
+
 /// `destination.port`: an int attribute, 8 bytes little-endian.
 fn parse_port(b: &[u8]) -> Result<u16, FactsError> {
     let bytes: [u8; 8] = b.try_into().map_err(|_| FactsError::Malformed {

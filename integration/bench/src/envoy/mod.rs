@@ -105,6 +105,25 @@ pub struct EnvoyArgs {
     /// Keep every Envoy's config and log directory.
     #[arg(long)]
     keep: bool,
+    /// peerguard's mTLS mode (the load is mTLS either way): `permissive` also runs the
+    /// STRICT-readiness counters on every connection.
+    #[arg(long, value_enum, default_value_t = BenchMode::Strict)]
+    mtls_mode: BenchMode,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchMode {
+    Strict,
+    Permissive,
+}
+
+impl BenchMode {
+    fn mode(self) -> peerguard_filter::schema::MtlsMode {
+        match self {
+            BenchMode::Strict => peerguard_filter::schema::MtlsMode::Strict,
+            BenchMode::Permissive => peerguard_filter::schema::MtlsMode::Permissive,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +266,7 @@ struct World {
     http_app: SocketAddr,
     tcp_app: SocketAddr,
     keep: bool,
+    mtls_mode: peerguard_filter::schema::MtlsMode,
 }
 
 /// One running Envoy and where its listeners are.
@@ -323,6 +343,7 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             .context("starting the TCP echo app")?,
         pki,
         keep: args.keep,
+        mtls_mode: args.mtls_mode.mode(),
     };
     let variants = settings.variants();
     let loads = settings.loads(args.only);
@@ -626,6 +647,7 @@ async fn start(world: &World, variant: Variant, concurrency: u32) -> anyhow::Res
         server_key_pem: &world.pki.server().key_pem,
         http_upstream: world.http_app,
         tcp_upstream: world.tcp_app,
+        mtls_mode: world.mtls_mode,
     };
     let mut dir = TempDir::new(&format!(
         "peerguard-bench-{}",

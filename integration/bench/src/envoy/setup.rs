@@ -86,8 +86,14 @@ fn policy_at(i: usize, n: usize) -> (String, String) {
     (name, principal)
 }
 
-/// peerguard's configuration: `n` ALLOW policies, one principal each, STRICT mTLS.
+/// The STRICT configuration (the benchmark's default).
+#[cfg(test)]
 pub fn workload_policy(n: usize) -> WorkloadPolicy {
+    workload_policy_in(n, MtlsMode::Strict)
+}
+
+/// peerguard's configuration: `n` ALLOW policies, one principal each, mTLS `mode`.
+pub fn workload_policy_in(n: usize, mode: MtlsMode) -> WorkloadPolicy {
     let policies = (0..n)
         .map(|i| {
             let (name, principal) = policy_at(i, n);
@@ -125,10 +131,7 @@ pub fn workload_policy(n: usize) -> WorkloadPolicy {
         num_trusted_proxies: 0,
         decision_log: None,
         mtls: MtlsPolicy {
-            default: ModeFrom {
-                mode: MtlsMode::Strict,
-                from: None,
-            },
+            default: ModeFrom::new(mode, None),
             ports: BTreeMap::new(),
         },
         policies,
@@ -170,6 +173,8 @@ pub struct BootstrapInput<'a> {
     pub server_key_pem: &'a str,
     pub http_upstream: SocketAddr,
     pub tcp_upstream: SocketAddr,
+    /// peerguard's mode (STRICT unless `--mtls-mode`).
+    pub mtls_mode: MtlsMode,
 }
 
 pub const HTTP_LISTENER: &str = "bench_http";
@@ -252,7 +257,7 @@ impl BootstrapInput<'_> {
             Kind::Peerguard => Authz::Wasm {
                 module: self.modules.peerguard.display().to_string(),
                 policy_json: Some(
-                    serde_json::to_string(&workload_policy(n))
+                    serde_json::to_string(&workload_policy_in(n, self.mtls_mode))
                         .context("serializing the WorkloadPolicy")?,
                 ),
             },
