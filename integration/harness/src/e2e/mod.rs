@@ -416,9 +416,12 @@ async fn run_async(
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.parallelism.max(1)));
     let mut tasks = Vec::new();
     for (i, j, shot) in shots {
-        let sem = sem.clone();
+        // The permit is taken here, in order, not inside the task: with `parallelism: 1` the
+        // requests then reach Envoy in the scenarios' order (tasks may start in any order),
+        // which tests that read Envoy's logs line by line rely on.
+        let permit = sem.clone().acquire_owned().await;
         tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
+            let _permit = permit;
             (i, j, client::shoot(&shot).await)
         }));
     }
