@@ -4,7 +4,7 @@
 # and peerguard (manifests/kubernetes/ + --istio-wasmplugins), deploy the seeds' workloads
 # (integration/kind/workloads.yaml), run the stages and assert the matrices of
 # integration/sandbox/expected-matrices.txt (the one definition the sandbox test reads too),
-# then delete the cluster.
+# check `peerguard readiness` against the sidecars at stages 1 and 3, then delete the cluster.
 #
 #   bash integration/kind/run.sh           # prints "N passed, M failed"; exit 1 on failure
 #
@@ -74,7 +74,11 @@ for n in $(kind get nodes --name "$cluster"); do
 done
 
 step "Istio (minimal profile)"
-istioctl --context "kind-$cluster" install -y --set profile=minimal
+# Istio creates only the proxy stats its matcher includes: peerguard's counters (readiness,
+# dry-run, decisions) need their prefix.
+istioctl --context "kind-$cluster" install -y --set profile=minimal \
+  --set 'meshConfig.defaultConfig.proxyStatsMatcher.inclusionPrefixes[0]=wasmcustom.peerguard'
+
 kctl -n istio-system rollout status deploy/istiod --timeout=300s
 
 step "peerguard"
@@ -158,10 +162,45 @@ done
 check "stage 2: both endpoints answered (one with mTLS, one without)" "yes" \
   "$(case "$seen" in *uri*none*|*none*uri*) echo yes ;; *) echo "no:$seen" ;; esac)"
 
+# STRICT-readiness: peerguard's filter (the managed WasmPlugin, in Istio's sidecar) counts
+# plaintext and mTLS connections per port and source; `peerguard readiness` reads them from
+# httpbin.full's sidecar admin while both sleeps call it for a window.
+peerguard_bin=${PEERGUARD_BIN:-$(command -v peerguard || true)}
+if [ -z "$peerguard_bin" ]; then
+  cargo build -q -p peerguard
+  peerguard_bin="${CARGO_TARGET_DIR:-$root/target}/debug/peerguard"
+fi
+readiness() { # prints `peerguard readiness --output json` for httpbin.full, exit code on stderr
+  local port=15990 pf rc=0 out
+  kctl -n full port-forward deploy/httpbin "$port:15000" >/dev/null 2>&1 & pf=$!
+  sleep 3
+  ( for _ in $(seq 1 10); do measure sleep.legacy httpbin.full >/dev/null; measure sleep.full httpbin.full >/dev/null; sleep 1; done ) &
+  out=$("$peerguard_bin" readiness --envoy-admin "http://127.0.0.1:$port" --window 15s --output json) || rc=$?
+  wait "$!" 2>/dev/null || true
+  kill "$pf" 2>/dev/null || true
+  echo "readiness exit $rc" >&2
+  printf '%s\n' "$out"
+}
+legacy_ip=$(kctl -n legacy get pod -l app=sleep -o jsonpath='{.items[0].status.podIP}')
+step "readiness at stage 1 (PERMISSIVE): sleep.legacy still sends plaintext"
+report=$(readiness)
+check "readiness names sleep.legacy ($legacy_ip) as a plaintext source of httpbin.full" "yes" \
+  "$(printf '%s' "$report" | grep -q "\"source\": *\"$legacy_ip\"" && printf '%s' "$report" | grep -q '"ready": *false' && echo yes || echo "no: $report")"
+# The mTLS dry-run (peerguard.dev/dry-run on a STRICT PeerAuthentication) is not run here:
+# Istio reads the same PeerAuthentication and enforces STRICT itself (it ignores peerguard's
+# annotation), so in an Istio mesh the dry-run cannot keep plaintext working; it is shown where
+# peerguard enforces mTLS (the sandbox: cli/tests/sandbox_readiness.rs).
+
 for n in 3 4 5; do
   step "stage $n"
   kctl apply -f "$stages/$(stage_file "$n")"
   expect_stage "$n"
+  if [ "$n" = 3 ]; then
+    step "readiness at stage 3: STRICT is enforced"
+    report=$(readiness)
+    check "readiness reports httpbin.full's port 80 as STRICT" "yes" \
+      "$(printf '%s' "$report" | grep -q '"verdict": *"STRICT"' && echo yes || echo "no: $report")"
+  fi
 done
 
 step "peerguard wrote the WasmPlugins"
