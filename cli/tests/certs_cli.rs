@@ -198,6 +198,52 @@ fn workload_shows_the_certificate_serve_issues_and_verifies_it_against_serves_ro
     ]);
     assert_eq!(code, 1);
     assert!(codes(&v).contains(&"trust-domain-not-accepted".to_string()));
+    // `describe --server`: the certificate the workload holds, checked against its identity.
+    let cfg = dir.join("cfg");
+    let describe = |extra: &[&str]| {
+        let mut a = vec![
+            "describe",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--workload",
+            "foo/httpbin",
+        ];
+        a.extend_from_slice(extra);
+        Command::new(env!("CARGO_BIN_EXE_peerguard"))
+            .args(&a)
+            .output()
+            .unwrap()
+    };
+    let o = describe(&["--server", &url]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("certificate (issued by serve at {url}):\n  spiffe://cluster.local/ns/foo/sa/httpbin serial "))
+            && text.contains("  chain: verified against serve's trust bundle\n"),
+        "{text}"
+    );
+    // Another trust domain for the mesh: the held certificate is not the workload's identity.
+    let o = describe(&[
+        "--server",
+        &url,
+        "--trust-domain",
+        "example.org",
+        "--output",
+        "json",
+    ]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{v:#}");
+    assert!(
+        v["certificate"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the workload's identity is spiffe://example.org/ns/foo/sa/httpbin"),
+        "{v:#}"
+    );
+    // A server that does not answer: exit 2.
+    let o = describe(&["--server", &format!("127.0.0.1:{}", free_port())]);
+    assert_eq!(o.status.code(), Some(2));
+
     // An unknown workload, an unreachable server: exit 2 with the reason.
     let (code, _, err) = certs(&["--workload", "foo/nope", "--server", &url]);
     assert_eq!(code, 2);

@@ -8,7 +8,7 @@
 //! unreadable or unparsable certificates, an unreachable endpoint or server).
 
 mod connect;
-mod fetch;
+pub mod fetch;
 pub mod inspect;
 
 use crate::ca::duration;

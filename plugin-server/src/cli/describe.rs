@@ -1,15 +1,18 @@
 //! `peerguard describe`: one workload as `serve` sees it — the equivalent of
 //! `istioctl x describe pod`: its identity, the mTLS mode of each port and the object that set
 //! it, what a meshed client sends to each of its Service ports (DestinationRule or auto mTLS)
-//! and whether the workload accepts that, the authorization policies that select it, and the
-//! compile diagnostics.
+//! and whether the workload accepts that, the authorization policies that select it, the
+//! compile diagnostics, and (`--server`) the certificate `serve` issues it.
 //!
 //! Exit code: 0; 1 when a meshed client's connection to one of its ports would fail (the
 //! auto mTLS walkthrough's 503: a DestinationRule sending plaintext to a STRICT port, or
-//! ISTIO_MUTUAL to a workload without a sidecar); 2 for invalid input (bad arguments, an
-//! unreadable source, or resources with errors — the description, fail-closed for them, is
-//! still printed).
+//! ISTIO_MUTUAL to a workload without a sidecar) or its certificate has an error finding
+//! (`peerguard certs`' findings, or an identity other than the workload's); 2 for invalid
+//! input (bad arguments, an unreadable source, resources with errors, a `--server` that does
+//! not answer — the description, fail-closed for them, is still printed).
 
+use super::certs::fetch;
+use super::certs::inspect::{self, Bundle, Severity, Usage};
 use super::output::{mode_source, PolicySummary};
 use super::workload::{Mesh, Target};
 use peerguard_filter::client::{self, ChoiceSource, ClientContext, ClientTls, Destination};
@@ -29,6 +32,10 @@ pub struct Args {
     /// `meshConfig.enableAutoMtls`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub auto_mtls: bool,
+    /// The ops address (`--http-listen`) of the `serve` that issues the workload's
+    /// certificate: the certificate it holds is shown and checked (as `peerguard certs`).
+    #[arg(long)]
+    pub server: Option<String>,
     #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
     pub output: super::test::Format,
 }
@@ -47,6 +54,17 @@ pub struct Description {
     pub policies: Vec<PolicySummary>,
     pub diagnostics: Vec<String>,
     pub config_errors: Vec<String>,
+    /// With `--server`: the certificate `serve` issues the workload.
+    pub certificate: Option<HeldCertificate>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HeldCertificate {
+    pub server: String,
+    /// `None` when it could not be fetched (`error` says why).
+    pub analysis: Option<inspect::Analysis>,
+    /// Problems: fetching, or a SPIFFE ID other than the workload's.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,9 +104,16 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         super::test::Format::Text => render(&d),
     };
     super::output::write_stdout(&text)?;
-    Ok(if !d.config_errors.is_empty() {
+    let cert_unreachable = d.certificate.as_ref().is_some_and(|c| c.analysis.is_none());
+    let cert_bad = d.certificate.as_ref().is_some_and(|c| {
+        c.error.is_some()
+            || c.analysis
+                .as_ref()
+                .is_some_and(|a| a.findings.iter().any(|f| f.severity == Severity::Error))
+    });
+    Ok(if !d.config_errors.is_empty() || cert_unreachable {
         2
-    } else if d.services.iter().any(|s| s.problem.is_some()) {
+    } else if d.services.iter().any(|s| s.problem.is_some()) || cert_bad {
         1
     } else {
         0
@@ -108,10 +133,7 @@ pub fn describe(mesh: &Mesh, target: &Target, args: &Args) -> Description {
     Description {
         workload: format!("{}/{}", w.namespace, w.name),
         service_account: w.service_account.clone(),
-        spiffe_id: format!(
-            "spiffe://{}/ns/{}/sa/{}",
-            mesh.config.trust_domain, w.namespace, w.service_account
-        ),
+        spiffe_id: spiffe_id(mesh, w),
         labels: w.labels.clone(),
         registered: target.registered.clone(),
         sidecar: target.sidecar,
@@ -120,7 +142,81 @@ pub fn describe(mesh: &Mesh, target: &Target, args: &Args) -> Description {
         policies: PolicySummary::of(&policy),
         diagnostics: policy.diagnostics.clone(),
         config_errors,
+        certificate: args
+            .server
+            .as_deref()
+            .map(|server| held_certificate(server, mesh, w)),
     }
+}
+
+/// What `serve` at `server` issues to `w`, checked as `peerguard certs --workload` checks it,
+/// and against the identity the workload must have.
+fn held_certificate(
+    server: &str,
+    mesh: &Mesh,
+    w: &peerguard_filter::compile::Workload,
+) -> HeldCertificate {
+    let timeout = std::time::Duration::from_secs(5);
+    let fetched = fetch::workload_chain(server, &w.namespace, &w.name, timeout)
+        .and_then(|chain| fetch::server_bundle(server, timeout).map(|roots| (chain, roots)));
+    let (chain, roots) = match fetched {
+        Ok(v) => v,
+        Err(e) => {
+            return HeldCertificate {
+                server: server.into(),
+                analysis: None,
+                error: Some(e.to_string()),
+            }
+        }
+    };
+    let policy = inspect::Policy {
+        trust_domains: std::iter::once(mesh.config.trust_domain.clone())
+            .chain(mesh.config.trust_domain_aliases.iter().cloned())
+            .collect(),
+        warn_within: 3600,
+        usages: vec![Usage::ClientAuth, Usage::ServerAuth],
+    };
+    let bundle = Bundle {
+        origin: format!("the trust bundle of serve at {server}"),
+        ders: roots,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0);
+    match inspect::analyze(&chain, Some(&bundle), &policy, now) {
+        Ok(analysis) => {
+            let want = spiffe_id(mesh, w);
+            let held = analysis
+                .certificates
+                .first()
+                .and_then(|c| c.spiffe.as_ref())
+                .map(|s| s.id.clone());
+            let error = (held.as_deref() != Some(want.as_str())).then(|| {
+                format!(
+                    "the certificate's SPIFFE ID is {}, the workload's identity is {want}",
+                    held.as_deref().unwrap_or("missing")
+                )
+            });
+            HeldCertificate {
+                server: server.into(),
+                analysis: Some(analysis),
+                error,
+            }
+        }
+        Err(e) => HeldCertificate {
+            server: server.into(),
+            analysis: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+fn spiffe_id(mesh: &Mesh, w: &peerguard_filter::compile::Workload) -> String {
+    format!(
+        "spiffe://{}/ns/{}/sa/{}",
+        mesh.config.trust_domain, w.namespace, w.service_account
+    )
 }
 
 /// The default mode, then every port that has its own mode or that a Service targets.
@@ -298,6 +394,49 @@ fn render(d: &Description) -> String {
         line("authorization policies:".into());
         for p in &d.policies {
             line(format!("  {}", p.line()));
+        }
+    }
+    if let Some(c) = &d.certificate {
+        line(format!("certificate (issued by serve at {}):", c.server));
+        if let Some(a) = &c.analysis {
+            if let Some(leaf) = a.certificates.first() {
+                line(format!(
+                    "  {} serial {}",
+                    leaf.spiffe
+                        .as_ref()
+                        .map(|s| s.id.as_str())
+                        .unwrap_or("no SPIFFE ID"),
+                    leaf.serial
+                ));
+                line(format!(
+                    "  valid {} to {} ({})",
+                    leaf.not_before,
+                    leaf.not_after,
+                    if leaf.remaining_seconds >= 0 {
+                        format!("{} left", inspect::human(leaf.remaining_seconds))
+                    } else {
+                        format!("expired {} ago", inspect::human(leaf.remaining_seconds))
+                    }
+                ));
+            }
+            line(format!(
+                "  chain: {}",
+                match a.verification.status {
+                    inspect::VerifyStatus::Verified =>
+                        "verified against serve's trust bundle".to_string(),
+                    _ => format!(
+                        "NOT verified: {}",
+                        a.verification.reason.as_deref().unwrap_or("unknown")
+                    ),
+                }
+            ));
+            for f in &a.findings {
+                let severity = format!("{:?}", f.severity).to_lowercase();
+                line(format!("  {severity} {}: {}", f.code, f.message));
+            }
+        }
+        if let Some(e) = &c.error {
+            line(format!("  ERROR: {e}"));
         }
     }
     for (title, list) in [
