@@ -374,7 +374,14 @@ impl Frontend for IstioForm {
         let wasm = shared
             .wasm
             .ok_or_else(|| anyhow::anyhow!("the Istio form needs the filter"))?;
-        let dir = TempDir::new("peerguard-istio-conformance")?;
+        let mut dir = TempDir::new("peerguard-istio-conformance")?;
+        if shared.opts.keep_dir {
+            dir.keep();
+            eprintln!(
+                "istio form: configs and logs kept in {}",
+                dir.path().display()
+            );
+        }
         let pki = shared.pki;
         let base = e2e::random_base();
 
