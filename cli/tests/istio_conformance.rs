@@ -34,7 +34,9 @@ use harness::istio::{
 };
 use harness::Server;
 use peerguard_filter::compile::compile;
+use peerguard_filter::istio::Resource;
 use peerguard_filter::scenario::{self, Outcome, Scenario};
+use peerguard_filter::schema::{MtlsMode, MtlsPolicy};
 use peerguard_harness::e2e::{self, Deployment, E2eScenario, Frontend, Options, Shared};
 use peerguard_harness::envoy::{EnvoyProcess, TempDir};
 use peerguard_harness::require::{require, Needs};
@@ -120,7 +122,8 @@ fn istio_inbound(
     addr: Ipv4Addr,
     app_http: SocketAddr,
     app_tcp: SocketAddr,
-) -> patch::Config {
+    istio_mtls: Option<&MtlsPolicy>,
+) -> (patch::Config, usize) {
     let (ah, at) = (app_http.port(), app_tcp.port());
     let mut cfg = recorded(SPARE_HTTP, SPARE_TCP, ah, at);
     let spare: Vec<String> = [SPARE_HTTP, SPARE_TCP]
@@ -189,6 +192,29 @@ fn istio_inbound(
         }
         inspector_off.push(json!({"destination_port_range": {"start": port, "end": port + 1}}));
     }
+    // Istio enforcing PeerAuthentication too: STRICT ports keep only their TLS chains,
+    // DISABLE ports only their plaintext ones (a connection no chain matches is closed).
+    let before = chains.len();
+    if let Some(m) = istio_mtls {
+        chains.retain(|c| {
+            let Some(port) = c["filter_chain_match"]["destination_port"].as_u64() else {
+                return true;
+            };
+            let Ok(port) = u16::try_from(port) else {
+                return true;
+            };
+            if !ports.contains_key(&port) {
+                return true;
+            }
+            let tls = c["filter_chain_match"]["transport_protocol"] == "tls";
+            match m.for_port(port).mode {
+                MtlsMode::Strict => tls,
+                MtlsMode::Disable => !tls,
+                MtlsMode::Permissive => true,
+            }
+        });
+    }
+    let removed = before - chains.len();
     // istiod's per-mesh parts: the handshake's trust domains, the path normalization.
     let mut tds = vec![s.trust_domain.clone()];
     tds.extend(s.trust_domain_aliases.iter().cloned());
@@ -225,7 +251,7 @@ fn istio_inbound(
     if !more.is_empty() {
         l["additional_addresses"] = json!(more);
     }
-    cfg
+    (cfg, removed)
 }
 
 // ------------------------------------------------------------------ the mesh of a case
@@ -265,6 +291,19 @@ fn mesh_file(s: &Scenario) -> String {
         .collect();
     docs.push(serde_json::to_string(&workload).unwrap());
     docs.join("\n---\n") + "\n"
+}
+
+/// The mTLS modes istiod builds the chains from: the case's PeerAuthentications alone,
+/// resolved by peerguard's compiler (the legacy `authentication.istio.io` kinds are not
+/// read by Istio 1.6+; with none, PERMISSIVE).
+fn istio_view_of_mtls(s: &Scenario) -> MtlsPolicy {
+    let pa: Vec<Resource> = s
+        .resources
+        .iter()
+        .filter(|r| matches!(r, Resource::PeerAuthentication(_)))
+        .cloned()
+        .collect();
+    compile(&pa, &s.workload, &s.mesh()).mtls
 }
 
 fn serve_flags(s: &Scenario) -> Vec<String> {
@@ -319,6 +358,11 @@ struct IstioForm {
     cases: Vec<Scenario>,
     /// Add [`use_remote_address_patch`] to the rendered EnvoyFilter.
     use_remote_address: bool,
+    /// istiod reads the case's PeerAuthentications too: the chains per mode
+    /// ([`istio_view_of_mtls`]); otherwise PERMISSIVE chains.
+    istio_peer_authentication: bool,
+    /// Port chains left out because istiod's mode for the port is STRICT or DISABLE.
+    chains_removed: usize,
     /// Per case: (server start, Envoy start) durations, for the report.
     startup: Vec<(Duration, Duration)>,
 }
@@ -489,13 +533,18 @@ impl Frontend for IstioForm {
                     root_pem: pki.mesh_root_pem().to_string(),
                 },
             );
-            let mut cfg = istio_inbound(
+            let istio_mtls = self
+                .istio_peer_authentication
+                .then(|| istio_view_of_mtls(s));
+            let (mut cfg, removed) = istio_inbound(
                 s,
                 &e2e::scenario_ports(e),
                 addr,
                 shared.http_app,
                 shared.tcp_app,
+                istio_mtls.as_ref(),
             );
+            self.chains_removed += removed;
             let mut patches = rendered_patches(&format!("127.0.0.1:{}", standin_ports[i]));
             if self.use_remote_address {
                 patches.push(use_remote_address_patch());
@@ -600,12 +649,35 @@ impl Drop for IstioDeployment {
 
 // ------------------------------------------------------------------ the test
 
+/// peerguard enforces the case's PeerAuthentication; Istio's chains are PERMISSIVE.
 #[test]
 fn conformance_cases_through_the_istio_envoyfilter_form() {
-    let test = "conformance_cases_through_the_istio_envoyfilter_form";
+    run_cases(
+        "conformance_cases_through_the_istio_envoyfilter_form",
+        false,
+    );
+}
+
+/// istiod reads the case's PeerAuthentications too: its chains refuse first (STRICT: no
+/// plaintext chain; DISABLE: no TLS chain), and the expected decisions are the same.
+#[test]
+fn conformance_cases_through_the_istio_envoyfilter_form_with_istio_chains_per_mode() {
+    run_cases(
+        "conformance_cases_through_the_istio_envoyfilter_form_with_istio_chains_per_mode",
+        true,
+    );
+}
+
+/// One run at a time: each starts an Envoy and a server per case.
+static ONE_RUN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run_cases(test: &str, istio_peer_authentication: bool) {
     let Some(tools) = require(test, Needs::EnvoyAndWasm).unwrap() else {
         return;
     };
+    let _one = ONE_RUN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let started = Instant::now();
     let dir = std::env::var_os("CONFORMANCE_DIR")
         .map(PathBuf::from)
@@ -651,6 +723,8 @@ fn conformance_cases_through_the_istio_envoyfilter_form() {
     let mut form = IstioForm {
         cases: cases.clone(),
         use_remote_address,
+        istio_peer_authentication,
+        chains_removed: 0,
         startup: Vec::new(),
     };
     let opts = Options {
@@ -697,7 +771,7 @@ fn conformance_cases_through_the_istio_envoyfilter_form() {
         .max()
         .unwrap_or_default();
     println!(
-        "istio EnvoyFilter form: {} cases, {passed} requests passed, {} failed, {} known differences, {skipped_requests} skipped ({} cases){}; slowest server+sidecar start {slowest:?}; took {:?}",
+        "{test}: {} cases, {passed} requests passed, {} failed, {} known differences, {skipped_requests} skipped ({} cases){}; slowest server+sidecar start {slowest:?}; took {:?}",
         cases.len(),
         failed.len(),
         differ.len(),
@@ -705,6 +779,16 @@ fn conformance_cases_through_the_istio_envoyfilter_form() {
         if use_remote_address { "; with use_remote_address_patch" } else { "" },
         started.elapsed()
     );
+    if istio_peer_authentication {
+        println!(
+            "{test}: {} port chains left out by istiod's PeerAuthentication modes",
+            form.chains_removed
+        );
+        assert!(
+            form.chains_removed > 0,
+            "no case has a STRICT or DISABLE port: this run is the PERMISSIVE one again"
+        );
+    }
     for (name, n, why) in &skipped {
         println!("SKIPPED case {name} ({n} requests): {why}");
     }
