@@ -9,19 +9,27 @@
 //! clients and comparison are those of `peerguard test --envoy` (`peerguard_harness::e2e`
 //! with another [`Frontend`]; `ScenarioRequest::check_observed`).
 //!
-//! What the Istio listener of a case is: istiod's inbound listener for a workload whose
-//! Istio PeerAuthentication is PERMISSIVE (Istio's default): a TLS chain (Istio's ALPNs,
-//! client certificate required) and a plaintext chain per port. The case's resources go to
-//! peerguard only, so peerguard's filter alone enforces the case's PeerAuthentication (STRICT
-//! refusing plaintext, DISABLE refusing mTLS) and AuthorizationPolicy. This is the
-//! deployment where peerguard replaces Istio's mTLS enforcement; giving the case's
-//! PeerAuthentication to istiod as well would only remove chains in front of the filter
-//! (STRICT: no plaintext chain), so every plaintext refusal would be Istio's and the test
-//! would no longer show peerguard's. The per-mesh parts istiod writes from `meshConfig` are
-//! applied as istiod does: the trust-domain SAN prefixes of the handshake (the case's trust
-//! domain and aliases, `ApplyToCommonTLSContext`) and the connection managers' path
-//! normalization. A port used by HTTP and TCP requests gets Istio's sniffing chains (ALPN
-//! `istio-http/*` / `http/1.1,h2c` to the connection manager, the rest to `tcp_proxy`).
+//! What the Istio listener of a case is: istiod's inbound listener for the case's workload,
+//! in two runs. (1) Istio's PeerAuthentication is PERMISSIVE (Istio's default): a TLS chain
+//! (Istio's ALPNs, client certificate required) and a plaintext chain per port, and the
+//! case's resources go to peerguard only, so peerguard's filter alone enforces the case's
+//! PeerAuthentication (STRICT refusing plaintext, DISABLE refusing mTLS) and
+//! AuthorizationPolicy: the deployment where peerguard replaces Istio's mTLS enforcement, and
+//! the run that shows peerguard's own refusals. (2) istiod reads the case's
+//! PeerAuthentications too (as it does in a mesh where users apply them): STRICT ports keep
+//! only their TLS chains, DISABLE ports only their plaintext ones (modes resolved from the
+//! PeerAuthentications alone, by peerguard's compiler; Istio 1.6+ ignores the legacy
+//! `authentication.istio.io` kinds), so Istio refuses first, and the expected decisions must
+//! be the same. The per-mesh parts istiod writes from `meshConfig` are applied in both: the
+//! trust-domain SAN prefixes of the handshake (the case's trust domain and aliases,
+//! `ApplyToCommonTLSContext`) and the connection managers' path normalization. A port used by
+//! HTTP and TCP requests gets Istio's sniffing chains (ALPN `istio-http/*` / `http/1.1,h2c`
+//! to the connection manager, the rest to `tcp_proxy`; the TCP side to its own cluster, as
+//! the test has one app per protocol).
+//!
+//! Known differences (not skipped, listed with their reason in [`KNOWN_DIFFERENCES`] and
+//! printed): Istio's inbound connection manager has `use_remote_address: false`, which the
+//! filter's `ipBlocks` and `remoteIpBlocks` do not account for.
 //!
 //! SKIPPED without Envoy or the wasm module unless PEERGUARD_REQUIRE_ENVOY=1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
