@@ -378,14 +378,15 @@ struct IstioForm {
 struct Sidecar {
     envoy: EnvoyProcess,
     _server: Server,
-    _sds: tokio::task::JoinHandle<()>,
+    sds: tokio::task::JoinHandle<()>,
 }
 
+/// Fields drop in order: the processes stop before their directory goes.
 struct IstioDeployment {
-    dir: TempDir,
     addrs: Vec<Ipv4Addr>,
     sidecars: Vec<Sidecar>,
     _standin: EnvoyProcess,
+    dir: TempDir,
 }
 
 impl Deployment for IstioDeployment {
@@ -609,7 +610,6 @@ impl Frontend for IstioForm {
             let (envoy, et) = match r {
                 Ok(x) => x,
                 Err(e) => {
-                    let mut dir = dir;
                     dir.keep();
                     return Err(e.context(format!(
                         "case {name}: the patched Istio sidecar does not load; server log:\n{}",
@@ -628,7 +628,7 @@ impl Frontend for IstioForm {
             sidecars.push(Sidecar {
                 envoy,
                 _server: server,
-                _sds: sds,
+                sds,
             });
         }
         println!(
@@ -650,7 +650,7 @@ impl Frontend for IstioForm {
 impl Drop for IstioDeployment {
     fn drop(&mut self) {
         for s in &self.sidecars {
-            s._sds.abort();
+            s.sds.abort();
         }
     }
 }
