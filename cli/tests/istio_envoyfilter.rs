@@ -17,13 +17,9 @@
 
 mod harness;
 
-use envoy_types::pb::envoy::config::core::v3::{data_source, DataSource};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    secret, CertificateValidationContext, Secret, TlsCertificate,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_server::{
-    SecretDiscoveryService, SecretDiscoveryServiceServer,
+use harness::istio::{
+    ecds_filters, expected_ecds, recorded, rendered_patches, sds_cluster, serve_agent_sds,
+    standin_listener, AgentSds, SERVER_ID,
 };
 use harness::{free_port, temp_dir, wait_for, write, Server};
 use peerguard_harness::envoy::EnvoyProcess;
@@ -36,133 +32,11 @@ use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_stream::Stream;
 
 const POD: &str = "httpbin-5d7c9f-x2x9q";
 const NODE_ID: &str = "sidecar~127.0.0.1~httpbin-5d7c9f-x2x9q.foo~foo.svc.cluster.local";
-const SERVER_ID: &str = "spiffe://cluster.local/ns/peerguard-system/sa/peerguard";
-
-// ------------------------------------------------------------------ the Istio agent's SDS
-
-fn inline(s: &str) -> Option<DataSource> {
-    Some(DataSource {
-        specifier: Some(data_source::Specifier::InlineString(s.to_string())),
-        ..Default::default()
-    })
-}
-
-/// The Istio agent's part: SDS `default` (the workload certificate) and `ROOTCA` on a Unix
-/// socket, as `sds-grpc` expects.
-#[derive(Clone)]
-struct AgentSds {
-    cert: Issued,
-    root_pem: String,
-}
-
-type RespStream = Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send>>;
-
-impl AgentSds {
-    fn secret(&self, name: &str) -> Option<prost_types_any::Any> {
-        let s = match name {
-            "default" => Secret {
-                name: name.into(),
-                r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-                    certificate_chain: inline(&self.cert.cert_pem),
-                    private_key: inline(&self.cert.key_pem),
-                    ..Default::default()
-                })),
-            },
-            "ROOTCA" => Secret {
-                name: name.into(),
-                r#type: Some(secret::Type::ValidationContext(
-                    CertificateValidationContext {
-                        trusted_ca: inline(&self.root_pem),
-                        ..Default::default()
-                    },
-                )),
-            },
-            _ => return None,
-        };
-        Some(prost_types_any::Any {
-            type_url: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret".into(),
-            value: prost::Message::encode_to_vec(&s),
-        })
-    }
-}
-
-mod prost_types_any {
-    pub use envoy_types::pb::google::protobuf::Any;
-}
-
-#[tonic::async_trait]
-impl SecretDiscoveryService for AgentSds {
-    type StreamSecretsStream = RespStream;
-    type DeltaSecretsStream = Pin<
-        Box<
-            dyn Stream<
-                    Item = Result<
-                        envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse,
-                        tonic::Status,
-                    >,
-                > + Send,
-        >,
-    >;
-
-    async fn stream_secrets(
-        &self,
-        req: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
-    ) -> Result<tonic::Response<RespStream>, tonic::Status> {
-        let mut inbound = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        let me = self.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while let Ok(Some(r)) = inbound.message().await {
-                if !r.response_nonce.is_empty() {
-                    continue; // an ACK or NACK
-                }
-                n += 1;
-                let resources = r
-                    .resource_names
-                    .iter()
-                    .filter_map(|s| me.secret(s))
-                    .collect();
-                let resp = DiscoveryResponse {
-                    version_info: "1".into(),
-                    resources,
-                    type_url: r.type_url.clone(),
-                    nonce: n.to_string(),
-                    ..Default::default()
-                };
-                if tx.send(Ok(resp)).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(tonic::Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
-    }
-
-    async fn delta_secrets(
-        &self,
-        _: tonic::Request<
-            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest>,
-        >,
-    ) -> Result<tonic::Response<Self::DeltaSecretsStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("delta"))
-    }
-
-    async fn fetch_secrets(
-        &self,
-        _: tonic::Request<DiscoveryRequest>,
-    ) -> Result<tonic::Response<DiscoveryResponse>, tonic::Status> {
-        Err(tonic::Status::unimplemented("fetch"))
-    }
-}
 
 // ------------------------------------------------------------------ the mesh
 
@@ -194,35 +68,6 @@ spec:
     )
 }
 
-/// The recorded inbound configuration with this test's ports.
-fn recorded(http: u16, tcp: u16, app_http: u16, app_tcp: u16) -> patch::Config {
-    let path = harness_root().join("integration/istio/sidecar-inbound.yaml");
-    let mut text = std::fs::read_to_string(&path).unwrap();
-    for (k, v) in [
-        ("@HTTP_PORT_END@", http + 1),
-        ("@TCP_PORT_END@", tcp + 1),
-        ("@HTTP_PORT@", http),
-        ("@TCP_PORT@", tcp),
-        ("@APP_HTTP_PORT@", app_http),
-        ("@APP_TCP_PORT@", app_tcp),
-    ] {
-        text = text.replace(k, &v.to_string());
-    }
-    let v: Value =
-        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    patch::Config {
-        listeners: v["listeners"].as_array().unwrap().clone(),
-        clusters: v["clusters"].as_array().unwrap().clone(),
-    }
-}
-
-fn harness_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 fn cert(pki: &TestPki, uri: &str) -> Issued {
     pki.client(&ClientCertSpec {
         uri_sans: vec![uri.into()],
@@ -230,32 +75,6 @@ fn cert(pki: &TestPki, uri: &str) -> Issued {
         expired: false,
     })
     .unwrap()
-}
-
-fn rendered_patches(server: &str) -> Vec<Value> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_peerguard"))
-        .args([
-            "manifests",
-            "istio",
-            "envoyfilter",
-            "--server",
-            server,
-            "--output",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list["items"][0]["kind"], "EnvoyFilter");
-    list["items"][0]["spec"]["configPatches"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 /// The HTTP filter names of the connection managers on `port`'s chains in the written
@@ -370,20 +189,14 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
         .build()
         .unwrap();
     let sock = dir.join("agent-sds.sock");
-    {
-        let uds = rt
-            .block_on(async { tokio::net::UnixListener::bind(&sock) })
-            .unwrap();
-        let sds = AgentSds {
+    let _sds = serve_agent_sds(
+        rt.handle(),
+        &sock,
+        AgentSds {
             cert: sidecar.clone(),
             root_pem: pki.mesh_root_pem().to_string(),
-        };
-        rt.spawn(
-            tonic::transport::Server::builder()
-                .add_service(SecretDiscoveryServiceServer::new(sds))
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(uds)),
-        );
-    }
+        },
+    );
 
     // The EnvoyFilter, rendered by the command, applied to the recorded inbound config.
     let patches = rendered_patches(&format!("127.0.0.1:{standin}"));
@@ -400,33 +213,16 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
     inbound["additional_addresses"] = json!([{"address": ec::socket("127.0.0.1", tcp)}]);
     // Stand-in for the server pod's own Istio sidecar: terminates mTLS (mesh roots, client
     // certificate required) in front of `peerguard serve`, and presents the server's identity.
-    let standin_listener = json!({
-        "name": "peerguard-pod-sidecar",
-        "address": ec::socket("127.0.0.1", standin),
-        "filter_chains": [{
-            "transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-                "require_client_certificate": true,
-                "common_tls_context": {
-                    "tls_certificates": [{"certificate_chain": {"inline_string": server_cert.cert_pem}, "private_key": {"inline_string": server_cert.key_pem}}],
-                    "validation_context": {"trusted_ca": {"inline_string": pki.mesh_root_pem()}, "match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": "spiffe://cluster.local/ns/foo/sa/httpbin"}}]},
-                },
-            }},
-            "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-                "stat_prefix": "standin", "cluster": "peerguard-serve"}}],
-        }],
-    });
+    let standin_listener = standin_listener(
+        "peerguard-pod-sidecar",
+        standin,
+        "peerguard-serve",
+        &server_cert,
+        pki.mesh_root_pem(),
+        Some(&json!({"exact": "spiffe://cluster.local/ns/foo/sa/httpbin"})),
+    );
     let mut clusters = config.clusters.clone();
-    clusters.push(json!({
-        "name": ec::istio::SDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-            "explicit_http_config": {"http2_protocol_options": {}}}},
-        "load_assignment": {"cluster_name": ec::istio::SDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": sock}}}}]}]},
-    }));
+    clusters.push(sds_cluster(&sock));
     // Its own process (another pod): an Envoy serves nothing before all its listeners warmed.
     let standin_dir = dir.join("server-pod-sidecar");
     std::fs::create_dir_all(&standin_dir).unwrap();
@@ -482,34 +278,9 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
 
     // The filters came from peerguard serve over ECDS (not the deny-all default).
     let (_, dump) = envoy.admin_get("/config_dump").unwrap();
-    let dump: Value = serde_json::from_str(&dump).unwrap();
-    let mut ecds = Vec::new();
-    for c in dump["configs"].as_array().unwrap() {
-        if c["@type"] == "type.googleapis.com/envoy.admin.v3.EcdsConfigDump" {
-            for f in c["ecds_filters"].as_array().unwrap() {
-                ecds.push((
-                    f["ecds_filter"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    f["ecds_filter"]["typed_config"]["@type"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                ));
-            }
-        }
-    }
-    ecds.sort();
     assert_eq!(
-        ecds,
-        vec![
-            ("peerguard-http".to_string(), ec::HTTP_WASM_TYPE.to_string()),
-            (
-                "peerguard-tcp".to_string(),
-                ec::NETWORK_WASM_TYPE.to_string()
-            ),
-        ],
+        ecds_filters(&dump),
+        expected_ecds(),
         "ECDS filters from peerguard serve"
     );
 

@@ -1,6 +1,7 @@
 //! Shared helpers for the `server_*` tests (included with `#[path]`; no tests of its own).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod istio;
 pub mod sidecar;
 
 use std::net::TcpListener;

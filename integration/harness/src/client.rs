@@ -43,6 +43,28 @@ pub struct Shot {
     pub mesh_root: CertificateDer<'static>,
     pub probe: Probe,
     pub timeout: Duration,
+    /// The ALPN offered on mTLS; `None`: plain ALPN ([`default_alpn`]).
+    pub alpn: Option<Vec<Vec<u8>>>,
+}
+
+/// The ALPN a plain mTLS client offers: `h2` or `http/1.1` for HTTP, none for TCP.
+pub fn default_alpn(probe: &Probe) -> Vec<Vec<u8>> {
+    match probe {
+        Probe::Http(h) if h.http2 => vec![b"h2".to_vec()],
+        Probe::Http(_) => vec![b"http/1.1".to_vec()],
+        Probe::Tcp => Vec::new(),
+    }
+}
+
+/// The ALPN an Istio sidecar offers upstream on mTLS (its `istio.alpn` filter and the
+/// outbound cluster's TLS context): `istio-h2` / `istio-http/1.1` for HTTP,
+/// `istio-peer-exchange, istio` for TCP. Istio's inbound chains select on these.
+pub fn istio_alpn(probe: &Probe) -> Vec<Vec<u8>> {
+    match probe {
+        Probe::Http(h) if h.http2 => vec![b"istio-h2".to_vec()],
+        Probe::Http(_) => vec![b"istio-http/1.1".to_vec()],
+        Probe::Tcp => vec![b"istio-peer-exchange".to_vec(), b"istio".to_vec()],
+    }
 }
 
 /// A failure of the runner itself (not an outcome): the run must stop.
@@ -58,11 +80,10 @@ pub async fn shoot(shot: &Shot) -> Result<Observed, RunnerError> {
         match &shot.client_cert {
             None => exchange(tcp, shot, false).await,
             Some(cert) => {
-                let alpn: Vec<Vec<u8>> = match &shot.probe {
-                    Probe::Http(h) if h.http2 => vec![b"h2".to_vec()],
-                    Probe::Http(_) => vec![b"http/1.1".to_vec()],
-                    Probe::Tcp => Vec::new(),
-                };
+                let alpn = shot
+                    .alpn
+                    .clone()
+                    .unwrap_or_else(|| default_alpn(&shot.probe));
                 let config = match crate::tls::mesh_client_config(cert, &shot.mesh_root, alpn) {
                     Ok(c) => c,
                     Err(e) => return Err(RunnerError(e)),

@@ -104,6 +104,25 @@ impl TestPki {
         &self.server
     }
 
+    /// A sidecar's workload certificate (mesh root): URI SAN `uri` (its SPIFFE identity),
+    /// and the DNS SAN [`SERVER_NAME`] the runner's clients verify; client and server use.
+    pub fn sidecar(&self, uri: &str) -> anyhow::Result<Issued> {
+        let mut params = leaf_params(false)?;
+        params.subject_alt_names = vec![
+            SanType::URI(
+                uri.to_string()
+                    .try_into()
+                    .with_context(|| format!("URI SAN {uri:?} is not an IA5 string"))?,
+            ),
+            SanType::DnsName(SERVER_NAME.try_into().context("server DNS name")?),
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ClientAuth,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        sign(params, &self.mesh.issuer)
+    }
+
     /// A client certificate as `spec` describes, signed directly by the chosen root.
     pub fn client(&self, spec: &ClientCertSpec) -> anyhow::Result<Issued> {
         let mut params = leaf_params(spec.expired)?;

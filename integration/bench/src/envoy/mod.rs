@@ -712,6 +712,7 @@ async fn sanity_check(world: &World, r: &Running) -> anyhow::Result<()> {
             e2e_client::Probe::Tcp
         },
         timeout: Duration::from_secs(5),
+        alpn: None,
     };
     for (http, addr) in [(true, r.http), (false, r.tcp)] {
         let proto = if http { "HTTP" } else { "TCP" };

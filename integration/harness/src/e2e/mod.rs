@@ -9,6 +9,11 @@
 //! (HTTP) or echo server (TCP); a port used for both sniffs the protocol. Each request is a
 //! fresh connection from its source address with its own certificate (test PKI).
 //!
+//! The proxies are pluggable ([`Frontend`]): [`ProjectListeners`] is the product's listener;
+//! other frontends (the Istio EnvoyFilter form, `cli/tests/istio_conformance.rs`) put other
+//! Envoy configurations in front of the same apps, and the same clients and comparison judge
+//! them.
+//!
 //! Reusable parts: [`crate::pki::TestPki`], [`crate::envoy::EnvoyProcess`],
 //! [`crate::upstream`].
 
@@ -204,12 +209,7 @@ pub fn from_scenario(s: &Scenario, policy: &WorkloadPolicy) -> anyhow::Result<E2
 
 /// The runner proper: one Envoy for all scenarios.
 pub fn run_e2e(scenarios: &[E2eScenario], opts: &Options) -> anyhow::Result<Vec<Vec<Observed>>> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
-    rt.block_on(run_async(scenarios, opts))
+    run_with(&mut ProjectListeners, scenarios, opts)
 }
 
 /// Loopback addresses for scenarios: 127.0.<1..=254>.<1..=254> (never 127.0.0.x).
@@ -228,7 +228,7 @@ pub fn scenario_address(base: usize, i: usize) -> anyhow::Result<Ipv4Addr> {
 }
 
 /// A start slot that differs between processes and between runs of one process.
-fn random_base() -> usize {
+pub fn random_base() -> usize {
     use std::hash::{BuildHasher as _, Hasher as _};
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
@@ -238,6 +238,25 @@ fn random_base() -> usize {
         h.write_u128(d.as_nanos());
     }
     usize::try_from(h.finish() % ADDRESS_SLOTS as u64).unwrap_or(0)
+}
+
+/// The ports a scenario's requests use and what they carry: a port with HTTP and TCP
+/// requests sniffs the protocol (as Istio's inbound listener does on a port without a
+/// declared protocol).
+pub fn scenario_ports(s: &E2eScenario) -> BTreeMap<u16, AppProtocol> {
+    let mut ports: BTreeMap<u16, AppProtocol> = BTreeMap::new();
+    for r in &s.requests {
+        let proto = match r.probe {
+            Probe::Http(_) => AppProtocol::Http,
+            Probe::Tcp => AppProtocol::Tcp,
+        };
+        let merged = match ports.get(&r.port) {
+            Some(prev) if *prev != proto => AppProtocol::Sniff,
+            _ => proto,
+        };
+        ports.insert(r.port, merged);
+    }
+    ports
 }
 
 /// Listeners: one per (scenario, port); a port with HTTP and TCP requests sniffs.
@@ -250,18 +269,7 @@ fn plan_listeners(
     for (i, s) in scenarios.iter().enumerate() {
         let addr = scenario_address(base, i)?;
         addrs.push(addr);
-        let mut ports: BTreeMap<u16, AppProtocol> = BTreeMap::new();
-        for r in &s.requests {
-            let proto = match r.probe {
-                Probe::Http(_) => AppProtocol::Http,
-                Probe::Tcp => AppProtocol::Tcp,
-            };
-            let merged = match ports.get(&r.port) {
-                Some(prev) if *prev != proto => AppProtocol::Sniff,
-                _ => proto,
-            };
-            ports.insert(r.port, merged);
-        }
+        let ports = scenario_ports(s);
         let policy_json = serde_json::to_string(&s.policy)
             .with_context(|| format!("scenario {}: serializing its WorkloadPolicy", s.name))?;
         for (port, proto) in ports {
@@ -281,7 +289,182 @@ fn plan_listeners(
     Ok((listeners, addrs))
 }
 
+/// What every frontend gets: the tools, the test PKI and the apps behind the proxies.
+pub struct Shared<'a> {
+    pub envoy: &'a std::path::Path,
+    /// `None`: run without the filter ([`Options::with_filter`]).
+    pub wasm: Option<&'a std::path::Path>,
+    pub pki: &'a TestPki,
+    pub http_app: SocketAddr,
+    pub tcp_app: SocketAddr,
+    pub opts: &'a Options,
+}
+
+/// The proxies in front of the apps: what the requests of a run go through. The runner owns
+/// everything else (PKI, apps, clients, the comparison), so every frontend is judged the
+/// same way. [`ProjectListeners`] is `peerguard test --envoy`'s.
+pub trait Frontend {
+    /// Starts the proxies for `scenarios` (blocking; called inside the run's runtime, so it
+    /// may spawn tasks on it).
+    fn start(
+        &mut self,
+        scenarios: &[E2eScenario],
+        shared: &Shared<'_>,
+    ) -> anyhow::Result<Box<dyn Deployment>>;
+}
+
+/// Running proxies; stopped on drop.
+pub trait Deployment: Send {
+    /// Where scenario `scenario`'s requests to workload port `port` connect.
+    fn target(&self, scenario: usize, port: u16) -> SocketAddr;
+    /// The ALPN an mTLS client offers ([`client::default_alpn`] unless the proxies select
+    /// chains on another vocabulary, as Istio's inbound listener does).
+    fn client_alpn(&self, probe: &Probe) -> Vec<Vec<u8>> {
+        client::default_alpn(probe)
+    }
+    /// `Err` (with the proxies' log) when a proxy died during the run.
+    fn check_running(&mut self) -> anyhow::Result<()>;
+    /// Keep configuration and logs on disk (a failed run).
+    fn keep(&mut self);
+    /// One line naming where configuration and logs are.
+    fn describe(&self) -> String;
+    /// The log with the filter's decision lines ([`Options::log_copy`]).
+    fn log_path(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Runs every request of every scenario through the proxies `frontend` starts.
+pub fn run_with(
+    frontend: &mut dyn Frontend,
+    scenarios: &[E2eScenario],
+    opts: &Options,
+) -> anyhow::Result<Vec<Vec<Observed>>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    rt.block_on(run_async(frontend, scenarios, opts))
+}
+
+/// `peerguard test --envoy`'s frontend: ONE Envoy with the product's inbound listener
+/// ([`config`]) per (scenario, port), each scenario on its own loopback address.
+#[derive(Debug, Default)]
+pub struct ProjectListeners;
+
+struct ProjectDeployment {
+    dir: envoy::TempDir,
+    envoy: envoy::EnvoyProcess,
+    addrs: Vec<Ipv4Addr>,
+}
+
+impl Deployment for ProjectDeployment {
+    fn target(&self, scenario: usize, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.addrs[scenario]), port)
+    }
+    fn check_running(&mut self) -> anyhow::Result<()> {
+        if !self.envoy.is_running() {
+            self.dir.keep();
+            bail!(
+                "Envoy died during the run; log {}:\n{}",
+                self.envoy.log_path().display(),
+                self.envoy.log_tail(40)
+            );
+        }
+        Ok(())
+    }
+    fn keep(&mut self) {
+        self.dir.keep();
+    }
+    fn describe(&self) -> String {
+        format!("Envoy log: {}", self.envoy.log_path().display())
+    }
+    fn log_path(&self) -> Option<PathBuf> {
+        Some(self.envoy.log_path().to_path_buf())
+    }
+}
+
+impl Frontend for ProjectListeners {
+    fn start(
+        &mut self,
+        scenarios: &[E2eScenario],
+        shared: &Shared<'_>,
+    ) -> anyhow::Result<Box<dyn Deployment>> {
+        let opts = shared.opts;
+        // Another run may hold some of our addresses: retry with another block, but only
+        // for bind failures (anything else is reported at once).
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (listeners, addrs) = plan_listeners(scenarios, random_base())?;
+            let bootstrap = Bootstrap {
+                listeners: &listeners,
+                filter: shared.wasm.map(|w| FilterModule { wasm: w }),
+                mesh_root_pem: shared.pki.mesh_root_pem(),
+                server_cert_pem: &shared.pki.server().cert_pem,
+                server_key_pem: &shared.pki.server().key_pem,
+                http_upstream: shared.http_app,
+                tcp_upstream: shared.tcp_app,
+                path_normalization: opts.path_normalization,
+            };
+            let mut dir = envoy::TempDir::new("peerguard-e2e")?;
+            let config_path = dir.path().join("envoy.json");
+            let mut config = bootstrap.to_json();
+            let mut extra = vec!["--concurrency".to_string(), opts.concurrency.to_string()];
+            if let Some(path) = &opts.access_log {
+                attach_access_logs(&mut config, &listeners, &addrs, scenarios, path);
+                // Envoy writes access logs from a buffer; flush it well before the run ends.
+                extra.extend(["--file-flush-interval-msec".into(), "100".into()]);
+            }
+            extra.extend(opts.envoy_args.iter().cloned());
+            std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
+                .with_context(|| format!("writing {}", config_path.display()))?;
+            let started = envoy::EnvoyProcess::start(
+                shared.envoy,
+                &config_path,
+                dir.path(),
+                &extra,
+                Duration::from_secs(30),
+            );
+            match started {
+                Ok(envoy) => {
+                    if opts.keep_dir {
+                        dir.keep();
+                        eprintln!(
+                            "peerguard e2e: Envoy config and log kept in {}",
+                            dir.path().display()
+                        );
+                    }
+                    tracing::debug!(dir = %dir.path().display(), admin = %envoy.admin_address(), "Envoy ready");
+                    return Ok(Box::new(ProjectDeployment { dir, envoy, addrs }));
+                }
+                Err(e) => {
+                    let text = format!("{e:#}");
+                    let bind_failure =
+                        text.contains("cannot bind") || text.contains("ddress already in use");
+                    if bind_failure && attempt < 3 {
+                        tracing::warn!("Envoy could not bind its listeners (attempt {attempt}), retrying with other addresses");
+                        continue;
+                    }
+                    dir.keep();
+                    return Err(e.context(format!(
+                        "Envoy config {}{}",
+                        config_path.display(),
+                        if bind_failure {
+                            " (a listener address:port is taken; is another process listening on one of the scenario ports on 0.0.0.0?)"
+                        } else {
+                            ""
+                        }
+                    )));
+                }
+            }
+        }
+    }
+}
+
 async fn run_async(
+    frontend: &mut dyn Frontend,
     scenarios: &[E2eScenario],
     opts: &Options,
 ) -> anyhow::Result<Vec<Vec<Observed>>> {
@@ -321,76 +504,16 @@ async fn run_async(
         }
     }
 
-    // Another run may hold some of our addresses: retry with another block, but only for
-    // bind failures (anything else is reported at once).
-    let mut attempt = 0;
-    let (mut dir, mut envoy_proc, addrs) = loop {
-        attempt += 1;
-        let (listeners, addrs) = plan_listeners(scenarios, random_base())?;
-        let bootstrap = Bootstrap {
-            listeners: &listeners,
-            filter: wasm.as_deref().map(|w| FilterModule { wasm: w }),
-            mesh_root_pem: pki.mesh_root_pem(),
-            server_cert_pem: &pki.server().cert_pem,
-            server_key_pem: &pki.server().key_pem,
-            http_upstream: http_app,
-            tcp_upstream: tcp_app,
-            path_normalization: opts.path_normalization,
-        };
-        let mut dir = envoy::TempDir::new("peerguard-e2e")?;
-        let config_path = dir.path().join("envoy.json");
-        let mut config = bootstrap.to_json();
-        let mut extra = vec!["--concurrency".to_string(), opts.concurrency.to_string()];
-        if let Some(path) = &opts.access_log {
-            attach_access_logs(&mut config, &listeners, &addrs, scenarios, path);
-            // Envoy writes access logs from a buffer; flush it well before the run ends.
-            extra.extend(["--file-flush-interval-msec".into(), "100".into()]);
-        }
-        extra.extend(opts.envoy_args.iter().cloned());
-        std::fs::write(&config_path, serde_json::to_vec_pretty(&config)?)
-            .with_context(|| format!("writing {}", config_path.display()))?;
-        let started = {
-            let bin = envoy_bin.clone();
-            let cfg = config_path.clone();
-            let d = dir.path().to_path_buf();
-            tokio::task::spawn_blocking(move || {
-                envoy::EnvoyProcess::start(&bin, &cfg, &d, &extra, Duration::from_secs(30))
-            })
-            .await
-            .context("Envoy startup task")?
-        };
-        match started {
-            Ok(p) => break (dir, p, addrs),
-            Err(e) => {
-                let text = format!("{e:#}");
-                let bind_failure =
-                    text.contains("cannot bind") || text.contains("ddress already in use");
-                if bind_failure && attempt < 3 {
-                    tracing::warn!("Envoy could not bind its listeners (attempt {attempt}), retrying with other addresses");
-                    continue;
-                }
-                dir.keep();
-                return Err(e.context(format!(
-                    "Envoy config {}{}",
-                    config_path.display(),
-                    if bind_failure {
-                        " (a listener address:port is taken; is another process listening on one of the scenario ports on 0.0.0.0?)"
-                    } else {
-                        ""
-                    }
-                )));
-            }
-        }
+    let shared = Shared {
+        envoy: &envoy_bin,
+        wasm: wasm.as_deref(),
+        pki: &pki,
+        http_app,
+        tcp_app,
+        opts,
     };
-
-    if opts.keep_dir {
-        dir.keep();
-        eprintln!(
-            "peerguard e2e: Envoy config and log kept in {}",
-            dir.path().display()
-        );
-    }
-    tracing::debug!(dir = %dir.path().display(), admin = %envoy_proc.admin_address(), "Envoy ready");
+    // Frontends start processes and wait for them: off the async workers.
+    let mut deployment = tokio::task::block_in_place(|| frontend.start(scenarios, &shared))?;
 
     let mut shots = Vec::new();
     for (i, s) in scenarios.iter().enumerate() {
@@ -403,10 +526,11 @@ async fn run_async(
                 i,
                 j,
                 Shot {
-                    target: SocketAddr::new(IpAddr::V4(addrs[i]), r.port),
+                    target: deployment.target(i, r.port),
                     source_ip: r.source_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
                     client_cert,
                     mesh_root: pki.mesh_root_der().clone(),
+                    alpn: Some(deployment.client_alpn(&r.probe)),
                     probe: r.probe.clone(),
                     timeout: opts.request_timeout,
                 },
@@ -445,27 +569,23 @@ async fn run_async(
             }
         }
     }
-    if !envoy_proc.is_running() {
-        dir.keep();
-        bail!(
-            "Envoy died during the run; log {}:\n{}",
-            envoy_proc.log_path().display(),
-            envoy_proc.log_tail(40)
-        );
-    }
+    deployment.check_running()?;
     if let Some(e) = failure {
-        dir.keep();
-        return Err(e.context(format!("Envoy log: {}", envoy_proc.log_path().display())));
+        deployment.keep();
+        return Err(e.context(deployment.describe()));
     }
     if opts.access_log.is_some() {
         // Past the flush interval: the last lines are written before Envoy is killed.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     if let Some(to) = &opts.log_copy {
-        std::fs::copy(envoy_proc.log_path(), to)
+        let from = deployment
+            .log_path()
+            .context("--log-copy: this frontend has no single Envoy log")?;
+        std::fs::copy(&from, to)
             .with_context(|| format!("copying Envoy's log to {}", to.display()))?;
     }
-    drop(envoy_proc);
+    drop(deployment);
     Ok(out
         .into_iter()
         .map(|v| v.into_iter().flatten().collect())
