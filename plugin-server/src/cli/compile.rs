@@ -116,6 +116,9 @@ fn envoy_rbac(
         mesh.config.num_trusted_proxies
     );
     let policy = mesh.compile(workload);
+    for d in &policy.diagnostics {
+        eprintln!("warning: {d}");
+    }
     let out = native_form(&filters, &policy.mtls);
     let json = if pretty {
         serde_json::to_string_pretty(&out)?
