@@ -185,7 +185,9 @@ fn compile_envoy_rbac_prints_filters_and_modes_or_refuses() {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The case's resources and workload (as a registry entry) in a directory for `--config`.
@@ -465,6 +467,7 @@ fn compile_envoy_rbac_output_in_real_envoy_gives_the_conformance_decisions() -> 
             println!("WRONG: {w}");
         }
         ensure!(allowed > 0 && denied > 0, "a run with one outcome only tests nothing");
+        let _ = std::fs::remove_dir_all(&work);
         ensure!(wrong.is_empty(), "{} requests got another decision than the case expects", wrong.len());
         Ok(())
     })
