@@ -42,13 +42,31 @@ pub const KNOWN_SAFER: &[KnownSafer] = &[KnownSafer {
              everything it selects, an invalid ALLOW allows nothing.",
     applies: |cx| {
         let parsed = peerguard_filter::istio::parse::parse_str(cx.yaml, "set.yaml");
-        crate::rbac::has_invalid_policy_for(
+        has_invalid_policy_for(
             &parsed.resources,
             &crate::gen::workload(),
             &crate::gen::mesh_config(),
         )
     },
 }];
+
+/// Whether an AuthorizationPolicy peerguard refuses as invalid may apply to the workload
+/// (what [`KNOWN_SAFER`] looks for): one in the workload's namespace or the root namespace,
+/// whatever its selector says, since an unreadable selector is read fail-closed as selecting
+/// the whole namespace.
+pub fn has_invalid_policy_for(
+    resources: &[peerguard_filter::istio::Resource],
+    workload: &peerguard_filter::compile::Workload,
+    mesh: &peerguard_filter::compile::MeshConfig,
+) -> bool {
+    resources.iter().any(|r| match r {
+        peerguard_filter::istio::Resource::Invalid(i) if i.kind == "AuthorizationPolicy" => {
+            let ns = i.metadata.namespace.as_deref().unwrap_or("default");
+            ns == workload.namespace || ns == mesh.root_namespace
+        }
+        _ => false,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

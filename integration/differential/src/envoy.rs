@@ -8,8 +8,8 @@ use crate::harness::{
     is_peerguard_filter, AppProtocol, Bootstrap, FilterModule, ListenerSpec, PathNormalization,
     TestPki, HCM_NAME,
 };
-use crate::rbac::RbacFilters;
 use anyhow::{bail, Context as _};
+use peerguard_server::envoy_config::rbac::RbacFilters;
 use serde_json::Value;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -188,6 +188,7 @@ mod tests {
                 json!({"name": "envoy.filters.http.rbac", "n": 2}),
             ],
             network: vec![json!({"name": "envoy.filters.network.rbac"})],
+            omitted: Vec::new(),
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! For one seed: a generated set of AuthorizationPolicies ([`gen`]) is parsed by peerguard,
 //! then (a) compiled by peerguard into the `WorkloadPolicy` its wasm filter runs, and
-//! (b) translated into the Envoy RBAC filters Istio would generate ([`rbac`]). One Envoy
+//! (b) translated into the Envoy RBAC filters Istio would generate (the product's translator,
+//! [`peerguard_server::envoy_config::rbac::translate_as_istiod`]). One Envoy
 //! serves both sides behind identical listeners ([`envoy`]); the same raw requests are
 //! sent to both ([`client`]) and the outcomes compared ([`compare`], [`run`]).
 
@@ -13,7 +14,6 @@ pub mod compare;
 pub mod envoy;
 pub mod gen;
 pub mod harness;
-pub mod rbac;
 pub mod run;
 
 /// The policies, requests and both sides' configuration of one seed, for humans.

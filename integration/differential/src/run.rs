@@ -10,10 +10,10 @@ use crate::harness::{
     client_config, find_envoy, find_wasm, spawn_http_app, spawn_tcp_echo, CaChoice, ClientCertSpec,
     EnvoyProcess, TempDir, TestPki,
 };
-use crate::rbac::{self, RbacFilters};
 use anyhow::{bail, Context as _};
 use peerguard_filter::istio::parse::parse_str;
 use peerguard_filter::WorkloadPolicy;
+use peerguard_server::envoy_config::rbac::{self, RbacFilters};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -93,7 +93,7 @@ pub fn prepare(g: &gen::Generated, addrs: SetAddrs) -> anyhow::Result<Prepared> 
     let workload = gen::workload();
     let mesh = gen::mesh_config();
     let policy = peerguard_filter::compile::compile(&parsed.resources, &workload, &mesh);
-    let rbac = rbac::translate(&parsed.resources, &workload, &mesh)
+    let rbac = rbac::translate_as_istiod(&parsed.resources, &workload, &mesh)
         .with_context(|| format!("{}: translating to Envoy RBAC", g.origin))?;
     Ok(Prepared {
         origin: g.origin.clone(),

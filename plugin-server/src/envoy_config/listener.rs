@@ -11,8 +11,8 @@
 //! the protocol inside TLS, anything else is TCP.
 
 use super::{
-    socket, wasm_filter, PathNormalization, HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE,
-    TCP_ROOT_ID, VM_ID,
+    socket, wasm_filter, PathNormalization, HTTP_RBAC_TYPE, HTTP_ROOT_ID, HTTP_WASM_TYPE,
+    NETWORK_RBAC_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, VM_ID,
 };
 use peerguard_filter::schema::MtlsMode;
 use serde_json::{json, Value};
@@ -109,12 +109,21 @@ pub enum Authz {
     Ecds { source: Value },
     /// Other filters in the same places (the benchmark's native RBAC and no-op module).
     Custom { http: Value, network: Value },
+    /// Envoy's native RBAC filters in the same places, in order (`compile --envoy-rbac`,
+    /// [`super::rbac::RbacFilters`]): no filter at all when no policy applies.
+    Rbac {
+        http: Vec<Value>,
+        network: Vec<Value>,
+    },
 }
 
 impl Authz {
-    fn http(&self) -> Option<Value> {
+    fn http(&self) -> Vec<Value> {
+        if let Authz::Rbac { http, .. } = self {
+            return http.clone();
+        }
         match self {
-            Authz::None => None,
+            Authz::None | Authz::Rbac { .. } => None,
             Authz::Wasm {
                 module,
                 policy_json,
@@ -129,11 +138,16 @@ impl Authz {
             Authz::Ecds { source } => Some(ecds_http_filter(source)),
             Authz::Custom { http, .. } => Some(http.clone()),
         }
+        .into_iter()
+        .collect()
     }
 
-    fn network(&self) -> Option<Value> {
+    fn network(&self) -> Vec<Value> {
+        if let Authz::Rbac { network, .. } = self {
+            return network.clone();
+        }
         match self {
-            Authz::None => None,
+            Authz::None | Authz::Rbac { .. } => None,
             Authz::Wasm {
                 module,
                 policy_json,
@@ -148,6 +162,8 @@ impl Authz {
             Authz::Ecds { source } => Some(ecds_network_filter(source)),
             Authz::Custom { network, .. } => Some(network.clone()),
         }
+        .into_iter()
+        .collect()
     }
 }
 
@@ -158,8 +174,8 @@ pub fn ecds_http_filter(source: &Value) -> Value {
         "name": HTTP_FILTER,
         "config_discovery": {
             "config_source": source,
-            "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": {}},
-            "type_urls": [HTTP_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"],
+            "default_config": {"@type": HTTP_RBAC_TYPE, "rules": {}},
+            "type_urls": [HTTP_WASM_TYPE, HTTP_RBAC_TYPE],
         },
     })
 }
@@ -170,8 +186,8 @@ pub fn ecds_network_filter(source: &Value) -> Value {
         "name": TCP_FILTER,
         "config_discovery": {
             "config_source": source,
-            "default_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC", "stat_prefix": "peerguard_default", "rules": {}},
-            "type_urls": [NETWORK_WASM_TYPE, "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"],
+            "default_config": {"@type": NETWORK_RBAC_TYPE, "stat_prefix": "peerguard_default", "rules": {}},
+            "type_urls": [NETWORK_WASM_TYPE, NETWORK_RBAC_TYPE],
         },
     })
 }

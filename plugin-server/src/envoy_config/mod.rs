@@ -9,6 +9,7 @@
 //!   protocol sniffing, mTLS and plaintext chains, HTTP connection manager or `tcp_proxy`, the
 //!   authorization filter); [`listener::outbound`]: the sandbox's outbound listener.
 //! - [`xds_cluster`], [`xds_config_source`]: how a sidecar reaches `peerguard serve`.
+//! - [`rbac`]: AuthorizationPolicies as Envoy's native RBAC filters (`compile --envoy-rbac`).
 //! - [`istio`]: Istio sidecars' own names (`virtualInbound`, `sds-grpc`) and what the
 //!   EnvoyFilter form adds to them.
 //! - [`bootstrap`], [`admin`], [`stats_config`], [`static_cluster`], [`socket`]: the rest.
@@ -18,6 +19,7 @@
 pub mod access_log;
 pub mod istio;
 pub mod listener;
+pub mod rbac;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +37,13 @@ pub const TCP_ROOT_ID: &str = "peerguard_tcp";
 pub const HTTP_WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 pub const NETWORK_WASM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm";
+/// Envoy's native RBAC filters (what Istio's authorization builder emits, [`rbac`]; also the
+/// deny-all default of the ECDS filters).
+pub const RBAC_HTTP_FILTER: &str = "envoy.filters.http.rbac";
+pub const RBAC_NETWORK_FILTER: &str = "envoy.filters.network.rbac";
+pub const HTTP_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
+pub const NETWORK_RBAC_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 /// The static cluster of `peerguard serve`.
 pub const XDS_CLUSTER: &str = "peerguard-xds";
 /// gRPC initial metadata carrying a node's bootstrap token.

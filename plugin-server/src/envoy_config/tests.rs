@@ -265,3 +265,46 @@ fn xds_cluster_addresses() {
     assert!(xds_cluster("nowhere").is_err());
     assert!(xds_cluster("h:notaport").is_err());
 }
+
+#[test]
+fn native_rbac_filters_go_before_the_router_and_tcp_proxy_in_order() {
+    let mut i = inbound(AppProtocol::Sniff, Chains::Istio(MtlsMode::Strict));
+    i.authz = Authz::Rbac {
+        http: vec![
+            json!({"name": RBAC_HTTP_FILTER, "n": 1}),
+            json!({"name": RBAC_HTTP_FILTER, "n": 2}),
+        ],
+        network: vec![json!({"name": RBAC_NETWORK_FILTER})],
+    };
+    let l = i.listener();
+    let cs = chains(&l);
+    assert_eq!(cs.len(), 2);
+    let http = &cs[0]["filters"][0]["typed_config"]["http_filters"];
+    assert_eq!(
+        names(http),
+        [
+            RBAC_HTTP_FILTER,
+            RBAC_HTTP_FILTER,
+            "envoy.filters.http.router"
+        ]
+    );
+    assert_eq!(http[1]["n"], 2);
+    assert_eq!(
+        names(&cs[1]["filters"]),
+        [RBAC_NETWORK_FILTER, "envoy.filters.network.tcp_proxy"]
+    );
+    // No policy, no filter.
+    i.authz = Authz::Rbac {
+        http: Vec::new(),
+        network: Vec::new(),
+    };
+    let cs = chains(&i.listener());
+    assert_eq!(
+        names(&cs[0]["filters"][0]["typed_config"]["http_filters"]),
+        ["envoy.filters.http.router"]
+    );
+    assert_eq!(
+        names(&cs[1]["filters"]),
+        ["envoy.filters.network.tcp_proxy"]
+    );
+}

@@ -4,9 +4,6 @@
 
 use serde_json::{json, Value};
 
-pub const HTTP_RBAC_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC";
-pub const NETWORK_RBAC_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC";
 const URI_TEMPLATE_TYPE: &str =
     "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig";
 /// `filters.EnvoyJwtFilterName` / `EnvoyJwtFilterPayload`.

@@ -7,6 +7,11 @@
 //! (an HTTP-only attribute on a TCP chain, a value it cannot convert) drops the whole rule
 //! for ALLOW and only that value for DENY/AUDIT (`checkError`), which is how Istio makes
 //! ALLOW narrower and DENY wider on TCP.
+//!
+//! peerguard's product form ([`Strictness::Refuse`]) keeps the HTTP-only rule (narrower ALLOW,
+//! wider DENY: both fail closed) but refuses a value that does not convert, which Istio would
+//! silently drop (a DENY that drops a value matches more, but one that drops its only value
+//! of a `not*` field matches less).
 
 use super::json as j;
 use peerguard_filter::istio::{AuthzCondition, AuthzRule};
@@ -107,12 +112,39 @@ impl List {
     }
 }
 
+/// How values Istio cannot convert are handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strictness {
+    /// Istio's `checkError`: ALLOW drops the rule, DENY drops the value.
+    AsIstiod,
+    /// The error is returned whatever the action (the caller refuses the policy).
+    Refuse,
+}
+
+/// Why `Generate` gave up on a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GenError {
+    /// An HTTP attribute on a TCP filter chain (Istio: "skipped rule on TCP filter chain").
+    HttpOnly(String),
+    /// A value that does not convert (a bad CIDR or port), or a rule without principals or
+    /// permissions.
+    Value(String),
+}
+
+impl std::fmt::Display for GenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GenError::HttpOnly(s) | GenError::Value(s) => f.write_str(s),
+        }
+    }
+}
+
 /// Why `model.New` refused a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NewError {
     /// Istio logs "skipped invalid rule" and goes on without it.
     Unknown(String),
-    /// Istio would translate it, this harness does not.
+    /// Istio would translate it, this translator does not.
     Unsupported(String),
 }
 
@@ -130,7 +162,7 @@ const ATTR_REQUEST_CLAIMS: &str = "request.auth.claims";
 
 impl Model {
     /// `model.New`. Errors on a `when` key Istio does not know (the builder skips the rule)
-    /// and on the keys this harness does not translate.
+    /// and on the keys this translator does not translate.
     pub fn new(policy_namespace: &str, r: &AuthzRule) -> Result<Model, NewError> {
         let mut base_permission = List::default();
         let mut base_principal = List::default();
@@ -149,11 +181,15 @@ impl Model {
                 "request.auth.principal" => base_principal.append_last(Gen::RequestPrincipal, c),
                 "request.auth.audiences" => base_principal.append_last(Gen::RequestAudiences, c),
                 "request.auth.presenter" => base_principal.append_last(Gen::RequestPresenter, c),
-                _ if k.starts_with(ATTR_REQUEST_HEADER) => base_principal.append_last(Gen::RequestHeader, c),
-                _ if k.starts_with(ATTR_REQUEST_CLAIMS) => base_principal.append_last(Gen::RequestClaims, c),
+                _ if k.starts_with(ATTR_REQUEST_HEADER) => {
+                    base_principal.append_last(Gen::RequestHeader, c)
+                }
+                _ if k.starts_with(ATTR_REQUEST_CLAIMS) => {
+                    base_principal.append_last(Gen::RequestClaims, c)
+                }
                 _ if k.starts_with("experimental.envoy.filters.") => {
                     return Err(NewError::Unsupported(format!(
-                        "when key {k:?}: Envoy metadata conditions are not translated by this harness"
+                        "when key {k:?}: Envoy metadata conditions are not translated"
                     )))
                 }
                 _ => return Err(NewError::Unknown(format!("unknown attribute {k}"))),
@@ -249,13 +285,24 @@ impl Model {
         }
     }
 
-    /// `Generate(forTCP, useAuthenticated=true, action)`: `Err` drops the rule.
-    pub fn generate(&self, for_tcp: bool, action: RbacAction) -> Result<Value, String> {
+    /// `Generate(forTCP, useAuthenticated=true, action)`: `Err` drops the rule (or, with
+    /// [`Strictness::Refuse`] and a value that does not convert, the policy is refused).
+    pub fn generate(
+        &self,
+        for_tcp: bool,
+        action: RbacAction,
+        strict: Strictness,
+    ) -> Result<Value, GenError> {
+        let g = Ctx {
+            for_tcp,
+            action,
+            strict,
+        };
         let mut permissions = Vec::new();
         for list in &self.permissions {
             let mut and = Vec::new();
             for s in &list.0 {
-                and.extend(self.permission(s, for_tcp, action)?);
+                and.extend(self.permission(s, g)?);
             }
             if and.is_empty() {
                 and.push(j::perm_any());
@@ -266,7 +313,7 @@ impl Model {
         for list in &self.principals {
             let mut and = Vec::new();
             for s in &list.0 {
-                and.extend(self.principal(s, for_tcp, action)?);
+                and.extend(self.principal(s, g)?);
             }
             if and.is_empty() {
                 and.push(j::id_any());
@@ -274,23 +321,20 @@ impl Model {
             principals.push(j::id_and(and));
         }
         if permissions.is_empty() || principals.is_empty() {
-            return Err("must have at least 1 permission and 1 principal".into());
+            return Err(GenError::Value(
+                "must have at least 1 permission and 1 principal".into(),
+            ));
         }
         Ok(serde_json::json!({"permissions": permissions, "principals": principals}))
     }
 
-    fn permission(
-        &self,
-        s: &Spec,
-        for_tcp: bool,
-        action: RbacAction,
-    ) -> Result<Vec<Value>, String> {
+    fn permission(&self, s: &Spec, g: Ctx) -> Result<Vec<Value>, GenError> {
         let mut out = Vec::new();
         if s.gen.extended() {
             // Every extended generator is principal-only ("unimplemented" here).
             for vals in [&s.values, &s.not_values] {
                 if !vals.is_empty() {
-                    check::<Value>(action, Err(format!("{}: unimplemented", s.key)))?;
+                    g.check::<Value>(Err(GenError::Value(format!("{}: unimplemented", s.key))))?;
                 }
             }
             return Ok(out);
@@ -298,7 +342,7 @@ impl Model {
         for (vals, negate) in [(&s.values, false), (&s.not_values, true)] {
             let mut or = Vec::new();
             for v in vals.iter() {
-                if let Some(p) = check(action, permission_of(s.gen, &s.key, v, for_tcp))? {
+                if let Some(p) = g.check(permission_of(s.gen, &s.key, v, g.for_tcp))? {
                     or.push(p);
                 }
             }
@@ -310,21 +354,21 @@ impl Model {
         Ok(out)
     }
 
-    fn principal(&self, s: &Spec, for_tcp: bool, action: RbacAction) -> Result<Vec<Value>, String> {
+    fn principal(&self, s: &Spec, g: Ctx) -> Result<Vec<Value>, GenError> {
         let mut out = Vec::new();
         for (vals, negate) in [(&s.values, false), (&s.not_values, true)] {
             if s.gen.extended() {
                 if vals.is_empty() {
                     continue;
                 }
-                if let Some(p) = check(action, extended_principal(s.gen, &s.key, vals, for_tcp))? {
+                if let Some(p) = g.check(extended_principal(s.gen, &s.key, vals, g.for_tcp))? {
                     out.push(if negate { j::id_not(p) } else { p });
                 }
                 continue;
             }
             let mut or = Vec::new();
             for v in vals.iter() {
-                if let Some(p) = check(action, self.principal_of(s.gen, &s.key, v, for_tcp))? {
+                if let Some(p) = g.check(self.principal_of(s.gen, &s.key, v, g.for_tcp))? {
                     or.push(p);
                 }
             }
@@ -337,10 +381,10 @@ impl Model {
     }
 
     /// The per-value principal generators.
-    fn principal_of(&self, gen: Gen, key: &str, v: &str, for_tcp: bool) -> Result<Value, String> {
+    fn principal_of(&self, gen: Gen, key: &str, v: &str, for_tcp: bool) -> Result<Value, GenError> {
         match gen {
-            Gen::SrcIp => Ok(j::id_direct_remote_ip(cidr(v)?)),
-            Gen::RemoteIp => Ok(j::id_remote_ip(cidr(v)?)),
+            Gen::SrcIp => Ok(j::id_direct_remote_ip(cidr(v).map_err(GenError::Value)?)),
+            Gen::RemoteIp => Ok(j::id_remote_ip(cidr(v).map_err(GenError::Value)?)),
             Gen::SrcNamespace => {
                 let parts: Vec<String> = v.split('*').map(j::quote_meta).collect();
                 Ok(j::id_authenticated(j::regex(&format!(
@@ -373,31 +417,48 @@ impl Model {
             Gen::SrcPrincipal => Ok(j::id_authenticated(j::string_with_prefix(v, "spiffe://"))),
             Gen::RequestHeader => {
                 if for_tcp {
-                    return Err(format!("{key:?} is HTTP only"));
+                    return Err(http_only(key));
                 }
-                let name = bracketed(key.trim_start_matches(ATTR_REQUEST_HEADER))?;
+                let name = bracketed(key.trim_start_matches(ATTR_REQUEST_HEADER))
+                    .map_err(GenError::Value)?;
                 Ok(j::id_header(j::header(name, v, false)))
             }
-            _ => Err(format!("{key}: unimplemented")),
+            _ => Err(GenError::Value(format!("{key}: unimplemented"))),
         }
     }
 }
 
-/// `checkError`: ALLOW keeps the error (the rule is dropped), DENY/AUDIT drop the value.
-fn check<T>(action: RbacAction, r: Result<T, String>) -> Result<Option<T>, String> {
-    match (r, action) {
-        (Ok(v), _) => Ok(Some(v)),
-        (Err(e), RbacAction::Allow) => Err(e),
-        (Err(_), RbacAction::Deny) => Ok(None),
+/// The generation context of one rule.
+#[derive(Debug, Clone, Copy)]
+struct Ctx {
+    for_tcp: bool,
+    action: RbacAction,
+    strict: Strictness,
+}
+
+impl Ctx {
+    /// `checkError`: ALLOW keeps the error (the rule is dropped), DENY/AUDIT drop the value;
+    /// [`Strictness::Refuse`] keeps every error but an HTTP-only attribute's.
+    fn check<T>(self, r: Result<T, GenError>) -> Result<Option<T>, GenError> {
+        match (r, self.action, self.strict) {
+            (Ok(v), _, _) => Ok(Some(v)),
+            (Err(e), RbacAction::Allow, _) => Err(e),
+            (Err(e @ GenError::Value(_)), RbacAction::Deny, Strictness::Refuse) => Err(e),
+            (Err(_), RbacAction::Deny, _) => Ok(None),
+        }
     }
 }
 
+fn http_only(key: &str) -> GenError {
+    GenError::HttpOnly(format!("{key:?} is HTTP only"))
+}
+
 /// The per-value permission generators.
-fn permission_of(gen: Gen, key: &str, v: &str, for_tcp: bool) -> Result<Value, String> {
-    let http_only = || Err(format!("{key:?} is HTTP only"));
+fn permission_of(gen: Gen, key: &str, v: &str, for_tcp: bool) -> Result<Value, GenError> {
+    let http_only = || Err(http_only(key));
     match gen {
-        Gen::DestIp => Ok(j::perm_destination_ip(cidr(v)?)),
-        Gen::DestPort => Ok(j::perm_destination_port(port(v)?)),
+        Gen::DestIp => Ok(j::perm_destination_ip(cidr(v).map_err(GenError::Value)?)),
+        Gen::DestPort => Ok(j::perm_destination_port(port(v).map_err(GenError::Value)?)),
         Gen::ConnSni => Ok(j::perm_sni(j::string(v))),
         Gen::Host if for_tcp => http_only(),
         Gen::Host => Ok(j::perm_header(j::header(":authority", v, true))),
@@ -406,7 +467,7 @@ fn permission_of(gen: Gen, key: &str, v: &str, for_tcp: bool) -> Result<Value, S
         Gen::Path if for_tcp => http_only(),
         Gen::Path if v.contains("{*}") || v.contains("{**}") => Ok(j::perm_uri_template(v)),
         Gen::Path => Ok(j::perm_url_path(j::string(v))),
-        _ => Err(format!("{key}: unimplemented")),
+        _ => Err(GenError::Value(format!("{key}: unimplemented"))),
     }
 }
 
@@ -415,9 +476,9 @@ fn extended_principal(
     key: &str,
     values: &[String],
     for_tcp: bool,
-) -> Result<Value, String> {
+) -> Result<Value, GenError> {
     if for_tcp {
-        return Err(format!("{key:?} is HTTP only"));
+        return Err(http_only(key));
     }
     match gen {
         Gen::RequestPrincipal => {
@@ -431,10 +492,11 @@ fn extended_principal(
         Gen::RequestAudiences => Ok(j::id_jwt_claims(&["aud".to_string()], values)),
         Gen::RequestPresenter => Ok(j::id_jwt_claims(&["azp".to_string()], values)),
         Gen::RequestClaims => {
-            let claims = nested_brackets(key.trim_start_matches(ATTR_REQUEST_CLAIMS))?;
+            let claims = nested_brackets(key.trim_start_matches(ATTR_REQUEST_CLAIMS))
+                .map_err(GenError::Value)?;
             Ok(j::id_jwt_claims(&claims, values))
         }
-        _ => Err(format!("{key}: unimplemented")),
+        _ => Err(GenError::Value(format!("{key}: unimplemented"))),
     }
 }
 
@@ -593,8 +655,12 @@ mod tests {
             ..Default::default()
         };
         let m = Model::new("foo", &rule(None, Some(op), vec![])).map_err(|e| format!("{e:?}"))?;
-        assert!(m.generate(true, RbacAction::Allow).is_err());
-        let deny = m.generate(true, RbacAction::Deny)?;
+        assert!(m
+            .generate(true, RbacAction::Allow, Strictness::AsIstiod)
+            .is_err());
+        let deny = m
+            .generate(true, RbacAction::Deny, Strictness::AsIstiod)
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             deny["permissions"],
             json!([{"and_rules": {"rules": [{"or_rules": {"rules": [{"destination_port": 9000}]}}]}}])
@@ -604,7 +670,9 @@ mod tests {
             json!([{"and_ids": {"ids": [{"any": true}]}}])
         );
         // HTTP: the method is kept, host first as Istio orders it.
-        let http = m.generate(false, RbacAction::Allow)?;
+        let http = m
+            .generate(false, RbacAction::Allow, Strictness::AsIstiod)
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             http["permissions"][0]["and_rules"]["rules"][0]["or_rules"]["rules"][0]["header"]
                 ["name"],
@@ -621,12 +689,16 @@ mod tests {
             &rule(None, None, vec![("request.headers[X-Role]", &["admin"])]),
         )
         .map_err(|e| format!("{e:?}"))?;
-        let tcp = m.generate(true, RbacAction::Deny)?;
+        let tcp = m
+            .generate(true, RbacAction::Deny, Strictness::AsIstiod)
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             tcp["principals"],
             json!([{"and_ids": {"ids": [{"any": true}]}}])
         );
-        let http = m.generate(false, RbacAction::Deny)?;
+        let http = m
+            .generate(false, RbacAction::Deny, Strictness::AsIstiod)
+            .map_err(|e| e.to_string())?;
         assert_eq!(
             http["principals"][0]["and_ids"]["ids"][0],
             json!({"or_ids": {"ids": [{"header": {"name": "X-Role", "string_match": {"exact": "admin"}}}]}})
@@ -645,7 +717,9 @@ mod tests {
             ..Default::default()
         };
         let m = Model::new("foo", &rule(Some(src), None, vec![])).map_err(|e| format!("{e:?}"))?;
-        let p = m.generate(false, RbacAction::Allow)?;
+        let p = m
+            .generate(false, RbacAction::Allow, Strictness::AsIstiod)
+            .map_err(|e| e.to_string())?;
         let ids = &p["principals"][0]["and_ids"]["ids"];
         assert_eq!(
             ids[0],
