@@ -436,6 +436,7 @@ fn compile_envoy_rbac_output_in_real_envoy_gives_the_conformance_decisions() -> 
                     mesh_root: pki.mesh_root_der().clone(),
                     probe: r.probe.clone(),
                     timeout: Duration::from_secs(3),
+                    alpn: None,
                 };
                 let got = shoot(&shot).await.map_err(|e| e.0)?;
                 checked += 1;
