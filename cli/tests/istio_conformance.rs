@@ -28,8 +28,9 @@
 //! the test has one app per protocol).
 //!
 //! Known differences (not skipped, listed with their reason in [`KNOWN_DIFFERENCES`] and
-//! printed): Istio's inbound connection manager has `use_remote_address: false`, which the
-//! filter's `ipBlocks` and `remoteIpBlocks` do not account for.
+//! printed): none. Istio's inbound connection manager has `use_remote_address: false`, which
+//! would let a client-sent X-Forwarded-For decide `ipBlocks`; the rendered EnvoyFilter merges
+//! the direct-peer settings into it (cases 101 and 102 check it).
 //!
 //! SKIPPED without Envoy or the wasm module unless PEERGUARD_REQUIRE_ENVOY=1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -63,43 +64,12 @@ const SPARE_TCP: u16 = 2;
 /// Cases (by name) the Istio form cannot run, and why. Empty: every case runs.
 const SKIPPED: &[(&str, &str)] = &[];
 
-const XFF_SOURCE: &str =
-    "Istio's inbound connection manager has `use_remote_address: false`, so Envoy \
-     takes the stream's remote address from the client's X-Forwarded-For, and the filter reads \
-     ipBlocks/source.ip from `source.address`, which is that address: in this form a forged \
-     X-Forwarded-For decides peerguard's ipBlocks (fail-open; Istio's RBAC uses the direct peer)";
-const XFF_HOPS: &str =
-    "Istio's inbound connection manager has `use_remote_address: false`, so Envoy \
-     does not append the direct peer to X-Forwarded-For, and the filter's numTrustedProxies hop \
-     count (which expects it) is off by one";
-
 /// Requests (case, request index) that peerguard decides differently in this form than the
 /// case expects, and why: known product gaps, reported, not hidden. Each must still differ
-/// (the test fails when one passes: remove it then). With
-/// `PEERGUARD_ISTIO_USE_REMOTE_ADDRESS=1` the run adds [`use_remote_address_patch`] (the
-/// proposed fix) and expects none.
-const KNOWN_DIFFERENCES: &[(&str, usize, &str)] = &[
-    ("ipblocks-direct-peer-not-xff", 0, XFF_SOURCE),
-    ("ipblocks-direct-peer-not-xff", 1, XFF_SOURCE),
-    ("ipblocks-direct-peer-not-xff", 2, XFF_SOURCE),
-    ("remoteipblocks-trusted-hops", 1, XFF_HOPS),
-    ("remoteipblocks-trusted-hops", 2, XFF_HOPS),
-];
-
-/// The proposed fix for [`KNOWN_DIFFERENCES`]: Istio's inbound connection managers take the
-/// direct peer as the remote address and append it to X-Forwarded-For, as the product's own
-/// listener does (`envoy_config::listener`).
-fn use_remote_address_patch() -> Value {
-    json!({
-        "applyTo": "NETWORK_FILTER",
-        "match": {"context": "SIDECAR_INBOUND", "listener": {"filterChain": {"filter": {"name": ec::istio::HCM}}}},
-        "patch": {"operation": "MERGE", "value": {"typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "use_remote_address": true,
-            "xff_num_trusted_hops": 0,
-        }}},
-    })
-}
+/// (the test fails when one passes: remove it then). Empty: cases 101 and 102 (`ipBlocks` on
+/// the direct peer, `remoteIpBlocks` hop counting) differed until the rendered EnvoyFilter
+/// merged `envoy_config::direct_peer_fields` into Istio's inbound connection managers.
+const KNOWN_DIFFERENCES: &[(&str, usize, &str)] = &[];
 
 // ------------------------------------------------------------------ the listener
 
@@ -364,8 +334,6 @@ fn quiet_port() -> u16 {
 /// server pods' sidecar in front of all servers.
 struct IstioForm {
     cases: Vec<Scenario>,
-    /// Add [`use_remote_address_patch`] to the rendered EnvoyFilter.
-    use_remote_address: bool,
     /// istiod reads the case's PeerAuthentications too: the chains per mode
     /// ([`istio_view_of_mtls`]); otherwise PERMISSIVE chains.
     istio_peer_authentication: bool,
@@ -554,10 +522,7 @@ impl Frontend for IstioForm {
                 istio_mtls.as_ref(),
             );
             self.chains_removed += removed;
-            let mut patches = rendered_patches(&format!("127.0.0.1:{}", standin_ports[i]));
-            if self.use_remote_address {
-                patches.push(use_remote_address_patch());
-            }
+            let patches = rendered_patches(&format!("127.0.0.1:{}", standin_ports[i]));
             let counts = patch::apply(&mut cfg, &patches)
                 .map_err(|err| anyhow::anyhow!("case {}: {err}", s.name))?;
             assert!(
@@ -721,16 +686,9 @@ fn run_cases(test: &str, istio_peer_authentication: bool) {
             dir.display()
         );
     }
-    let use_remote_address =
-        std::env::var("PEERGUARD_ISTIO_USE_REMOTE_ADDRESS").is_ok_and(|v| v == "1");
-    let known: &[(&str, usize, &str)] = if use_remote_address {
-        &[]
-    } else {
-        KNOWN_DIFFERENCES
-    };
+    let known = KNOWN_DIFFERENCES;
     let mut form = IstioForm {
         cases: cases.clone(),
-        use_remote_address,
         istio_peer_authentication,
         chains_removed: 0,
         startup: Vec::new(),
@@ -779,12 +737,11 @@ fn run_cases(test: &str, istio_peer_authentication: bool) {
         .max()
         .unwrap_or_default();
     println!(
-        "{test}: {} cases, {passed} requests passed, {} failed, {} known differences, {skipped_requests} skipped ({} cases){}; slowest server+sidecar start {slowest:?}; took {:?}",
+        "{test}: {} cases, {passed} requests passed, {} failed, {} known differences, {skipped_requests} skipped ({} cases); slowest server+sidecar start {slowest:?}; took {:?}",
         cases.len(),
         failed.len(),
         differ.len(),
         skipped.len(),
-        if use_remote_address { "; with use_remote_address_patch" } else { "" },
         started.elapsed()
     );
     if istio_peer_authentication {

@@ -204,8 +204,16 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
     let counts = patch::apply(&mut config, &patches).unwrap();
     // One cluster; the HTTP filter in the 3 connection managers (catch-all HTTP, the port's
     // mTLS and plaintext chains); the network filter before the 4 tcp_proxy filters
-    // (blackhole, passthrough, the TCP port's two chains).
-    assert_eq!(counts, vec![1, 3, 4], "patched places");
+    // (blackhole, passthrough, the TCP port's two chains); the direct-peer settings merged
+    // into the same 3 connection managers.
+    assert_eq!(counts, vec![1, 3, 4, 3], "patched places");
+    for chain in config.listeners[0]["filter_chains"].as_array().unwrap() {
+        for f in chain["filters"].as_array().unwrap() {
+            if f["name"] == ec::istio::HCM {
+                assert_eq!(f["typed_config"]["use_remote_address"], true, "{f}");
+            }
+        }
+    }
 
     // As the iptables redirect would deliver them: the inbound ports are the listener's.
     let mut inbound = config.listeners.remove(0);

@@ -173,7 +173,11 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
     ]);
     assert_eq!(code, 0, "{err}");
     let mut objects = list_items(&out);
-    assert_eq!(objects.len(), 2, "an HTTP and a network WasmPlugin: {out}");
+    assert_eq!(
+        objects.len(),
+        3,
+        "an HTTP and a network WasmPlugin, the direct-peer EnvoyFilter: {out}"
+    );
     let (code, out, err) = pg(&["manifests", "istio", "envoyfilter", "--output", "json"]);
     assert_eq!(code, 0, "{err}");
     objects.extend(list_items(&out));
@@ -209,7 +213,7 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
         .into_iter()
         .filter(|d| !d.is_null())
         .collect();
-    assert_eq!(from_yaml[..], objects[..2]);
+    assert_eq!(from_yaml[..], objects[..3]);
 
     // Every shipped manifest, and the kind test's workloads.
     let mut files = vec![
@@ -217,6 +221,7 @@ fn manifests_and_rendered_istio_resources_pass_server_side_dry_runs() {
         "manifests/kubernetes/crds/istio-kinds.yaml",
         "manifests/istio/wasmplugin.yaml",
         "manifests/istio/envoyfilter-ecds.yaml",
+        "manifests/istio/envoyfilter-direct-peer.yaml",
         "manifests/istio/rbac-wasmplugins.yaml",
         "integration/istio/crds.yaml",
     ];

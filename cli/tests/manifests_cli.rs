@@ -52,8 +52,15 @@ fn wasmplugin_renders_yaml_and_json_and_exits_by_outcome() {
     assert_eq!(code, 0);
     let list: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(list["kind"], "List");
-    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    // The WasmPlugin, then the mesh-wide EnvoyFilter the form needs (direct peer as the
+    // connection managers' remote address).
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
     assert_eq!(list["items"][0]["spec"]["pluginConfig"]["schema"], 1);
+    assert_eq!(list["items"][1]["kind"], "EnvoyFilter");
+    assert_eq!(
+        list["items"][1]["metadata"]["name"],
+        "peerguard-direct-peer"
+    );
 
     // Bad module URLs and unreadable meshes: 2, nothing printed.
     for args in [

@@ -101,3 +101,29 @@ fn envoyfilter_manifest_is_the_rendered_one() {
         );
     }
 }
+
+/// `manifests/istio/envoyfilter-direct-peer.yaml` is exactly the EnvoyFilter `peerguard
+/// manifests istio wasmplugin` renders with the WasmPlugins (the comment lines aside).
+#[test]
+fn direct_peer_manifest_is_the_rendered_one() {
+    use peerguard_server::istio_forms::envoyfilter::render_direct_peer;
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../manifests/istio/envoyfilter-direct-peer.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let committed: serde_json::Value =
+        serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let rendered = render_direct_peer("istio-system");
+    assert_eq!(
+        rendered["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]
+            ["use_remote_address"],
+        true
+    );
+    if committed != rendered {
+        panic!(
+            "{path} differs from the rendering:\n{}",
+            serde_saphyr::to_string(&rendered).unwrap_or_default()
+        );
+    }
+}

@@ -131,7 +131,12 @@ fn run_wasmplugin(a: WasmPluginArgs) -> anyhow::Result<u8> {
             mesh.origin
         );
     }
-    print(rendered.objects, a.output)?;
+    // The WasmPlugins need Istio's inbound connection managers to take the direct peer as the
+    // remote address (see `envoyfilter::render_direct_peer`): rendered with them, so that
+    // applying this output is complete.
+    let mut objects = rendered.objects;
+    objects.push(envoyfilter::render_direct_peer(&mesh.config.root_namespace));
+    print(objects, a.output)?;
     Ok(if rendered.refused > 0 { 1 } else { 0 })
 }
 

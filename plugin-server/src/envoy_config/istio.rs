@@ -89,6 +89,16 @@ pub fn xds_cluster(server: &str, transport: &XdsTransport) -> Result<Value, supe
     Ok(c)
 }
 
+/// What is merged into an Istio sidecar's inbound connection managers so that peerguard's
+/// address conditions read what they must ([`super::direct_peer_fields`]): Istio's inbound
+/// default, `use_remote_address: false`, lets a client-sent X-Forwarded-For become the
+/// stream's source address.
+pub fn inbound_hcm_merge() -> Value {
+    let mut typed = super::direct_peer_fields();
+    typed["@type"] = json!(super::HCM_TYPE);
+    json!({"name": HCM, "typed_config": typed})
+}
+
 /// The peerguard HTTP filter an Istio sidecar gets from ECDS.
 pub fn http_filter() -> Value {
     ecds_http_filter(&ecds_config_source())

@@ -410,8 +410,10 @@ impl Inbound {
             json!({"name": self.name, "virtual_hosts": [vhost]}),
             http_filters,
         );
-        hcm["use_remote_address"] = json!(true);
-        hcm["xff_num_trusted_hops"] = json!(0);
+        if let (Some(h), Value::Object(fields)) = (hcm.as_object_mut(), super::direct_peer_fields())
+        {
+            h.extend(fields);
+        }
         hcm["forward_client_cert_details"] = json!("SANITIZE_SET");
         hcm["set_current_client_cert_details"] = json!({"uri": true});
         json!({
@@ -436,7 +438,7 @@ fn connection_manager(
 ) -> Value {
     let (normalize, merge, escaped) = super::hcm_fields(paths);
     json!({
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": super::HCM_TYPE,
         "stat_prefix": stat_prefix,
         "codec_type": "AUTO",
         "normalize_path": normalize,

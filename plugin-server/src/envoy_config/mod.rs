@@ -63,6 +63,21 @@ pub fn hcm_fields(p: PathNormalization) -> (bool, bool, &'static str) {
     }
 }
 
+/// The connection manager's type URL.
+pub const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+
+/// The connection-manager fields every inbound HTTP chain peerguard decides on must have: the
+/// connection's direct peer is the request's remote address (the filter's `source.address`,
+/// and the address Envoy appends to X-Forwarded-For), and no forwarded hop is trusted.
+/// peerguard's `ipBlocks` (direct peer) and `remoteIpBlocks` (X-Forwarded-For counted with
+/// `numTrustedProxies` from the right, the direct peer appended last) rely on both; with
+/// `use_remote_address: false` (Istio's sidecar default) Envoy takes the stream's source
+/// address from a client-sent X-Forwarded-For.
+pub fn direct_peer_fields() -> Value {
+    json!({"use_remote_address": true, "xff_num_trusted_hops": 0})
+}
+
 /// `{"socket_address": ...}`.
 pub fn socket(address: &str, port: u16) -> Value {
     json!({"socket_address": {"address": address, "port_value": port}})

@@ -95,6 +95,16 @@ pub fn render(o: &Options) -> Result<Value, BadAddress> {
             "patch": {"operation": "INSERT_BEFORE", "value": ei::network_filter()},
         }));
     }
+    // peerguard's ipBlocks/remoteIpBlocks read the direct peer and the X-Forwarded-For the
+    // connection manager appends it to: Istio's inbound default would let a client-sent
+    // X-Forwarded-For decide them (`istio_conformance` cases 101, 102 without this patch).
+    for p in &ports {
+        patches.push(json!({
+            "applyTo": "NETWORK_FILTER",
+            "match": inbound_match(*p, json!({"name": ei::HCM})),
+            "patch": {"operation": "MERGE", "value": ei::inbound_hcm_merge()},
+        }));
+    }
     let mut spec = json!({"configPatches": patches});
     if !o.selector.is_empty() {
         spec["workloadSelector"] = json!({"labels": o.selector});
@@ -111,6 +121,30 @@ pub fn render(o: &Options) -> Result<Value, BadAddress> {
     }))
 }
 
+/// The name of [`render_direct_peer`]'s EnvoyFilter.
+pub const DIRECT_PEER_NAME: &str = "peerguard-direct-peer";
+
+/// The connection-manager part of [`render`] alone, mesh-wide: what the WasmPlugin form needs
+/// besides its WasmPlugins. A WasmPlugin cannot change the connection manager, and with
+/// Istio's inbound default (`use_remote_address: false`) a client-sent X-Forwarded-For would
+/// become the filter's `source.address`, deciding `ipBlocks` and `source.ip`.
+pub fn render_direct_peer(namespace: &str) -> Value {
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {
+            "name": DIRECT_PEER_NAME,
+            "namespace": namespace,
+            "labels": {MANAGED_BY.0: MANAGED_BY.1, FORM_LABEL: FORM},
+        },
+        "spec": {"configPatches": [{
+            "applyTo": "NETWORK_FILTER",
+            "match": inbound_match(None, json!({"name": ei::HCM})),
+            "patch": {"operation": "MERGE", "value": ei::inbound_hcm_merge()},
+        }]},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,7 +155,7 @@ mod tests {
         assert_eq!(ef["metadata"]["namespace"], DEFAULT_NAMESPACE);
         assert!(ef["spec"].get("workloadSelector").is_none());
         let p = ef["spec"]["configPatches"].as_array().unwrap();
-        assert_eq!(p.len(), 3);
+        assert_eq!(p.len(), 4);
         let tls = &p[0]["patch"]["value"]["transport_socket"]["typed_config"]["common_tls_context"];
         assert_eq!(
             tls["combined_validation_context"]["default_validation_context"]
@@ -136,8 +170,15 @@ mod tests {
         for q in &p[1..] {
             assert_eq!(q["match"]["context"], "SIDECAR_INBOUND");
             assert!(q["match"]["listener"].get("portNumber").is_none());
+        }
+        for q in &p[1..3] {
             assert_eq!(q["patch"]["operation"], "INSERT_BEFORE");
         }
+        assert_eq!(p[3]["patch"]["operation"], "MERGE");
+        assert_eq!(
+            p[3]["patch"]["value"]["typed_config"]["use_remote_address"],
+            true
+        );
         assert_eq!(
             p[1]["patch"]["value"]["name"],
             crate::envoy_config::listener::HTTP_FILTER
@@ -167,7 +208,17 @@ mod tests {
             .iter()
             .map(|q| &q["match"]["listener"]["portNumber"])
             .collect();
-        assert_eq!(ports, [&json!(80), &json!(9000), &json!(80), &json!(9000)]);
+        assert_eq!(
+            ports,
+            [
+                &json!(80),
+                &json!(9000),
+                &json!(80),
+                &json!(9000),
+                &json!(80),
+                &json!(9000)
+            ]
+        );
         assert!(render(&Options {
             server: "no-port".into(),
             ..Options::default()
