@@ -347,6 +347,7 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
         for d in docs(&root.join("manifests/istio/rbac-wasmplugins.yaml")) {
             apply(&client, &d).await;
         }
+        apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}})).await;
         apply(&client, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})).await;
         apply(&client, &json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "httpbin", "namespace": ns}})).await;
         apply(&client, &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "httpbin", "namespace": ns},
@@ -403,6 +404,33 @@ fn served_wasmplugins_follow_policies_with_two_replicas() {
             spec["pluginName"].as_str()
         ),
         (Some("AUTHZ"), Some("FAIL_CLOSE"), Some("peerguard_http"))
+    );
+    // The mesh-wide EnvoyFilter the form needs (direct peer as the remote address), written
+    // with the WasmPlugins, same owner.
+    let direct_peer = rt
+        .block_on(
+            api_for(
+                &client,
+                "networking.istio.io/v1alpha3",
+                "EnvoyFilter",
+                "envoyfilters",
+                Some("istio-system"),
+            )
+            .get("peerguard-direct-peer"),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "no EnvoyFilter istio-system/peerguard-direct-peer: {e}\n{}",
+                logs()
+            )
+        });
+    assert_eq!(
+        direct_peer.data["spec"],
+        peerguard_server::istio_forms::envoyfilter::render_direct_peer("istio-system")["spec"]
+    );
+    assert_eq!(
+        direct_peer.metadata.owner_references.as_ref().unwrap()[0].name,
+        "peerguard"
     );
     let owner = &first.metadata.owner_references.as_ref().unwrap()[0];
     let role_uid = rt

@@ -96,8 +96,6 @@ kctl -n peerguard-system create secret generic peerguard-ca \
 rm -rf "$tmp"
 kctl apply -f manifests/kubernetes/peerguard.yaml
 kctl apply -f manifests/istio/rbac-wasmplugins.yaml
-# The WasmPlugin form's connection-manager settings (ipBlocks on the direct peer).
-kctl apply -f manifests/istio/envoyfilter-direct-peer.yaml
 kctl -n peerguard-system set image deploy/peerguard peerguard=peerguard/peerguard:dev
 kctl -n peerguard-system patch deploy/peerguard --type=json -p '[
   {"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": "--istio-wasmplugins"},

@@ -202,9 +202,56 @@ impl Writer {
         })
     }
 
+    /// The mesh-wide EnvoyFilter the WasmPlugin form needs
+    /// ([`super::envoyfilter::render_direct_peer`]: peerguard's `ipBlocks` must read the
+    /// direct peer, which a WasmPlugin cannot arrange). Written before the WasmPlugins, only
+    /// when it differs. Its failure does not stop the WasmPlugins (without them nothing is
+    /// enforced at all): it is logged as an error and retried with the next reconcile.
+    async fn direct_peer(&self, owner: Option<&Value>) -> Result<bool, WriteError> {
+        let mut want = super::envoyfilter::render_direct_peer(&self.mesh.root_namespace);
+        if let Some(o) = owner {
+            want["metadata"]["ownerReferences"] = json!([o]);
+        }
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("networking.istio.io", "v1alpha3", "EnvoyFilter"),
+            "envoyfilters",
+        );
+        let (ns, name) = ns_name(&want);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &ns, &ar);
+        let what = format!("EnvoyFilter {ns}/{name}");
+        let have = api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading {what}")))?;
+        if have.is_some_and(|h| up_to_date(&h, &want)) {
+            return Ok(false);
+        }
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&want),
+        )
+        .await
+        .map_err(api_err(format!("applying {what}")))?;
+        Ok(true)
+    }
+
     pub async fn reconcile(&self, mut desired: Vec<Value>) -> Result<Outcome, WriteError> {
         let ar = api_resource();
         let owner = self.owner().await?;
+        match self.direct_peer(owner.as_ref()).await {
+            Ok(true) => tracing::info!(
+                "istio wasmplugins: applied EnvoyFilter {}/{} (inbound connection managers take the direct peer as the remote address)",
+                self.mesh.root_namespace,
+                super::envoyfilter::DIRECT_PEER_NAME
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                self.metrics
+                    .inc("peerguard_istio_wasmplugin_errors_total", &[]);
+                tracing::error!("istio wasmplugins: {e}: peerguard's ipBlocks/source.ip may follow a client-sent X-Forwarded-For in Istio's sidecars until it is applied (manifests/istio/envoyfilter-direct-peer.yaml)");
+            }
+        }
         for d in &mut desired {
             if let Some(o) = &owner {
                 d["metadata"]["ownerReferences"] = json!([o]);
