@@ -81,12 +81,24 @@ pub fn judge(cx: &Context<'_>) -> Verdict {
     if o.peerguard == o.reference {
         return Verdict::Agree;
     }
-    if !o.peerguard.allowed() && o.reference.allowed() {
+    if stricter(&o.peerguard, &o.reference) {
         if let Some(k) = KNOWN_SAFER.iter().find(|k| (k.applies)(cx)) {
             return Verdict::Safer(k.id);
         }
     }
     Verdict::Disagree
+}
+
+/// peerguard refused where the reference let through, and nothing else differs: for a
+/// keep-alive pair, request by request (`Outcome::allowed` of a pair is "any allowed", so
+/// `[403, 200]` against `[200, 200]` would otherwise not count as stricter).
+fn stricter(peerguard: &Outcome, reference: &Outcome) -> bool {
+    match (peerguard, reference) {
+        (Outcome::Pipelined(p), Outcome::Pipelined(r)) if p.len() == r.len() => {
+            p.iter().zip(r).all(|(a, b)| a == b || stricter(a, b))
+        }
+        (p, r) => !p.allowed() && r.allowed(),
+    }
 }
 
 /// A rough class for grouping disagreements in the report (first match wins). Classes
@@ -262,6 +274,33 @@ mod tests {
             judge(&Context {
                 yaml: valid,
                 obs: &safer
+            }),
+            Verdict::Disagree
+        );
+        // A keep-alive pair: peerguard refused the first request only (seed 1387).
+        let pair = |a: &Outcome, b: &Outcome| Outcome::Pipelined(vec![a.clone(), b.clone()]);
+        let pipelined = obs(
+            pair(&denied, &ok),
+            pair(&ok, &ok),
+            "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(
+            judge(&Context {
+                yaml: invalid,
+                obs: &pipelined
+            }),
+            Verdict::Safer("invalid-policy-fails-closed")
+        );
+        // ...but not when the other request lets through what the reference refused.
+        let mixed = obs(
+            pair(&denied, &ok),
+            pair(&ok, &denied),
+            "GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        );
+        assert_eq!(
+            judge(&Context {
+                yaml: invalid,
+                obs: &mixed
             }),
             Verdict::Disagree
         );
