@@ -184,27 +184,22 @@ fn per_connection(
                 .to_string(),
         ),
     };
-    if d.dry_run.strict_refused.is_some() {
+    if let Some(by) = &d.dry_run.strict_refused {
         shared.metrics.borrow().record_dry_run_refused(host);
-    }
-    // The source address (with its port) is read for the line only when it is printed.
-    if let Some(by) = d
-        .dry_run
-        .strict_refused
-        .as_ref()
-        .filter(|_| enabled(shared.log_level.get(), Level::Info))
-    {
-        log(
-            host,
-            shared,
-            Level::Info,
-            &format!(
-                "dry-run STRICT: would refuse plaintext connection from {} to port {} (STRICT set by {by}, annotation {}); accepted as PERMISSIVE",
-                facts::source_address(host).unwrap_or_else(|| source.clone()),
-                request.port,
-                readiness::MTLS_DRY_RUN_ANNOTATION,
-            ),
-        );
+        // The source address (with its port) is read for the line only when it is printed.
+        if enabled(shared.log_level.get(), Level::Info) {
+            log(
+                host,
+                shared,
+                Level::Info,
+                &format!(
+                    "dry-run STRICT: would refuse plaintext connection from {} to port {} (STRICT set by {by}, annotation {}); accepted as PERMISSIVE",
+                    facts::source_address(host).unwrap_or_else(|| source.clone()),
+                    request.port,
+                    readiness::MTLS_DRY_RUN_ANNOTATION,
+                ),
+            );
+        }
     }
     shared.metrics.borrow().record_connection(
         host,
@@ -231,10 +226,15 @@ fn conn_facts(
     } else {
         None
     };
+    // Fresh means a connection not seen before: one read again because this request needs
+    // more of it (a sampled decision) is the same connection.
+    let mut known = false;
     if let Some(id) = id {
-        if let Some(hit) = shared.conns.borrow().get(id, needs) {
+        let conns = shared.conns.borrow();
+        if let Some(hit) = conns.get(id, needs) {
             return Ok((hit.clone(), false));
         }
+        known = conns.knows(id);
     }
     let read = {
         let mut sans = shared.sans.borrow_mut();
@@ -243,7 +243,7 @@ fn conn_facts(
     if let Some(id) = id {
         shared.conns.borrow_mut().put(id, *needs, read.clone());
     }
-    Ok((read, true))
+    Ok((read, !known))
 }
 
 /// Dry-run outcomes are logged at info (Istio: "shadow denied, matched policy ...").

@@ -377,6 +377,31 @@ fn permissive_counts_connections_not_requests() {
 }
 
 #[test]
+fn a_sampled_request_does_not_count_its_connection_again() {
+    use crate::schema::{DecisionLog, WorkloadPolicy};
+    let mut policy: WorkloadPolicy = serde_json::from_slice(&config(PERMISSIVE)).unwrap();
+    // Every other decision is sampled and reads more of the connection than the first one
+    // did (a cache miss), yet it is the same connection.
+    policy.decision_log = Some(DecisionLog { every: 2 });
+    let first = on_connection(plaintext("/"), 20, "10.1.2.3:4000");
+    let (life, _) = configured(&first, Some(serde_json::to_vec(&policy).unwrap()));
+    // Decision 1 (sampled) on another connection; then decisions 2 (not sampled: the
+    // connection is read narrowly) and 3 (sampled: read again, wider) on this one.
+    assert_eq!(run(&life, &first, Kind::Http), Verdict::Allow);
+    let host = on_connection(plaintext("/"), 21, "127.0.0.7:5000");
+    share_counters(&first, &host);
+    for _ in 0..3 {
+        assert_eq!(run(&life, &host, Kind::Http), Verdict::Allow);
+    }
+    life.tick(&host);
+    assert_eq!(
+        host.counter(PLAIN_SERIES),
+        Some(1),
+        "one keep-alive connection"
+    );
+}
+
+#[test]
 fn mtls_connections_count_under_their_principal() {
     let host = plaintext("/")
         .with("connection.mtls", [1u8])

@@ -166,6 +166,11 @@ impl ConnCache {
             .map(|(_, f)| f)
     }
 
+    /// Whether this connection was read before (whatever it was read for).
+    pub fn knows(&self, id: u64) -> bool {
+        self.map.contains_key(&id)
+    }
+
     pub fn put(&mut self, id: u64, needs: Needs, facts: ConnFacts) {
         if self.map.insert(id, (needs, facts)).is_some() {
             return;
