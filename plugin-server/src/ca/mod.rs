@@ -272,11 +272,7 @@ impl Ca {
     }
 
     pub fn spiffe_id(&self, namespace: &str, service_account: &str) -> String {
-        // Istio replaces `@` in the trust domain (spec 1.1).
-        format!(
-            "spiffe://{}/ns/{namespace}/sa/{service_account}",
-            self.trust_domain.replace('@', ".")
-        )
+        workload_spiffe_id(&self.trust_domain, namespace, service_account)
     }
 
     /// A new key and certificate for `ns/sa`, valid from now for the configured TTL.
@@ -359,6 +355,15 @@ fn root_params(trust_domain: &str) -> Result<CertificateParams, CaError> {
     // Ten years, as Istio's self-signed root (spec 1.2).
     params.not_after = (now + Duration::from_secs(10 * 365 * 86400)).into();
     Ok(params)
+}
+
+/// The SPIFFE ID a workload's certificate carries.
+pub fn workload_spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
+    // Istio replaces `@` in the trust domain (spec 1.1).
+    format!(
+        "spiffe://{}/ns/{namespace}/sa/{service_account}",
+        trust_domain.replace('@', ".")
+    )
 }
 
 #[cfg(test)]

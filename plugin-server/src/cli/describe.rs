@@ -212,11 +212,9 @@ fn held_certificate(
     }
 }
 
+/// What `serve`'s CA puts in the workload's certificate.
 fn spiffe_id(mesh: &Mesh, w: &peerguard_filter::compile::Workload) -> String {
-    format!(
-        "spiffe://{}/ns/{}/sa/{}",
-        mesh.config.trust_domain, w.namespace, w.service_account
-    )
+    crate::ca::workload_spiffe_id(&mesh.config.trust_domain, &w.namespace, &w.service_account)
 }
 
 /// The default mode, then every port that has its own mode or that a Service targets.
