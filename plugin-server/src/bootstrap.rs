@@ -262,7 +262,7 @@ fn build_static(args: &Args) -> anyhow::Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envoy_config::listener::{HTTP_FILTER, TCP_FILTER};
+    use crate::envoy_config::listener::{HTTP_FILTER, TCP_FILTER, TRANSPORT_FILTER};
     use clap::Parser;
 
     #[derive(Parser)]
@@ -290,7 +290,10 @@ mod tests {
             ["default_validation_context"]["match_typed_subject_alt_names"];
         assert_eq!(sans[0]["matcher"]["prefix"], "spiffe://cluster.local/");
         assert_eq!(sans[1]["matcher"]["prefix"], "spiffe://old.td/");
-        let hcm = &chains[0]["filters"][0]["typed_config"];
+        // The transport slot first in every chain, then the connection manager.
+        assert_eq!(chains[0]["filters"][0]["name"], TRANSPORT_FILTER);
+        assert_eq!(chains[1]["filters"][0]["name"], TRANSPORT_FILTER);
+        let hcm = &chains[0]["filters"][1]["typed_config"];
         assert_eq!(hcm["forward_client_cert_details"], "SANITIZE_SET");
         let f = &hcm["http_filters"][0];
         assert_eq!(f["name"], HTTP_FILTER);
@@ -314,8 +317,9 @@ mod tests {
         ]))
         .unwrap();
         let f = &b["static_resources"]["listeners"][0]["filter_chains"][1]["filters"];
-        assert_eq!(f[0]["name"], TCP_FILTER);
-        assert_eq!(f[1]["name"], "envoy.filters.network.tcp_proxy");
+        assert_eq!(f[0]["name"], TRANSPORT_FILTER);
+        assert_eq!(f[1]["name"], TCP_FILTER);
+        assert_eq!(f[2]["name"], "envoy.filters.network.tcp_proxy");
         assert_eq!(
             b["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0]["lb_endpoints"]
                 [0]["endpoint"]["address"]["pipe"]["path"],
@@ -340,7 +344,7 @@ mod tests {
     fn path_normalization_is_a_setting() {
         let hcm = |extra: &[&str]| {
             build(&args(extra)).unwrap()["static_resources"]["listeners"][0]["filter_chains"][0]
-                ["filters"][0]["typed_config"]
+                ["filters"][1]["typed_config"]
                 .clone()
         };
         let base = hcm(&[]);

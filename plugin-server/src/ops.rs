@@ -22,6 +22,7 @@ const METRICS: &[(&str, &str, &str)] = &[
     ("peerguard_config_errors", "gauge", "Parse and registry errors in the current configuration."),
     ("peerguard_compile_diagnostics", "gauge", "Compile diagnostics (fail-closed objects etc.) over all workloads."),
     ("peerguard_workloads", "gauge", "Workloads in the registry."),
+    ("peerguard_native_rbac_slots", "gauge", "Filter slots (HTTP and TCP, over all workloads) holding Envoy's native RBAC instead of the wasm filter (--enforcement)."),
     ("peerguard_config_unreadable_files", "gauge", "Files with errors that leave no object behind (syntax errors...): served from their last good content, or holding policy updates."),
     ("peerguard_policy_updates_held", "gauge", "1 while policy (ECDS) updates are held because a file was never read successfully."),
     ("peerguard_istio_wasmplugins", "gauge", "WasmPlugins peerguard keeps in the cluster (--istio-wasmplugins)."),

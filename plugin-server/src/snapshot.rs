@@ -25,7 +25,9 @@ pub const ECDS_TYPE: &str = "type.googleapis.com/envoy.config.core.v3.TypedExten
 pub const SECRET_TYPE: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 /// Names shared with the listeners that load these resources (one vocabulary).
-pub use crate::envoy_config::listener::{HTTP_FILTER, SECRET_CERT, SECRET_ROOT, TCP_FILTER};
+pub use crate::envoy_config::listener::{
+    HTTP_FILTER, SECRET_CERT, SECRET_ROOT, TCP_FILTER, TRANSPORT_FILTER,
+};
 pub use crate::envoy_config::{
     HTTP_ROOT_ID, HTTP_WASM_TYPE, NETWORK_WASM_TYPE, TCP_ROOT_ID, V8_RUNTIME, VM_ID,
 };

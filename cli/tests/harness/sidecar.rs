@@ -113,6 +113,8 @@ pub fn tcp_probe(port: u16, cert: &Issued) -> String {
 pub struct Envoy {
     child: Child,
     log: PathBuf,
+    /// Envoy's admin port (stats, config dump).
+    pub admin: u16,
 }
 
 impl Envoy {
@@ -171,7 +173,7 @@ impl Envoy {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        (Envoy { child, log }, inbound)
+        (Envoy { child, log, admin }, inbound)
     }
 
     pub fn log_tail(&self) -> String {

@@ -18,9 +18,15 @@
 //!   features);
 //! - no `numTrustedProxies` (the wasm filter reads X-Forwarded-For itself; the connection
 //!   manager's `xff_num_trusted_hops` stays 0, so RBAC's `remote_ip` would differ);
-//! - the slot also enforces the mode, since `serve`'s listener keeps both transport chains:
-//!   STRICT refuses connections without a client certificate (`authenticated`), DISABLE
-//!   refuses those with one;
+//! - the mode: `serve`'s listener keeps both transport chains, and peerguard's filter refuses
+//!   what the mode forbids by closing the connection, as Istio (which has no chain for it)
+//!   does. Native RBAC's HTTP filter can only answer 403, so a third slot, a network RBAC
+//!   filter first in every chain (`peerguard-transport`), holds a uniform STRICT or DISABLE
+//!   whatever the other slots hold: STRICT closes a connection without a client certificate
+//!   (`authenticated`), DISABLE one with a certificate, on its first byte, before any HTTP
+//!   is parsed (Istio's listener has no chain for them). A native HTTP slot holds the mode
+//!   too, so a listener without the transport slot (an older bootstrap) or a moment between
+//!   two slot updates still refuses, with a 403;
 //! - TCP: RBAC's network filter decides on the first byte, peerguard's refuses a plaintext
 //!   connection as it opens (nothing reaches a server-first app). So the TCP slot is native
 //!   only when no plaintext connection can be refused there: no STRICT, no enforced network
@@ -36,7 +42,7 @@
 mod tests;
 
 use crate::envoy_config::listener::{
-    wasm_http_filter, wasm_network_filter, HTTP_FILTER, TCP_FILTER,
+    wasm_http_filter, wasm_network_filter, HTTP_FILTER, TCP_FILTER, TRANSPORT_FILTER,
 };
 use crate::envoy_config::rbac;
 use crate::envoy_config::{Authz, HTTP_RBAC_TYPE, NETWORK_RBAC_TYPE};
@@ -165,25 +171,36 @@ impl Slot {
 impl fmt::Display for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Slot::Native { matchers: 1, .. } => write!(f, "native RBAC (1 matcher)"),
             Slot::Native { matchers, .. } => write!(f, "native RBAC ({matchers} matchers)"),
             Slot::Wasm { why } => write!(f, "peerguard filter ({why})"),
         }
     }
 }
 
-/// Both slots of a workload.
+/// The slots of a workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Enforcement {
     pub http: Slot,
     pub tcp: Slot,
+    /// The network RBAC `typed_config` of the transport slot: a uniform, enforced STRICT or
+    /// DISABLE (unless `--enforcement wasm` or the decision log), else no rules (lets
+    /// everything through, the filter refusing what the mode forbids).
+    pub transport: Value,
 }
 
 impl Enforcement {
-    fn wasm(why: Why) -> Self {
+    fn wasm(why: Why, refused: Option<MtlsMode>) -> Self {
         Enforcement {
             http: Slot::Wasm { why: why.clone() },
             tcp: Slot::Wasm { why },
+            transport: transport(refused),
         }
+    }
+
+    /// Whether the transport slot refuses anything.
+    pub fn transport_enforces(&self) -> bool {
+        self.transport.get("rules").is_some()
     }
 
     /// The filters for a static configuration with both transport chains
@@ -202,7 +219,11 @@ impl Enforcement {
             }
             Slot::Wasm { .. } => wasm_network_filter(wasm_module, policy_json),
         };
-        Authz::Custom { http, network }
+        Authz::Adaptive {
+            transport: json!({"name": TRANSPORT_FILTER, "typed_config": self.transport}),
+            http,
+            network,
+        }
     }
 
     /// JSON for `explain`/`describe --output json`.
@@ -215,11 +236,15 @@ impl Enforcement {
                 json!({"filter": "wasm", "why": why.to_string(), "by": s.to_string()})
             }
         };
-        json!({"http": slot(&self.http), "tcp": slot(&self.tcp)})
+        json!({
+            "http": slot(&self.http),
+            "tcp": slot(&self.tcp),
+            "transport": {"enforces_mode": self.transport_enforces()},
+        })
     }
 }
 
-/// Chooses both slots for a workload. `view`: the resources `compile` read for it (its
+/// Chooses the slots for a workload. `view`: the resources `compile` read for it (its
 /// namespace and the root namespace); `policy`: what `compile` made of them.
 pub fn choose(
     view: &[Resource],
@@ -229,26 +254,31 @@ pub fn choose(
     opts: &Options,
 ) -> Enforcement {
     if opts.mode == Mode::Wasm {
-        return Enforcement::wasm(Why::Forced);
+        return Enforcement::wasm(Why::Forced, None);
     }
-    let filters = match rbac::translate(view, workload, mesh) {
-        Ok(f) => f,
-        Err(e) => return Enforcement::wasm(Why::NoNativeForm(e.to_string())),
-    };
     let mtls = &policy.mtls;
     if mtls.default.dry_run || mtls.ports.values().any(|m| m.dry_run) {
-        return Enforcement::wasm(Why::MtlsDryRun);
+        return Enforcement::wasm(Why::MtlsDryRun, None);
     }
     let mode = mtls.default.mode;
     if mtls.ports.values().any(|m| m.mode != mode) {
-        return Enforcement::wasm(Why::PerPortMtls);
+        return Enforcement::wasm(Why::PerPortMtls, None);
     }
     if policy.decision_log.is_some() {
-        return Enforcement::wasm(Why::DecisionLog);
+        // The filter logs its refusals too: it must see every connection.
+        return Enforcement::wasm(Why::DecisionLog, None);
     }
+    // From here on the transport slot holds the mode whatever the other slots hold, so a
+    // slot moving between native RBAC and the filter never changes how a refused transport
+    // is answered.
+    let refused = matches!(mode, MtlsMode::Strict | MtlsMode::Disable).then_some(mode);
     if policy.num_trusted_proxies > 0 {
-        return Enforcement::wasm(Why::TrustedProxies(policy.num_trusted_proxies));
+        return Enforcement::wasm(Why::TrustedProxies(policy.num_trusted_proxies), refused);
     }
+    let filters = match rbac::translate(view, workload, mesh) {
+        Ok(f) => f,
+        Err(e) => return Enforcement::wasm(Why::NoNativeForm(e.to_string()), refused),
+    };
     let http = slot(&filters.http, HTTP_RBAC_TYPE, None, mode, opts);
     let tcp = if mode == MtlsMode::Strict {
         Slot::Wasm {
@@ -271,7 +301,20 @@ pub fn choose(
             opts,
         )
     };
-    Enforcement { http, tcp }
+    Enforcement {
+        http,
+        tcp,
+        transport: transport(refused),
+    }
+}
+
+/// The transport slot's network RBAC: refusing what `mode` forbids, or nothing.
+fn transport(mode: Option<MtlsMode>) -> Value {
+    let mut c = json!({"@type": NETWORK_RBAC_TYPE, "stat_prefix": "transport."});
+    if let Some(m) = mode {
+        enforce_mode(&mut c, m);
+    }
+    c
 }
 
 /// Name of the policy that enforces the mTLS mode inside a DENY filter.

@@ -68,6 +68,12 @@ fn strict_small_allow_set_is_native_rbac_that_also_requires_a_client_certificate
         assert!(ids[1]["or_ids"]["ids"].is_array(), "{p}");
     }
     assert_eq!(e.http.to_string(), "native RBAC (10 matchers)");
+    // The transport slot closes a plaintext connection before HTTP, as Istio's STRICT.
+    assert_eq!(e.transport["@type"], NETWORK_RBAC_TYPE);
+    assert_eq!(
+        e.transport["rules"],
+        json!({"action": "DENY", "policies": {MTLS_MODE_POLICY: {"permissions": [{"any": true}], "principals": [{"not_id": {"authenticated": {}}}]}}})
+    );
     // TCP keeps the filter: it refuses plaintext as the connection opens.
     assert_eq!(why(&e.tcp), &Why::TcpStrict);
 }
@@ -95,6 +101,14 @@ fn auto_keeps_the_filter_above_the_size_limit_and_native_mode_does_not() {
     let e = run_with(&(peer_authn("STRICT") + &allow_principals(1)), &wasm);
     assert_eq!(why(&e.http), &Why::Forced);
     assert_eq!(why(&e.tcp), &Why::Forced);
+    assert!(!e.transport_enforces(), "the filter refuses by itself");
+    // Above the limit the filter decides policies; the transport slot still holds STRICT.
+    assert!(run(&yaml).transport_enforces());
+    let dry_run = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system, annotations: {peerguard.dev/dry-run: \"true\"}}\nspec: {mtls: {mode: STRICT}}\n";
+    assert!(
+        !run(dry_run).transport_enforces(),
+        "a dry-run counts in the filter"
+    );
 }
 
 #[test]
@@ -132,6 +146,7 @@ fn disable_refuses_certificates_on_both_slots() {
     assert_eq!(tcp["@type"], NETWORK_RBAC_TYPE);
     assert_eq!(tcp["stat_prefix"], "tcp.");
     assert_eq!(tcp["rules"]["policies"][MTLS_MODE_POLICY], refused);
+    assert_eq!(e.transport["rules"]["policies"][MTLS_MODE_POLICY], refused);
 }
 
 #[test]
@@ -146,6 +161,7 @@ fn permissive_keeps_the_filter_for_readiness_unless_native_is_forced() {
         ..Options::default()
     };
     let e = run_with(&yaml, &forced);
+    assert!(!e.transport_enforces(), "PERMISSIVE refuses no transport");
     // No mode added under PERMISSIVE: the policies as Istio generates them.
     let parsed = parse_str(&yaml, "test.yaml");
     let istio = rbac::translate(&parsed.resources, &workload(), &MeshConfig::default()).unwrap();

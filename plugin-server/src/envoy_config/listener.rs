@@ -22,6 +22,10 @@ use serde_json::{json, Value};
 pub const WASM_FILTER: &str = "peerguard";
 pub const HTTP_FILTER: &str = "peerguard-http";
 pub const TCP_FILTER: &str = "peerguard-tcp";
+/// The network filter first in every chain of `serve`'s listener: the mTLS mode when the
+/// HTTP slot holds native RBAC ([`crate::enforcement`]), which answers a refused transport
+/// with a 403 where Istio (no chain for it) and peerguard's filter close the connection.
+pub const TRANSPORT_FILTER: &str = "peerguard-transport";
 /// Istio's SDS secret names.
 pub const SECRET_CERT: &str = "default";
 pub const SECRET_ROOT: &str = "ROOTCA";
@@ -109,6 +113,13 @@ pub enum Authz {
     Ecds { source: Value },
     /// Other filters in the same places (the benchmark's native RBAC and no-op module).
     Custom { http: Value, network: Value },
+    /// What `serve` pushes to its slots, static ([`crate::enforcement::Enforcement::authz`]):
+    /// a network filter first in every chain (the transport), then the HTTP or TCP one.
+    Adaptive {
+        transport: Value,
+        http: Value,
+        network: Value,
+    },
     /// Envoy's native RBAC filters in the same places, in order (`compile --envoy-rbac`,
     /// [`super::rbac::RbacFilters`]): no filter at all when no policy applies.
     Rbac {
@@ -129,7 +140,7 @@ impl Authz {
                 policy_json,
             } => Some(inline_wasm(true, module, policy_json.as_deref())),
             Authz::Ecds { source } => Some(ecds_http_filter(source)),
-            Authz::Custom { http, .. } => Some(http.clone()),
+            Authz::Custom { http, .. } | Authz::Adaptive { http, .. } => Some(http.clone()),
         }
         .into_iter()
         .collect()
@@ -146,10 +157,21 @@ impl Authz {
                 policy_json,
             } => Some(inline_wasm(false, module, policy_json.as_deref())),
             Authz::Ecds { source } => Some(ecds_network_filter(source)),
-            Authz::Custom { network, .. } => Some(network.clone()),
+            Authz::Custom { network, .. } | Authz::Adaptive { network, .. } => {
+                Some(network.clone())
+            }
         }
         .into_iter()
         .collect()
+    }
+
+    /// The network filter first in every chain, HTTP ones included.
+    fn transport(&self) -> Option<Value> {
+        match self {
+            Authz::Ecds { source } => Some(ecds_transport_filter(source)),
+            Authz::Adaptive { transport, .. } => Some(transport.clone()),
+            _ => None,
+        }
     }
 }
 
@@ -191,6 +213,19 @@ pub fn ecds_network_filter(source: &Value) -> Value {
             "config_source": source,
             "default_config": {"@type": NETWORK_RBAC_TYPE, "stat_prefix": "peerguard_default", "rules": {}},
             "type_urls": [NETWORK_WASM_TYPE, NETWORK_RBAC_TYPE],
+        },
+    })
+}
+
+/// The network filter `peerguard-transport` from ECDS over `source` (deny-all default, as
+/// the others; only native RBAC is accepted: it holds no policy, only the mTLS mode).
+pub fn ecds_transport_filter(source: &Value) -> Value {
+    json!({
+        "name": TRANSPORT_FILTER,
+        "config_discovery": {
+            "config_source": source,
+            "default_config": {"@type": NETWORK_RBAC_TYPE, "stat_prefix": "peerguard_default", "rules": {}},
+            "type_urls": [NETWORK_RBAC_TYPE],
         },
     })
 }
@@ -346,10 +381,11 @@ impl Inbound {
                 }
             }
         }
-        let filters = match p {
-            AppProtocol::Http => vec![self.hcm()],
-            _ => self.tcp_filters(),
-        };
+        let mut filters: Vec<Value> = self.authz.transport().into_iter().collect();
+        match p {
+            AppProtocol::Http => filters.push(self.hcm()),
+            _ => filters.extend(self.tcp_filters()),
+        }
         let mut c = json!({"name": name, "filters": filters});
         if !m.is_empty() {
             c["filter_chain_match"] = Value::Object(m);

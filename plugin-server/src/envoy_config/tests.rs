@@ -229,14 +229,23 @@ fn authorization_filters_by_source() {
         source: xds_config_source("tok"),
     };
     let l = i.listener();
-    let http = &chains(&l)[0]["filters"][0]["typed_config"]["http_filters"][0];
+    // serve's listener: the transport slot first in every chain.
+    for c in chains(&l) {
+        let t = &c["filters"][0];
+        assert_eq!(t["name"], listener::TRANSPORT_FILTER);
+        assert_eq!(
+            t["config_discovery"]["type_urls"],
+            serde_json::json!([super::NETWORK_RBAC_TYPE])
+        );
+    }
+    let http = &chains(&l)[0]["filters"][1]["typed_config"]["http_filters"][0];
     assert_eq!(http["name"], listener::HTTP_FILTER);
     assert_eq!(
         http["config_discovery"]["config_source"]["api_config_source"]["grpc_services"][0]
             ["initial_metadata"][0]["value"],
         "tok"
     );
-    assert_eq!(chains(&l)[1]["filters"][0]["name"], listener::TCP_FILTER);
+    assert_eq!(chains(&l)[1]["filters"][1]["name"], listener::TCP_FILTER);
     let common = &chains(&l)[0]["transport_socket"]["typed_config"]["common_tls_context"];
     assert_eq!(
         common["tls_certificate_sds_secret_configs"][0]["name"],

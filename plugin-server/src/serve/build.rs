@@ -172,6 +172,10 @@ impl Builder {
                 };
                 snap.insert(snapshot::HTTP_FILTER, http);
                 snap.insert(snapshot::TCP_FILTER, tcp);
+                snap.insert(
+                    snapshot::TRANSPORT_FILTER,
+                    snapshot::native_filter(snapshot::TRANSPORT_FILTER, &chosen.transport),
+                );
             }
             snap.insert(
                 snapshot::SECRET_ROOT,
