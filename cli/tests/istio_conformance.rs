@@ -38,7 +38,7 @@
 mod harness;
 
 use harness::istio::{
-    ecds_filters, expected_ecds, recorded, rendered_patches, sds_cluster, serve_agent_sds,
+    ecds_filters, ecds_from_serve, recorded, rendered_patches, sds_cluster, serve_agent_sds,
     standin_listener, AgentSds, SERVER_ID,
 };
 use harness::Server;
@@ -584,10 +584,10 @@ impl Frontend for IstioForm {
             };
             // The filters came from peerguard serve over ECDS (not the deny-all default).
             let (_, dump) = envoy.admin_get("/config_dump")?;
-            assert_eq!(
-                ecds_filters(&dump),
-                expected_ecds(),
-                "case {name}: ECDS filters from peerguard serve"
+            let ecds = ecds_filters(&dump);
+            assert!(
+                ecds_from_serve(&ecds),
+                "case {name}: ECDS filters from peerguard serve: {ecds:?}"
             );
             self.startup.push((st, et));
             sidecars.push(Sidecar {

@@ -18,7 +18,7 @@
 mod harness;
 
 use harness::istio::{
-    ecds_filters, expected_ecds, recorded, rendered_patches, sds_cluster, serve_agent_sds,
+    ecds_filters, ecds_from_serve, recorded, rendered_patches, sds_cluster, serve_agent_sds,
     standin_listener, AgentSds, SERVER_ID,
 };
 use harness::{free_port, temp_dir, wait_for, write, Server};
@@ -286,10 +286,10 @@ fn envoyfilter_form_loads_into_an_istio_inbound_listener_and_the_filter_decides(
 
     // The filters came from peerguard serve over ECDS (not the deny-all default).
     let (_, dump) = envoy.admin_get("/config_dump").unwrap();
-    assert_eq!(
-        ecds_filters(&dump),
-        expected_ecds(),
-        "ECDS filters from peerguard serve"
+    let ecds = ecds_filters(&dump);
+    assert!(
+        ecds_from_serve(&ecds),
+        "ECDS filters from peerguard serve: {ecds:?}"
     );
 
     // peerguard runs after Istio's own RBAC in the port's connection managers.

@@ -304,6 +304,17 @@ fn permissive_to_dry_run_to_strict() {
         "{out}"
     );
 
+    // Prometheus form, from the same Envoy: the tags make one metric with labels. (Before
+    // STRICT: once enforced, the HTTP slot may move to native RBAC and the filter's VM, with
+    // its counters, goes away.)
+    let prom = format!("{admin}/stats/prometheus");
+    let (code, out, err) = readiness(&["--prometheus", &prom, "--since-start", "--output", "json"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    let p = &report["workloads"][0]["ports"][0];
+    assert_eq!(p["port"], 80, "{report:#}");
+    assert_eq!(sources(p, "plaintext_sources"), vec![(legacy.clone(), 7)]);
+
     // Stage 3: STRICT. The legacy client is refused; readiness reports STRICT enforced.
     sb.ok(&["delete", stage("2b-strict-dry-run.yaml").to_str().unwrap()]);
     sb.apply("3-strict-v1.yaml");
@@ -317,15 +328,6 @@ fn permissive_to_dry_run_to_strict() {
         report["workloads"][0]["ports"][0]["verdict"], "STRICT",
         "{report:#}"
     );
-
-    // Prometheus form, from the same Envoy: the tags make one metric with labels.
-    let prom = format!("{admin}/stats/prometheus");
-    let (code, out, err) = readiness(&["--prometheus", &prom, "--since-start", "--output", "json"]);
-    assert_eq!(code, Some(1), "{out}\n{err}");
-    let report: Value = serde_json::from_str(&out).unwrap();
-    let p = &report["workloads"][0]["ports"][0];
-    assert_eq!(p["port"], 80, "{report:#}");
-    assert_eq!(sources(p, "plaintext_sources"), vec![(legacy.clone(), 7)]);
 
     // An unreachable endpoint is an error (exit 2), not a verdict.
     let (code, _, err) = readiness(&["--envoy-admin", "http://127.0.0.1:1", "--since-start"]);

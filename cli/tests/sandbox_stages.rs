@@ -178,15 +178,18 @@ const L: &str = "sleep.legacy";
 
 /// The product path: `peerguard serve` delivers the filter configuration (ECDS) and the
 /// certificates (SDS) to sidecars set up from `peerguard bootstrap`; both chains on every
-/// port, the wasm filter enforces the mode.
+/// port, the mode enforced by the transport slot (native RBAC, first in every chain) or the
+/// wasm filter (`--enforcement`).
 #[test]
 fn walkthrough_with_peerguard_serve() {
     if let Some(sb) = start("filter", "serve", 0) {
         walkthrough(&sb);
-        // The refusals of stages 3 and 5 were the filter's (not a missing filter chain).
+        // The refusals of stages 3 and 5 were serve's slots' (not a missing filter chain).
         let stats = sb.httpbin_full_stats();
         assert!(
-            stat(&stats, "wasmcustom.peerguard_plaintext_refused") >= 2,
+            stat(&stats, "wasmcustom.peerguard_plaintext_refused")
+                + stat(&stats, "transport.rbac.denied")
+                >= 2,
             "{stats}"
         );
         stop(sb, 8);

@@ -288,13 +288,19 @@ pub fn ecds_filters(config_dump: &str) -> Vec<(String, String)> {
     ecds
 }
 
-/// What a sidecar must have from ECDS: both peerguard filters, the wasm filter types.
-pub fn expected_ecds() -> Vec<(String, String)> {
-    vec![
-        ("peerguard-http".to_string(), ec::HTTP_WASM_TYPE.to_string()),
-        (
-            "peerguard-tcp".to_string(),
-            ec::NETWORK_WASM_TYPE.to_string(),
-        ),
-    ]
+/// Whether a sidecar has both peerguard filters from ECDS, each either the wasm filter or
+/// native RBAC of its kind (`serve --enforcement auto` picks per workload); the deny-all
+/// default is not an ECDS resource and does not count.
+pub fn ecds_from_serve(filters: &[(String, String)]) -> bool {
+    let ok = |name: &str, types: [&str; 2]| {
+        filters
+            .iter()
+            .any(|(n, t)| n == name && types.contains(&t.as_str()))
+    };
+    filters.len() == 2
+        && ok("peerguard-http", [ec::HTTP_WASM_TYPE, ec::HTTP_RBAC_TYPE])
+        && ok(
+            "peerguard-tcp",
+            [ec::NETWORK_WASM_TYPE, ec::NETWORK_RBAC_TYPE],
+        )
 }

@@ -172,6 +172,31 @@ pub fn policies(inputs: &Inputs<'_>) -> BTreeMap<String, WorkloadPolicy> {
         .collect()
 }
 
+/// Per sidecar pod, the policy and which filter `peerguard serve` (default `--enforcement
+/// auto`) puts in each slot for it.
+pub fn enforcement(
+    inputs: &Inputs<'_>,
+) -> BTreeMap<String, (WorkloadPolicy, peerguard_server::enforcement::Enforcement)> {
+    let t = inputs.topology;
+    let opts = peerguard_server::enforcement::Options::default();
+    t.pods
+        .iter()
+        .filter(|p| p.sidecar)
+        .map(|p| {
+            let w = t.workload(p);
+            let policy = compile(inputs.resources, &w, &t.mesh());
+            let chosen = peerguard_server::enforcement::choose(
+                inputs.resources,
+                &w,
+                &t.mesh(),
+                &policy,
+                &opts,
+            );
+            (p.id(), (policy, chosen))
+        })
+        .collect()
+}
+
 pub fn plan(inputs: &Inputs<'_>) -> Plan {
     let t = inputs.topology;
     let policies = policies(inputs);

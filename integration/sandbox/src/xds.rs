@@ -10,6 +10,8 @@ use super::state::{write_atomic, Settings, State};
 use super::topology::{AppKind, Topology};
 use anyhow::{bail, Context as _};
 use peerguard_filter::schema::WorkloadPolicy;
+use peerguard_server::enforcement::{Enforcement, Slot};
+use peerguard_server::envoy_config::listener::{HTTP_FILTER, TCP_FILTER};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -185,12 +187,12 @@ pub fn parts(
     Ok(out)
 }
 
-/// Waits until every inbound sidecar's filter runs the policy `compile` gives for the
-/// current resources (mode and authorization; diagnostics may differ), as delivered by
-/// the server over ECDS.
+/// Waits until every inbound sidecar's slots hold what `serve` computes for the current
+/// resources: the wasm filter's policy (mode and authorization; diagnostics may differ) and,
+/// for a slot that holds native RBAC ([`peerguard_server::enforcement`]), that RBAC config.
 pub async fn wait_ecds(
     t: &Topology,
-    expected: &BTreeMap<String, WorkloadPolicy>,
+    expected: &BTreeMap<String, (WorkloadPolicy, Enforcement)>,
     deadline: Instant,
 ) -> anyhow::Result<()> {
     for p in t
@@ -198,7 +200,9 @@ pub async fn wait_ecds(
         .iter()
         .filter(|p| p.sidecar && p.app != AppKind::None)
     {
-        let want = serde_json::to_value(expected.get(&p.id()).context("no expected policy")?)?;
+        let (policy, chosen) = expected.get(&p.id()).context("no expected policy")?;
+        let want = serde_json::to_value(policy)?;
+        let native = [(HTTP_FILTER, &chosen.http), (TCP_FILTER, &chosen.tcp)];
         loop {
             let r = probe::admin_get(
                 IpAddr::V4(p.ip),
@@ -206,28 +210,79 @@ pub async fn wait_ecds(
                 "/config_dump?resource=ecds_filters",
             )
             .await;
-            let got = serde_json::from_str::<Value>(&r.body)
-                .ok()
-                .and_then(|v| find_policy(&v));
-            if let Some(got) = &got {
-                if got.get("mtls") == want.get("mtls")
-                    && got.get("policies") == want.get("policies")
-                {
-                    break;
+            let dump = serde_json::from_str::<Value>(&r.body).ok();
+            let got = dump.as_ref().and_then(find_policy);
+            // A slot the listener does not have (no TCP port: no `peerguard-tcp`) is not in
+            // the dump; the HTTP slot always is.
+            let slot_ok = |name: &str, slot: &Slot| {
+                let config = dump.as_ref().and_then(|d| ecds_config(d, name));
+                match (slot, config) {
+                    (_, None) => name != HTTP_FILTER,
+                    (Slot::Native { typed_config, .. }, Some(c)) => {
+                        canonical(&c) == canonical(typed_config)
+                    }
+                    (Slot::Wasm { .. }, Some(c)) => find_policy(&c).is_some_and(|got| {
+                        got.get("mtls") == want.get("mtls")
+                            && got.get("policies") == want.get("policies")
+                    }),
                 }
+            };
+            if native.iter().all(|(name, slot)| slot_ok(name, slot)) {
+                break;
             }
             if Instant::now() > deadline {
                 bail!(
-                    "{}: the filter config from peerguard serve does not match the resources (got mtls {}, want {})",
+                    "{}: the filter config from peerguard serve does not match the resources (got mtls {}, want {}; slots: http {}, tcp {})",
                     p.id(),
                     got.as_ref().and_then(|g| g.get("mtls")).map(Value::to_string).unwrap_or_else(|| "none".into()),
-                    want.get("mtls").map(Value::to_string).unwrap_or_default()
+                    want.get("mtls").map(Value::to_string).unwrap_or_default(),
+                    chosen.http,
+                    chosen.tcp,
                 );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     Ok(())
+}
+
+/// The `typed_config` of the ECDS filter `name` in a `resource=ecds_filters` config dump.
+fn ecds_config(dump: &Value, name: &str) -> Option<Value> {
+    dump["configs"]
+        .as_array()?
+        .iter()
+        .map(|c| &c["ecds_filter"])
+        .find(|f| f["name"] == name)
+        .map(|f| f["typed_config"].clone())
+}
+
+/// A config as protobuf's JSON printer shows it: default values (false, 0, "", empty
+/// objects and lists, enum value 0 such as RBAC's ALLOW) left out.
+fn canonical(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), canonical(v)))
+                .filter(|(k, v)| {
+                    let empty_map = k == "policies" && v.as_object().is_some_and(|m| m.is_empty());
+                    !is_default(v) && !empty_map && !(k == "action" && v == "ALLOW")
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(canonical).collect()),
+        other => other.clone(),
+    }
+}
+
+fn is_default(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(_) => false,
+    }
 }
 
 /// The `WorkloadPolicy` JSON inside an ECDS config dump (the wasm plugin's

@@ -112,6 +112,9 @@ pub struct Report {
 struct Sample {
     workload: String,
     policy: Option<WorkloadPolicy>,
+    /// With no filter configuration in the dump (every slot native RBAC): the mode the
+    /// transport slot enforces (`crate::enforcement`), for every port.
+    transport_mode: Option<ModeFrom>,
     series: BTreeMap<Series, u64>,
     dry_run_refused: u64,
 }
@@ -212,14 +215,18 @@ fn sample_envoy(url: &str, timeout: Duration) -> anyhow::Result<Sample> {
     }
     // ECDS first (`peerguard serve`; Envoy answers 404 when it has no ECDS filter), then
     // the whole dump (a configuration inline in a listener).
-    let ecds = http_get(url, "/config_dump?resource=ecds_filters", timeout).ok();
-    let mut policy = ecds
-        .and_then(|body| serde_json::from_str::<Value>(&body).ok())
-        .and_then(|dump| find_policy(&dump));
+    let ecds = http_get(url, "/config_dump?resource=ecds_filters", timeout)
+        .ok()
+        .and_then(|body| serde_json::from_str::<Value>(&body).ok());
+    let mut policy = ecds.as_ref().and_then(find_policy);
     if policy.is_none() {
         let dump: Value = serde_json::from_str(&http_get(url, "/config_dump", timeout)?)
             .context("/config_dump is not JSON")?;
         policy = find_policy(&dump);
+        if policy.is_none() {
+            // Envoy lists network filters from ECDS apart from HTTP ones: the whole dump.
+            sample.transport_mode = transport_mode(&dump);
+        }
     }
     sample.workload = match &policy {
         Some(p) => format!("{}/{}", p.workload.namespace, p.workload.name),
@@ -234,6 +241,41 @@ fn sample_envoy(url: &str, timeout: Duration) -> anyhow::Result<Sample> {
     };
     sample.policy = policy;
     Ok(sample)
+}
+
+/// The mode `peerguard serve`'s transport slot enforces, from an ECDS config dump: its
+/// network RBAC's mode policy refuses connections without a certificate (STRICT) or with
+/// one (DISABLE); no rules: nothing refused there.
+fn transport_mode(dump: &Value) -> Option<ModeFrom> {
+    use crate::enforcement::MTLS_MODE_POLICY;
+    let slot = find_named(dump, crate::envoy_config::listener::TRANSPORT_FILTER)?;
+    let principal = &slot["typed_config"]["rules"]["policies"][MTLS_MODE_POLICY]["principals"][0];
+    let mode = if principal.get("not_id").is_some() {
+        MtlsMode::Strict
+    } else if principal.get("authenticated").is_some() {
+        MtlsMode::Disable
+    } else {
+        return None;
+    };
+    Some(ModeFrom::new(
+        mode,
+        Some("peerguard-transport (native RBAC from peerguard serve)".into()),
+    ))
+}
+
+/// The first object named `name` that has a `typed_config`.
+fn find_named<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    match v {
+        Value::Object(m) => {
+            if m.get("name").and_then(Value::as_str) == Some(name) && m.contains_key("typed_config")
+            {
+                return Some(v);
+            }
+            m.values().find_map(|v| find_named(v, name))
+        }
+        Value::Array(a) => a.iter().find_map(|v| find_named(v, name)),
+        _ => None,
+    }
 }
 
 /// The peerguard filter configuration in a config dump: the wasm plugin's `configuration`
@@ -379,10 +421,13 @@ fn judge(endpoint: &str, now: &Sample, before: Option<&Sample>) -> WorkloadRepor
     let reports: Vec<PortReport> = ports
         .into_iter()
         .map(|port| {
-            let mode = now.policy.as_ref().map(|p| match port {
-                Some(port) => p.mtls.for_port(port).clone(),
-                None => p.mtls.default.clone(),
-            });
+            let mode = match &now.policy {
+                Some(p) => Some(match port {
+                    Some(port) => p.mtls.for_port(port).clone(),
+                    None => p.mtls.default.clone(),
+                }),
+                None => now.transport_mode.clone(),
+            };
             let sources = |tls: Tls| {
                 let mut v: Vec<SourceCount> = counts
                     .iter()

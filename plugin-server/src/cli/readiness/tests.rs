@@ -23,6 +23,7 @@ fn sample(policy: Option<WorkloadPolicy>, counts: &[(Series, u64)]) -> Sample {
     Sample {
         workload: "full/httpbin".into(),
         policy,
+        transport_mode: None,
         series: counts.iter().cloned().collect(),
         dry_run_refused: 0,
     }
@@ -233,4 +234,30 @@ fn the_default_mode_has_a_row_unless_a_counted_port_shows_it() {
     );
     let rows: Vec<_> = w.ports.iter().map(|r| r.port).collect();
     assert_eq!(rows, vec![Some(80), Some(8080)]);
+}
+
+/// Every slot native RBAC (no filter configuration in the dump): the mode comes from the
+/// transport slot `serve` fills (`crate::enforcement`), so STRICT is still reported.
+#[test]
+fn the_transport_slot_tells_the_mode_when_no_filter_runs() {
+    let slot = |rules: Value| serde_json::json!({"configs": [{"ecds_filter": {"name": "peerguard-transport", "typed_config": {"rules": rules}}}]});
+    let strict = slot(
+        serde_json::json!({"action": "DENY", "policies": {"peerguard-mtls-mode": {"permissions": [{"any": true}], "principals": [{"not_id": {"authenticated": {}}}]}}}),
+    );
+    assert_eq!(
+        transport_mode(&strict).map(|m| m.mode),
+        Some(MtlsMode::Strict)
+    );
+    let disable = slot(
+        serde_json::json!({"action": "DENY", "policies": {"peerguard-mtls-mode": {"permissions": [{"any": true}], "principals": [{"authenticated": {}}]}}}),
+    );
+    assert_eq!(
+        transport_mode(&disable).map(|m| m.mode),
+        Some(MtlsMode::Disable)
+    );
+    assert_eq!(transport_mode(&slot(Value::Null)), None);
+    let mut s = sample(None, &[]);
+    s.transport_mode = transport_mode(&strict);
+    let w = judge("x", &s, None);
+    assert_eq!(w.ports[0].verdict, Verdict::Strict);
 }
