@@ -265,7 +265,8 @@ fn canonical(v: &Value) -> Value {
                 .map(|(k, v)| (k.clone(), canonical(v)))
                 .filter(|(k, v)| {
                     let empty_map = k == "policies" && v.as_object().is_some_and(|m| m.is_empty());
-                    !is_default(v) && !empty_map && !(k == "action" && v == "ALLOW")
+                    let enum_default = k == "action" && v == "ALLOW";
+                    !(is_default(v) || empty_map || enum_default)
                 })
                 .collect(),
         ),
