@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod bootstrap;
 pub mod ca;
 pub mod cli;
+pub mod enforcement;
 pub mod envoy_config;
 pub mod istio_forms;
 pub mod node;

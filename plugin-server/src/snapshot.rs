@@ -13,7 +13,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::extensions::wasm::v3::{
     plugin_config, FailurePolicy, PluginConfig, VmConfig,
 };
-use envoy_types::pb::google::protobuf::{Any, StringValue};
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{Any, ListValue, StringValue, Struct, Value as ProtoValue};
 use envoy_types::util::pack_any;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -116,6 +117,71 @@ pub fn tcp_filter(wasm_path: &str, policy_json: &str) -> Any {
         name: TCP_FILTER.to_string(),
         typed_config: Some(pack_any(wasm)),
     })
+}
+
+/// `xds.type.v3.TypedStruct`: a filter configuration as JSON (a `google.protobuf.Struct`)
+/// with the type it converts to. Envoy accepts it wherever it takes a typed extension
+/// config, ECDS included (the slot checks the inner `type_url` against its `type_urls`).
+/// envoy-types has no serde, and the native RBAC form is built as JSON
+/// ([`crate::envoy_config::rbac`]): this carries it without a second, protobuf, builder.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TypedStruct {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(message, optional, tag = "2")]
+    value: Option<Struct>,
+}
+
+impl prost::Name for TypedStruct {
+    const NAME: &'static str = "TypedStruct";
+    const PACKAGE: &'static str = "xds.type.v3";
+    fn full_name() -> String {
+        "xds.type.v3.TypedStruct".into()
+    }
+    fn type_url() -> String {
+        "type.googleapis.com/xds.type.v3.TypedStruct".into()
+    }
+}
+
+/// The ECDS resource `name` holding a native filter: its `typed_config` JSON (with `@type`),
+/// e.g. an RBAC filter from [`crate::enforcement`].
+pub fn native_filter(name: &str, typed_config: &serde_json::Value) -> Any {
+    let mut fields = match typed_config {
+        serde_json::Value::Object(m) => m.clone(),
+        _ => serde_json::Map::new(),
+    };
+    let type_url = match fields.remove("@type") {
+        Some(serde_json::Value::String(t)) => t,
+        _ => String::new(),
+    };
+    pack_any(TypedExtensionConfig {
+        name: name.to_string(),
+        typed_config: Some(pack_any(TypedStruct {
+            type_url,
+            value: Some(to_struct(fields)),
+        })),
+    })
+}
+
+fn to_struct(fields: serde_json::Map<String, serde_json::Value>) -> Struct {
+    Struct {
+        fields: fields.into_iter().map(|(k, v)| (k, to_value(v))).collect(),
+    }
+}
+
+fn to_value(v: serde_json::Value) -> ProtoValue {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s),
+        J::Array(a) => Kind::ListValue(ListValue {
+            values: a.into_iter().map(to_value).collect(),
+        }),
+        J::Object(m) => Kind::StructValue(to_struct(m)),
+    };
+    ProtoValue { kind: Some(kind) }
 }
 
 fn inline(s: &str) -> Option<DataSource> {

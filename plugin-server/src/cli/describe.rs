@@ -38,6 +38,9 @@ pub struct Args {
     pub server: Option<String>,
     #[arg(long, value_enum, default_value_t = super::test::Format::Text)]
     pub output: super::test::Format,
+    /// How `serve` enforces the policies (shown as `enforced by`).
+    #[command(flatten)]
+    pub enforcement: crate::enforcement::Options,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +55,8 @@ pub struct Description {
     pub mtls: Vec<PortDescription>,
     pub services: Vec<ServicePortDescription>,
     pub policies: Vec<PolicySummary>,
+    /// Which filter `serve` puts in the HTTP and TCP slots, and why.
+    pub enforced_by: serde_json::Value,
     pub diagnostics: Vec<String>,
     pub config_errors: Vec<String>,
     /// With `--server`: the certificate `serve` issues the workload.
@@ -140,6 +145,7 @@ pub fn describe(mesh: &Mesh, target: &Target, args: &Args) -> Description {
         mtls: ports(&policy, w),
         services: services(mesh, target, &policy, args),
         policies: PolicySummary::of(&policy),
+        enforced_by: mesh.enforcement(w, &policy, &args.enforcement).to_json(),
         diagnostics: policy.diagnostics.clone(),
         config_errors,
         certificate: args
@@ -393,6 +399,13 @@ fn render(d: &Description) -> String {
         for p in &d.policies {
             line(format!("  {}", p.line()));
         }
+    }
+    line("enforced by (serve):".into());
+    for slot in ["http", "tcp"] {
+        line(format!(
+            "  {slot}: {}",
+            d.enforced_by[slot]["by"].as_str().unwrap_or("?")
+        ));
     }
     if let Some(c) = &d.certificate {
         line(format!("certificate (issued by serve at {}):", c.server));

@@ -2,8 +2,9 @@
 //!
 //! Reads every resource under `--config`, compiles them for the workload described on the
 //! command line, decides the request and prints: ALLOW/DENY, the reason naming the policy
-//! and rule, the port's mTLS mode and the object that set it, audit and dry-run results, and
-//! the compile diagnostics for this workload.
+//! and rule, the port's mTLS mode and the object that set it, which filter `serve` has take
+//! the decision (native RBAC or peerguard's, [`crate::enforcement`]), audit and dry-run
+//! results, and the compile diagnostics for this workload.
 //!
 //! Exit code: 0 when a decision was computed, whatever it is (use `--fail-on-deny` to get 1
 //! for DENY in scripts); 2 for invalid input (bad arguments, unreadable `--config`, or
@@ -17,6 +18,7 @@ use peerguard_filter::compile::Workload;
 use peerguard_filter::schema::{HttpRequest, HttpVersion, Peer, Reason, Request};
 use peerguard_filter::{decide, Decision, WorkloadPolicy};
 use serde::Serialize;
+use serde_json::{json, Value};
 use std::net::IpAddr;
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +59,9 @@ pub struct Args {
     /// Exit 1 when the decision is DENY.
     #[arg(long)]
     pub fail_on_deny: bool,
+    /// How `serve` would enforce it (reported as `enforced by`).
+    #[command(flatten)]
+    pub enforcement: crate::enforcement::Options,
 }
 
 #[derive(Debug, Serialize)]
@@ -65,6 +70,8 @@ struct Explanation {
     decision: Decision,
     reason: String,
     mtls: PortMode,
+    /// Which filter takes this decision in `serve`'s Envoy (native RBAC or peerguard's).
+    enforced_by: Value,
     policies: Vec<PolicySummary>,
     diagnostics: Vec<String>,
     config_errors: Vec<String>,
@@ -142,7 +149,15 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
         (None, Ok(engine)) => peerguard_filter::hcm::decide(&engine, &request),
         (None, Err(e)) => Decision::deny(Reason::NoConfig { why: e.to_string() }),
     };
-    let explanation = explain(&policy, request, decision, mesh.config_errors());
+    let chosen = mesh.enforcement(&target.workload, &policy, &args.enforcement);
+    let (slot_name, slot) = match request.http {
+        Some(_) => ("http", &chosen.http),
+        None => ("tcp", &chosen.tcp),
+    };
+    let enforced_by =
+        json!({"slot": slot_name, "by": slot.to_string(), "workload": chosen.to_json()});
+    let mut explanation = explain(&policy, request, decision, mesh.config_errors());
+    explanation.enforced_by = enforced_by;
     let text = match args.output {
         super::test::Format::Json => serde_json::to_string_pretty(&explanation)? + "\n",
         super::test::Format::Text => render(&explanation),
@@ -176,6 +191,7 @@ fn explain(
             from: m.from.clone(),
         },
         reason: decision.reason.to_string(),
+        enforced_by: Value::Null,
         policies: PolicySummary::of(policy),
         diagnostics: policy.diagnostics.clone(),
         request,
@@ -202,6 +218,9 @@ fn render(e: &Explanation) -> String {
         e.mtls.mode,
         mode_source(e.mtls.from.as_deref())
     ));
+    if let Some(by) = e.enforced_by["by"].as_str() {
+        line(format!("enforced by: {by}"));
+    }
     line(match &e.decision.audit {
         Some(r) => format!("audit: yes, AUDIT policy {r} matched"),
         None => "audit: no AUDIT policy matched".into(),

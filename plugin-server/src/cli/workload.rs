@@ -228,6 +228,22 @@ impl Mesh {
         );
         compile(&view, workload, &self.config)
     }
+
+    /// Which filter `serve` puts in this workload's slots for `policy` (its
+    /// [`Mesh::compile`]).
+    pub fn enforcement(
+        &self,
+        workload: &Workload,
+        policy: &WorkloadPolicy,
+        opts: &crate::enforcement::Options,
+    ) -> crate::enforcement::Enforcement {
+        let view = scoped(
+            &self.inputs.resources,
+            &workload.namespace,
+            &self.config.root_namespace,
+        );
+        crate::enforcement::choose(&view, workload, &self.config, policy, opts)
+    }
 }
 
 impl WorkloadArgs {

@@ -127,14 +127,7 @@ impl Authz {
             Authz::Wasm {
                 module,
                 policy_json,
-            } => Some(wasm_filter(
-                true,
-                WASM_FILTER,
-                VM_ID,
-                HTTP_ROOT_ID,
-                module,
-                policy_json.as_deref(),
-            )),
+            } => Some(inline_wasm(true, module, policy_json.as_deref())),
             Authz::Ecds { source } => Some(ecds_http_filter(source)),
             Authz::Custom { http, .. } => Some(http.clone()),
         }
@@ -151,20 +144,30 @@ impl Authz {
             Authz::Wasm {
                 module,
                 policy_json,
-            } => Some(wasm_filter(
-                false,
-                WASM_FILTER,
-                VM_ID,
-                TCP_ROOT_ID,
-                module,
-                policy_json.as_deref(),
-            )),
+            } => Some(inline_wasm(false, module, policy_json.as_deref())),
             Authz::Ecds { source } => Some(ecds_network_filter(source)),
             Authz::Custom { network, .. } => Some(network.clone()),
         }
         .into_iter()
         .collect()
     }
+}
+
+/// peerguard's module from a local file, its `WorkloadPolicy` JSON inline (`None`: no
+/// configuration, the filter denies everything).
+fn inline_wasm(http: bool, module: &str, policy_json: Option<&str>) -> Value {
+    let root_id = if http { HTTP_ROOT_ID } else { TCP_ROOT_ID };
+    wasm_filter(http, WASM_FILTER, VM_ID, root_id, module, policy_json)
+}
+
+/// The HTTP filter of [`Authz::Wasm`] (for configurations that mix it with native RBAC).
+pub fn wasm_http_filter(module: &str, policy_json: &str) -> Value {
+    inline_wasm(true, module, Some(policy_json))
+}
+
+/// The network filter of [`Authz::Wasm`].
+pub fn wasm_network_filter(module: &str, policy_json: &str) -> Value {
+    inline_wasm(false, module, Some(policy_json))
 }
 
 /// The HTTP filter `peerguard-http` from ECDS over `source`; a deny-all RBAC until the first

@@ -2,6 +2,7 @@
 //! certificate is due for rotation.
 
 use crate::ca::{Ca, IssuedCert};
+use crate::enforcement::{choose, Slot};
 use crate::node::TokenAuth;
 use crate::ops::{Metrics, Readiness};
 use crate::registry::{Registry, WorkloadKey};
@@ -20,6 +21,8 @@ pub struct Builder {
     pub mesh: MeshConfig,
     /// `--decision-log-sample`, set on every workload's policy.
     pub decision_log: super::decision_log::DecisionLogArgs,
+    /// `--enforcement`: which filter fills each slot.
+    pub enforcement: crate::enforcement::Options,
     pub wasm: String,
     pub state_dir: PathBuf,
     pub auth: TokenAuth,
@@ -112,6 +115,7 @@ impl Builder {
     pub fn rebuild(&mut self, inputs: &Inputs, now: SystemTime) {
         let mut keep = BTreeSet::new();
         let mut diagnostics = 0usize;
+        let mut native_slots = 0usize;
         let hold = inputs.hold_policy();
         self.metrics
             .clear("peerguard_workload_cert_expiry_timestamp_seconds");
@@ -122,7 +126,8 @@ impl Builder {
             let view = views.entry(key.namespace.as_str()).or_insert_with(|| {
                 scoped(&inputs.resources, &key.namespace, &self.mesh.root_namespace)
             });
-            let mut policy = compile(view, &entry.to_compile(), &self.mesh);
+            let workload = entry.to_compile();
+            let mut policy = compile(view, &workload, &self.mesh);
             self.decision_log.apply(&mut policy);
             diagnostics += policy.diagnostics.len();
             for d in &policy.diagnostics {
@@ -149,14 +154,24 @@ impl Builder {
                         .insert(snapshot::ECDS_TYPE.to_string(), ecds.clone());
                 }
             } else {
-                snap.insert(
-                    snapshot::HTTP_FILTER,
-                    snapshot::http_filter(&self.wasm, &json),
-                );
-                snap.insert(
-                    snapshot::TCP_FILTER,
-                    snapshot::tcp_filter(&self.wasm, &json),
-                );
+                let chosen = choose(view, &workload, &self.mesh, &policy, &self.enforcement);
+                tracing::debug!(node = %key, http = %chosen.http, tcp = %chosen.tcp, "enforcement");
+                native_slots +=
+                    usize::from(chosen.http.is_native()) + usize::from(chosen.tcp.is_native());
+                let http = match &chosen.http {
+                    Slot::Native { typed_config, .. } => {
+                        snapshot::native_filter(snapshot::HTTP_FILTER, typed_config)
+                    }
+                    Slot::Wasm { .. } => snapshot::http_filter(&self.wasm, &json),
+                };
+                let tcp = match &chosen.tcp {
+                    Slot::Native { typed_config, .. } => {
+                        snapshot::native_filter(snapshot::TCP_FILTER, typed_config)
+                    }
+                    Slot::Wasm { .. } => snapshot::tcp_filter(&self.wasm, &json),
+                };
+                snap.insert(snapshot::HTTP_FILTER, http);
+                snap.insert(snapshot::TCP_FILTER, tcp);
             }
             snap.insert(
                 snapshot::SECRET_ROOT,
@@ -191,6 +206,8 @@ impl Builder {
             .set("peerguard_config_errors", &[], inputs.errors.len() as f64);
         self.metrics
             .set("peerguard_compile_diagnostics", &[], diagnostics as f64);
+        self.metrics
+            .set("peerguard_native_rbac_slots", &[], native_slots as f64);
         self.metrics.set(
             "peerguard_workloads",
             &[],

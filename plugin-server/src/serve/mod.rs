@@ -110,6 +110,9 @@ pub struct Args {
     pub max_config_text_bytes: usize,
     #[command(flatten)]
     pub decision_log: decision_log::DecisionLogArgs,
+    /// Native RBAC or the wasm filter, per workload and slot (`crate::enforcement`).
+    #[command(flatten)]
+    pub enforcement: crate::enforcement::Options,
     /// The Istio WasmPlugin form (`--istio-wasmplugins`, off by default).
     #[command(flatten)]
     pub istio: crate::istio_forms::writer::ServeArgs,
@@ -250,6 +253,7 @@ async fn serve(args: Args) -> anyhow::Result<u8> {
         ca,
         mesh,
         decision_log: args.decision_log.clone(),
+        enforcement: args.enforcement.clone(),
         wasm: args.wasm.clone(),
         state_dir: args.state_dir.clone(),
         auth: auth.clone(),
