@@ -16,8 +16,10 @@
 //!
 //! The timing goals are printed as checks, never asserted: this is a benchmark.
 
+mod adaptive;
 mod goals;
 mod load;
+mod oha;
 mod output;
 mod pin;
 mod procfs;
@@ -99,6 +101,22 @@ pub struct EnvoyArgs {
     /// Do not pin the load client and Envoy to different CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// Leave out `adaptive/N` (what `peerguard serve` pushes: `enforcement::choose`).
+    #[arg(long)]
+    no_adaptive: bool,
+    /// The external load generator (`install-oha.sh` installs it): the headline points
+    /// (fixed rate, HTTP/1.1 and HTTP/2, 10 and the largest policy count) again with it.
+    #[arg(long)]
+    oha: Option<PathBuf>,
+    /// No external load generator, even with --oha.
+    #[arg(long)]
+    no_external: bool,
+    /// oha: measured window per run, ms (default 2000; 600 with --quick).
+    #[arg(long)]
+    oha_ms: Option<u64>,
+    /// oha: rounds (default 2; 1 with --quick).
+    #[arg(long)]
+    oha_rounds: Option<usize>,
     /// Policy counts for RBAC and peerguard (default 10,100,1000,10000; 10,10000 with --quick).
     #[arg(long, value_delimiter = ',')]
     policies: Option<Vec<usize>>,
@@ -185,6 +203,7 @@ pub(crate) struct Settings {
     pub(crate) policies: Vec<usize>,
     pub(crate) envoy_concurrency: u32,
     pub(crate) baseline: bool,
+    pub(crate) adaptive: bool,
 }
 
 impl Settings {
@@ -217,6 +236,7 @@ impl Settings {
             policies,
             envoy_concurrency: 1,
             baseline: a.baseline_wasm.is_some(),
+            adaptive: !a.no_adaptive,
         }
     }
 
@@ -235,6 +255,9 @@ impl Settings {
             let mut kinds = vec![Kind::Rbac, Kind::Peerguard];
             if self.baseline {
                 kinds.push(Kind::Baseline);
+            }
+            if self.adaptive {
+                kinds.push(Kind::Adaptive);
             }
             for kind in kinds {
                 v.push(Variant { kind, policies: n });
@@ -331,12 +354,23 @@ struct Document<'a> {
     wasm_bytes: WasmSizes,
     clock_ticks_per_s: u64,
     pinning: &'a pin::Pinning,
+    /// What `enforcement::choose` put in each slot of `adaptive/N`.
+    adaptive: &'a [adaptive::Choice],
+    external: Option<External>,
     caveats: Vec<String>,
     summary: Vec<report::Summary>,
     goals: Vec<goals::Goal>,
     memory: Vec<Memory>,
     points: Vec<Point>,
     duration_s: f64,
+}
+
+/// The external load generator's part of the run.
+#[derive(Serialize)]
+struct External {
+    settings: oha::OhaSettings,
+    summary: Vec<oha::OhaSummary>,
+    points: Vec<oha::OhaPoint>,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -377,6 +411,22 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             expired: false,
         })?))
     };
+    // `adaptive/N`: the product's own choice for the workload's Istio objects.
+    let mut adaptive_authz = std::collections::BTreeMap::new();
+    let mut choices = Vec::new();
+    if settings.adaptive {
+        for &n in &settings.policies {
+            let (authz, choice) = adaptive::build(
+                n,
+                args.mtls_mode.mode(),
+                &peerguard_wasm.display().to_string(),
+            )
+            .with_context(|| format!("adaptive/{n}"))?;
+            adaptive_authz.insert(n, authz);
+            choices.push(choice);
+        }
+        eprint!("{}", adaptive::render(&choices));
+    }
     let client = cert(setup::CLIENT_PRINCIPAL)?;
     let stranger = cert(setup::STRANGER_PRINCIPAL)?;
     let world = World {
@@ -384,7 +434,7 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         peerguard_wasm,
         noop_wasm,
         baseline_wasm: args.baseline_wasm.clone(),
-        adaptive: Default::default(),
+        adaptive: adaptive_authz,
         pinning: pinning.clone(),
         h2_connections: settings.h2_connections,
         client,
@@ -494,6 +544,47 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    // The headline points again with oha, on the same Envoys.
+    let external = match args.oha.as_ref().filter(|_| !args.no_external) {
+        Some(binary) => {
+            let s = oha::OhaSettings {
+                binary: binary.clone(),
+                version: oha::version(binary)?,
+                rate: settings.rate,
+                http1_connections: settings.fixed_connections,
+                h2_connections: settings.h2_connections,
+                h2_streams_per_connection: (settings.h2_streams / settings.h2_connections).max(1),
+                window_ms: args
+                    .oha_ms
+                    .unwrap_or(if settings.quick { 600 } else { 2000 }),
+                rounds: args
+                    .oha_rounds
+                    .unwrap_or(if settings.quick { 1 } else { 2 })
+                    .max(1),
+            };
+            let dir = TempDir::new("peerguard-bench-oha")?;
+            let creds = oha::Credentials::write(
+                dir.path(),
+                &world.client.cert_pem,
+                &world.client.key_pem,
+                world.pki.mesh_root_pem(),
+            )?;
+            let chosen = oha::selected(&variants, &settings.policies);
+            let targets: Vec<_> = running
+                .iter()
+                .filter(|r| chosen.contains(&r.variant))
+                .map(|r| (r.variant, r.proc.pid(), r.http))
+                .collect();
+            eprintln!("  {} against {} variants ...", s.version, targets.len());
+            let points = oha::run_all(&s, &creds, &targets).await;
+            Some(External {
+                summary: oha::summarize(&points),
+                settings: s,
+                points,
+            })
+        }
+        None => None,
+    };
     for r in &mut running {
         if !r.proc.is_running() {
             r.dir.keep();
@@ -540,6 +631,8 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             summary: &summary,
             memory: &memory,
             goals: &goals,
+            adaptive: &choices,
+            external: external.as_ref().map(|e| &e.summary[..]),
             caveats: &caveats,
         })
     );
@@ -551,6 +644,8 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         wasm_bytes: sizes,
         clock_ticks_per_s: ticks,
         pinning: &pinning,
+        adaptive: &choices,
+        external,
         caveats,
         summary,
         goals,

@@ -1,8 +1,12 @@
 //! The run's text output (table, memory, goals, caveats); the JSON is the `Document`.
 
+use super::adaptive::{self, Choice};
 use super::goals::{self, Goal};
+use super::load::Proto;
+use super::oha::{self, OhaProto, OhaSummary};
 use super::pin::Pinning;
 use super::report::{self, Memory, Point, Summary};
+use super::report::{LoadId, LoadKind};
 use super::{Settings, WasmSizes, NOISY_CORES};
 
 pub struct Text<'a> {
@@ -12,6 +16,9 @@ pub struct Text<'a> {
     pub summary: &'a [Summary],
     pub memory: &'a [Memory],
     pub goals: &'a [Goal],
+    pub adaptive: &'a [Choice],
+    /// oha's summaries, if the run had the external load generator.
+    pub external: Option<&'a [OhaSummary]>,
     pub caveats: &'a [String],
 }
 
@@ -32,6 +39,30 @@ pub fn text(t: &Text) -> String {
             .map_or(String::new(), |b| format!(", baseline (before) {b} bytes"))
     ));
     out.push_str(&report::table(t.summary, s.rate, s.tcp_rate));
+    if !t.adaptive.is_empty() {
+        out.push_str(
+            "\nadaptive/N: what `peerguard serve` pushes (enforcement::choose, default options)\n",
+        );
+        out.push_str(&adaptive::render(t.adaptive));
+    }
+    if let Some(ext) = t.external {
+        let own = |proto: OhaProto, v: super::setup::Variant| {
+            let load = LoadId {
+                proto: match proto {
+                    OhaProto::Http1 => Proto::Http,
+                    OhaProto::Http2 => Proto::Http2,
+                },
+                kind: LoadKind::Fixed,
+            };
+            t.summary
+                .iter()
+                .find(|x| x.load == load && x.variant == v)
+                .map_or((None, None, None), |x| {
+                    (x.envoy_cpu_us_per_op, x.cpu_ratio, x.p99_pooled_us)
+                })
+        };
+        out.push_str(&oha::table(ext, &own));
+    }
     out.push_str("\nEnvoy memory (VmRSS after a short warm-up; c1/c2 = --concurrency 1/2, c2-c1 = one more worker)\n");
     out.push_str(&report::memory_table(t.memory));
     out.push_str(&report::memory_notes(t.memory));

@@ -86,7 +86,7 @@ impl Variant {
 /// Policy `i` of `n`: its name (zero-padded, so name order is generation order: Envoy's
 /// RBAC evaluates its policy map in name order) and the principal it allows. The last one
 /// names the client, so RBAC's linear scan visits every policy before matching.
-fn policy_at(i: usize, n: usize) -> (String, String) {
+pub fn policy_at(i: usize, n: usize) -> (String, String) {
     let name = format!("allow-{i:05}");
     let principal = if i + 1 == n {
         CLIENT_PRINCIPAL.to_string()
