@@ -94,6 +94,9 @@ pub struct EnvoyArgs {
     /// (`--rate` in total) and closed-loop alike.
     #[arg(long, default_value_t = 32)]
     h2_streams: usize,
+    /// Also the HTTP/2 closed-loop load (left out by default to keep the full run short).
+    #[arg(long)]
+    h2_closed: bool,
     /// peerguard's module from before this work (`envoy-bench.sh --baseline REV` builds
     /// it): adds `baseline/N`, the same listener and policy with that module.
     #[arg(long)]
@@ -200,6 +203,7 @@ pub(crate) struct Settings {
     pub(crate) closed_connections: usize,
     pub(crate) h2_connections: usize,
     pub(crate) h2_streams: usize,
+    pub(crate) h2_closed: bool,
     pub(crate) policies: Vec<usize>,
     pub(crate) envoy_concurrency: u32,
     pub(crate) baseline: bool,
@@ -233,6 +237,7 @@ impl Settings {
             closed_connections: a.closed_connections.max(1),
             h2_connections: a.h2_connections.max(1),
             h2_streams: a.h2_streams.max(1),
+            h2_closed: a.h2_closed,
             policies,
             envoy_concurrency: 1,
             baseline: a.baseline_wasm.is_some(),
@@ -298,6 +303,9 @@ impl Settings {
                     connections: fixed,
                 },
             ));
+            if proto == Proto::Http2 && !self.h2_closed {
+                continue;
+            }
             out.push((
                 LoadId {
                     proto,
@@ -356,21 +364,13 @@ struct Document<'a> {
     pinning: &'a pin::Pinning,
     /// What `enforcement::choose` put in each slot of `adaptive/N`.
     adaptive: &'a [adaptive::Choice],
-    external: Option<External>,
+    external: Option<oha::External>,
     caveats: Vec<String>,
     summary: Vec<report::Summary>,
     goals: Vec<goals::Goal>,
     memory: Vec<Memory>,
     points: Vec<Point>,
     duration_s: f64,
-}
-
-/// The external load generator's part of the run.
-#[derive(Serialize)]
-struct External {
-    settings: oha::OhaSettings,
-    summary: Vec<oha::OhaSummary>,
-    points: Vec<oha::OhaPoint>,
 }
 
 #[derive(Serialize, Clone, Copy)]
@@ -545,46 +545,7 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         }
     }
     // The headline points again with oha, on the same Envoys.
-    let external = match args.oha.as_ref().filter(|_| !args.no_external) {
-        Some(binary) => {
-            let s = oha::OhaSettings {
-                binary: binary.clone(),
-                version: oha::version(binary)?,
-                rate: settings.rate,
-                http1_connections: settings.fixed_connections,
-                h2_connections: settings.h2_connections,
-                h2_streams_per_connection: (settings.h2_streams / settings.h2_connections).max(1),
-                window_ms: args
-                    .oha_ms
-                    .unwrap_or(if settings.quick { 600 } else { 2000 }),
-                rounds: args
-                    .oha_rounds
-                    .unwrap_or(if settings.quick { 1 } else { 2 })
-                    .max(1),
-            };
-            let dir = TempDir::new("peerguard-bench-oha")?;
-            let creds = oha::Credentials::write(
-                dir.path(),
-                &world.client.cert_pem,
-                &world.client.key_pem,
-                world.pki.mesh_root_pem(),
-            )?;
-            let chosen = oha::selected(&variants, &settings.policies);
-            let targets: Vec<_> = running
-                .iter()
-                .filter(|r| chosen.contains(&r.variant))
-                .map(|r| (r.variant, r.proc.pid(), r.http))
-                .collect();
-            eprintln!("  {} against {} variants ...", s.version, targets.len());
-            let points = oha::run_all(&s, &creds, &targets).await;
-            Some(External {
-                summary: oha::summarize(&points),
-                settings: s,
-                points,
-            })
-        }
-        None => None,
-    };
+    let external = oha::external(&args, &settings, &world, &running, &variants).await?;
     for r in &mut running {
         if !r.proc.is_running() {
             r.dir.keep();

@@ -21,6 +21,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// oha's name for requests cut off by `-z` (not an error of the system under test).
+const DEADLINE: &str = "aborted due to deadline";
+
 /// Before the measured window: oha starting, its connections' handshakes.
 const LEAD_IN: Duration = Duration::from_millis(600);
 /// After it: the deadline's in-flight requests and oha's exit.
@@ -114,6 +117,63 @@ pub fn selected(variants: &[Variant], counts: &[usize]) -> Vec<Variant> {
             _ => sizes.contains(&v.policies),
         })
         .collect()
+}
+
+/// The external load generator's part of the run.
+#[derive(Serialize)]
+pub struct External {
+    pub settings: OhaSettings,
+    pub summary: Vec<OhaSummary>,
+    pub points: Vec<OhaPoint>,
+}
+
+/// With `--oha` (and not `--no-external`): the headline points again with oha, on the
+/// run's own Envoys, after the own client's rounds.
+pub(super) async fn external(
+    args: &super::EnvoyArgs,
+    settings: &super::Settings,
+    world: &super::World,
+    running: &[super::Running],
+    variants: &[Variant],
+) -> anyhow::Result<Option<External>> {
+    let Some(binary) = args.oha.as_ref().filter(|_| !args.no_external) else {
+        return Ok(None);
+    };
+    let s = OhaSettings {
+        binary: binary.clone(),
+        version: version(binary)?,
+        rate: settings.rate,
+        http1_connections: settings.fixed_connections,
+        h2_connections: settings.h2_connections,
+        h2_streams_per_connection: (settings.h2_streams / settings.h2_connections).max(1),
+        window_ms: args
+            .oha_ms
+            .unwrap_or(if settings.quick { 600 } else { 2000 }),
+        rounds: args
+            .oha_rounds
+            .unwrap_or(if settings.quick { 1 } else { 2 })
+            .max(1),
+    };
+    let dir = peerguard_harness::envoy::TempDir::new("peerguard-bench-oha")?;
+    let creds = Credentials::write(
+        dir.path(),
+        &world.client.cert_pem,
+        &world.client.key_pem,
+        world.pki.mesh_root_pem(),
+    )?;
+    let chosen = selected(variants, &settings.policies);
+    let targets: Vec<_> = running
+        .iter()
+        .filter(|r| chosen.contains(&r.variant))
+        .map(|r| (r.variant, r.proc.pid(), r.http))
+        .collect();
+    eprintln!("  {} against {} variants ...", s.version, targets.len());
+    let points = run_all(&s, &creds, &targets).await;
+    Ok(Some(External {
+        summary: summarize(&points),
+        settings: s,
+        points,
+    }))
 }
 
 pub fn version(binary: &Path) -> anyhow::Result<String> {
@@ -237,6 +297,12 @@ fn parse_report(v: &Value) -> anyhow::Result<Parsed> {
         .map(|(_, n)| n)
         .sum();
     let responses: u64 = statuses.iter().map(|(_, n)| n).sum();
+    // oha aborts the requests in flight at its deadline (HTTP/1.1) and counts them here:
+    // not failures, the run simply ended.
+    let failures: Vec<(String, u64)> = failures
+        .into_iter()
+        .filter(|(k, _)| k != DEADLINE)
+        .collect();
     let failed: u64 = failures.iter().map(|(_, n)| n).sum();
     let first_error = statuses
         .iter()
@@ -412,7 +478,7 @@ mod tests {
             "summary": {"total": 2.0, "successRate": 1.0},
             "latencyPercentiles": {"p50": 0.0004, "p99": 0.0012},
             "statusCodeDistribution": {"200": 1990, "403": 10},
-            "errorDistribution": {"connection reset": 2},
+            "errorDistribution": {"connection reset": 2, "aborted due to deadline": 16},
         });
         let p = parse_report(&v)?;
         assert_eq!((p.requests, p.errors), (2000, 12));
