@@ -1,5 +1,10 @@
-//! The load client: HTTP/1.1 keep-alive requests, or TCP connect + echo round trips, over
-//! mTLS with a client certificate (rustls), at a fixed rate or closed-loop.
+//! The load client: HTTP/1.1 keep-alive requests, HTTP/2 requests multiplexed as
+//! concurrent streams over a few connections (gRPC-like), or TCP connect + echo round
+//! trips, over mTLS with a client certificate (rustls), at a fixed rate or closed-loop.
+//!
+//! HTTP/2: `connections` tasks are streams in flight, sharing
+//! [`Target::h2_connections`] connections (opened before the run, ALPN `h2`); each task
+//! sends its next request on its connection as a new stream.
 //!
 //! - Fixed rate: `connections` tasks, each on its own schedule of `rate / connections`
 //!   per second, staggered so the sends spread evenly. A send more than [`LATE`] behind
@@ -16,6 +21,7 @@
 //! echo, a timeout) at any time is counted: a point with errors is not valid.
 
 use anyhow::{bail, Context as _};
+use bytes::Bytes;
 use peerguard_harness::http1;
 use rustls::pki_types::ServerName;
 use std::net::SocketAddr;
@@ -35,6 +41,7 @@ const LATE: Duration = Duration::from_millis(10);
 #[serde(rename_all = "snake_case")]
 pub enum Proto {
     Http,
+    Http2,
     Tcp,
 }
 
@@ -53,12 +60,14 @@ impl Shape {
     }
 }
 
-/// Where and as whom to connect (the connector carries the ALPN: `http/1.1` or none).
+/// Where and as whom to connect (the connector carries the ALPN: `http/1.1`, `h2` or none).
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub connector: TlsConnector,
     pub server_name: ServerName<'static>,
+    /// HTTP/2 only: the connections the streams share.
+    pub h2_connections: usize,
 }
 
 /// The run's timeline: load from `start` to `window_end`; only `[window_start, window_end)`
@@ -115,9 +124,24 @@ impl Outcome {
 /// Runs the load; returns when every task has stopped (shortly after `window_end`).
 pub async fn run(proto: Proto, target: Arc<Target>, shape: Shape, t: Timeline) -> Outcome {
     let n = shape.connections();
+    let mut out = Outcome::default();
+    // HTTP/2: the shared connections first, so the first sends are not handshakes.
+    let mut h2: Vec<Option<h2::client::SendRequest<Bytes>>> = Vec::new();
+    if proto == Proto::Http2 {
+        for _ in 0..target.h2_connections.max(1) {
+            match h2_connect(&target).await {
+                Ok(s) => h2.push(Some(s)),
+                Err(e) => {
+                    out.error(e);
+                    h2.push(None);
+                }
+            }
+        }
+    }
     let mut tasks = Vec::with_capacity(n);
     for k in 0..n {
         let target = target.clone();
+        let stream = h2.get(k % h2.len().max(1)).cloned().flatten();
         tasks.push(tokio::spawn(async move {
             let schedule = match shape {
                 Shape::Fixed { rate, .. } if rate > 0.0 => {
@@ -129,11 +153,11 @@ pub async fn run(proto: Proto, target: Arc<Target>, shape: Shape, t: Timeline) -
             };
             match proto {
                 Proto::Http => http_task(&target, schedule, t).await,
+                Proto::Http2 => h2_task(stream, schedule, t).await,
                 Proto::Tcp => tcp_task(&target, schedule, t).await,
             }
         }));
     }
-    let mut out = Outcome::default();
     for task in tasks {
         match task.await {
             Ok(o) => out.merge(o),
@@ -151,7 +175,10 @@ async fn pace(
 ) -> Option<()> {
     match schedule {
         Some((next, interval)) => {
-            if *next >= t.window_end {
+            // Also stop once the window is over even if the schedule is behind (a variant
+            // that cannot hold the rate, e.g. RBAC at 10,000 policies): its backlog would
+            // otherwise keep the point running for a minute and measure nothing more.
+            if *next >= t.window_end || Instant::now() >= t.window_end {
                 return None;
             }
             tokio::time::sleep_until((*next).into()).await;
@@ -213,6 +240,38 @@ async fn http_task(
     out
 }
 
+async fn h2_task(
+    conn: Option<h2::client::SendRequest<Bytes>>,
+    mut schedule: Option<(Instant, Duration)>,
+    t: Timeline,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let Some(conn) = conn else {
+        // Its connection failed to open (counted once in `run`): nothing to send on.
+        return out;
+    };
+    if Instant::now() < t.start {
+        tokio::time::sleep_until(t.start.into()).await;
+    }
+    while pace(&mut schedule, &t, &mut out).await.is_some() {
+        let began = Instant::now();
+        match tokio::time::timeout(OP_TIMEOUT, h2_exchange(conn.clone())).await {
+            Ok(Ok(())) => out.done(&t, began),
+            Ok(Err(e)) => {
+                out.error(e);
+                // A broken connection fails every later stream at once: stop this one.
+                if conn.clone().ready().await.is_err() {
+                    break;
+                }
+            }
+            Err(_) => out.error(anyhow::anyhow!(
+                "HTTP/2 request timed out after {OP_TIMEOUT:?}"
+            )),
+        }
+    }
+    out
+}
+
 async fn tcp_task(
     target: &Target,
     mut schedule: Option<(Instant, Duration)>,
@@ -266,6 +325,53 @@ async fn http_exchange(io: &mut TlsStream<TcpStream>, buf: &mut Vec<u8>) -> anyh
     };
     if response.status != 200 {
         bail!("response {} (expected 200 from the app)", response.status);
+    }
+    Ok(())
+}
+
+/// One HTTP/2 connection (ALPN must select `h2`); its driver runs as its own task until
+/// every handle is dropped.
+async fn h2_connect(target: &Target) -> anyhow::Result<h2::client::SendRequest<Bytes>> {
+    let tls = tls_connect(target).await?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    if alpn.as_deref() != Some(b"h2".as_slice()) {
+        bail!(
+            "ALPN selected {:?}, not h2: the listener does not offer HTTP/2",
+            alpn.map(|a| String::from_utf8_lossy(&a).into_owned())
+        );
+    }
+    let (send, connection) = h2::client::Builder::new()
+        .handshake::<_, Bytes>(tls)
+        .await
+        .context("HTTP/2 handshake")?;
+    tokio::spawn(async move {
+        // Its end (an error or the last handle dropped) shows up in the streams.
+        let _ = connection.await;
+    });
+    Ok(send)
+}
+
+/// One request as a new stream; `Ok` only for a complete `200` response.
+async fn h2_exchange(conn: h2::client::SendRequest<Bytes>) -> anyhow::Result<()> {
+    let mut conn = conn.ready().await.context("HTTP/2 connection")?;
+    let request = http::Request::builder()
+        .method("GET")
+        .uri("https://bench/bench")
+        .header("user-agent", "peerguard-bench")
+        .body(())
+        .context("building the request")?;
+    let (response, _) = conn
+        .send_request(request, true)
+        .context("sending the request")?;
+    let response = response.await.context("reading the response headers")?;
+    let status = response.status();
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.context("reading the response body")?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    if status != http::StatusCode::OK {
+        bail!("response {status} (expected 200 from the app)");
     }
     Ok(())
 }

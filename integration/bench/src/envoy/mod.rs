@@ -1,6 +1,10 @@
 //! `peerguard bench envoy` (hidden): what peerguard costs in a real Envoy, measured against
 //! Envoy without an authorization filter, Envoy's native RBAC holding the policies Istio
-//! would generate, and a no-op wasm filter, in one run with interleaved rounds.
+//! would generate, and a no-op wasm filter, in one run with interleaved rounds; optionally
+//! against the module of an earlier commit (`--baseline-wasm`: the "before" of issue 16)
+//! and with what `peerguard serve` pushes per workload (`adaptive`: native RBAC when
+//! cheaper, the wasm filter otherwise), and an external load generator (`oha`) for the
+//! headline points.
 //!
 //! Each variant gets its own Envoy (`--concurrency 1`), all started up front and kept
 //! running; each round then loads every variant in turn (rotating the order), so slow
@@ -12,10 +16,16 @@
 //!
 //! The timing goals are printed as checks, never asserted: this is a benchmark.
 
+mod adaptive;
+mod goals;
 mod load;
+mod oha;
+mod output;
+mod pin;
 mod procfs;
 mod report;
 mod setup;
+mod stats;
 
 use anyhow::{bail, Context as _};
 use load::{Outcome, Proto, Shape, Target, Timeline};
@@ -61,7 +71,7 @@ pub struct EnvoyArgs {
     /// Warm-up before each measured window, ms (default 300; 100 with --quick).
     #[arg(long)]
     warmup_ms: Option<u64>,
-    /// Measured window per point, ms (default 1200; 400 with --quick).
+    /// Measured window per point, ms (default 1500; 400 with --quick).
     #[arg(long)]
     measure_ms: Option<u64>,
     /// HTTP fixed-rate load, requests per second.
@@ -77,6 +87,39 @@ pub struct EnvoyArgs {
     /// Connections for the closed-loop load.
     #[arg(long, default_value_t = 8)]
     closed_connections: usize,
+    /// HTTP/2 load: connections the streams share (gRPC-like: one or a few).
+    #[arg(long, default_value_t = 2)]
+    h2_connections: usize,
+    /// HTTP/2 load: concurrent streams (tasks) over those connections, fixed rate
+    /// (`--rate` in total) and closed-loop alike.
+    #[arg(long, default_value_t = 32)]
+    h2_streams: usize,
+    /// Also the HTTP/2 closed-loop load (left out by default to keep the full run short).
+    #[arg(long)]
+    h2_closed: bool,
+    /// peerguard's module from before this work (`envoy-bench.sh --baseline REV` builds
+    /// it): adds `baseline/N`, the same listener and policy with that module.
+    #[arg(long)]
+    baseline_wasm: Option<PathBuf>,
+    /// Do not pin the load client and Envoy to different CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Leave out `adaptive/N` (what `peerguard serve` pushes: `enforcement::choose`).
+    #[arg(long)]
+    no_adaptive: bool,
+    /// The external load generator (`install-oha.sh` installs it): the headline points
+    /// (fixed rate, HTTP/1.1 and HTTP/2, 10 and the largest policy count) again with it.
+    #[arg(long)]
+    oha: Option<PathBuf>,
+    /// No external load generator, even with --oha.
+    #[arg(long)]
+    no_external: bool,
+    /// oha: measured window per run, ms (default 2000; 600 with --quick).
+    #[arg(long)]
+    oha_ms: Option<u64>,
+    /// oha: rounds (default 2; 1 with --quick).
+    #[arg(long)]
+    oha_rounds: Option<usize>,
     /// Policy counts for RBAC and peerguard (default 10,100,1000,10000; 10,10000 with --quick).
     #[arg(long, value_delimiter = ',')]
     policies: Option<Vec<usize>>,
@@ -129,6 +172,7 @@ impl BenchMode {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 enum OnlyProto {
     Http,
+    Http2,
     Tcp,
 }
 
@@ -148,17 +192,22 @@ pub fn run(args: Args) -> anyhow::Result<u8> {
 
 /// The resolved settings of a run.
 #[derive(Debug, Clone, Serialize)]
-struct Settings {
-    quick: bool,
-    rounds: usize,
-    warmup_ms: u64,
-    measure_ms: u64,
-    rate: f64,
-    tcp_rate: f64,
-    fixed_connections: usize,
-    closed_connections: usize,
-    policies: Vec<usize>,
-    envoy_concurrency: u32,
+pub(crate) struct Settings {
+    pub(crate) quick: bool,
+    pub(crate) rounds: usize,
+    pub(crate) warmup_ms: u64,
+    pub(crate) measure_ms: u64,
+    pub(crate) rate: f64,
+    pub(crate) tcp_rate: f64,
+    pub(crate) fixed_connections: usize,
+    pub(crate) closed_connections: usize,
+    pub(crate) h2_connections: usize,
+    pub(crate) h2_streams: usize,
+    pub(crate) h2_closed: bool,
+    pub(crate) policies: Vec<usize>,
+    pub(crate) envoy_concurrency: u32,
+    pub(crate) baseline: bool,
+    pub(crate) adaptive: bool,
 }
 
 impl Settings {
@@ -180,14 +229,19 @@ impl Settings {
             warmup_ms: a.warmup_ms.unwrap_or(if quick { 100 } else { 300 }),
             measure_ms: a
                 .measure_ms
-                .unwrap_or(if quick { 400 } else { 1200 })
+                .unwrap_or(if quick { 400 } else { 1500 })
                 .max(100),
             rate: a.rate,
             tcp_rate: a.tcp_rate,
             fixed_connections: a.fixed_connections.max(1),
             closed_connections: a.closed_connections.max(1),
+            h2_connections: a.h2_connections.max(1),
+            h2_streams: a.h2_streams.max(1),
+            h2_closed: a.h2_closed,
             policies,
             envoy_concurrency: 1,
+            baseline: a.baseline_wasm.is_some(),
+            adaptive: !a.no_adaptive,
         }
     }
 
@@ -203,29 +257,42 @@ impl Settings {
             },
         ];
         for &n in &self.policies {
-            v.push(Variant {
-                kind: Kind::Rbac,
-                policies: n,
-            });
-            v.push(Variant {
-                kind: Kind::Peerguard,
-                policies: n,
-            });
+            let mut kinds = vec![Kind::Rbac, Kind::Peerguard];
+            if self.baseline {
+                kinds.push(Kind::Baseline);
+            }
+            if self.adaptive {
+                kinds.push(Kind::Adaptive);
+            }
+            for kind in kinds {
+                v.push(Variant { kind, policies: n });
+            }
         }
         v
     }
 
     fn loads(&self, only: Option<OnlyProto>) -> Vec<(LoadId, Shape)> {
         let mut out = Vec::new();
-        for (proto, rate) in [(Proto::Http, self.rate), (Proto::Tcp, self.tcp_rate)] {
+        for (proto, rate) in [
+            (Proto::Http, self.rate),
+            (Proto::Http2, self.rate),
+            (Proto::Tcp, self.tcp_rate),
+        ] {
             let wanted = match only {
                 None => true,
                 Some(OnlyProto::Http) => proto == Proto::Http,
+                Some(OnlyProto::Http2) => proto == Proto::Http2,
                 Some(OnlyProto::Tcp) => proto == Proto::Tcp,
             };
             if !wanted {
                 continue;
             }
+            // HTTP/2: the tasks are concurrent streams over `h2_connections` connections.
+            let (fixed, closed) = if proto == Proto::Http2 {
+                (self.h2_streams, self.h2_streams)
+            } else {
+                (self.fixed_connections, self.closed_connections)
+            };
             out.push((
                 LoadId {
                     proto,
@@ -233,16 +300,19 @@ impl Settings {
                 },
                 Shape::Fixed {
                     rate,
-                    connections: self.fixed_connections,
+                    connections: fixed,
                 },
             ));
+            if proto == Proto::Http2 && !self.h2_closed {
+                continue;
+            }
             out.push((
                 LoadId {
                     proto,
                     kind: LoadKind::Closed,
                 },
                 Shape::Closed {
-                    connections: self.closed_connections,
+                    connections: closed,
                 },
             ));
         }
@@ -253,13 +323,18 @@ impl Settings {
 /// Other processes' CPU (cores) above which a window is measured again.
 /// 1.2 of 2 cores: Envoy (up to one core) and the load client cannot both have theirs.
 /// A steady neighbour (a build on one core) stays below it, so only bursts are re-measured.
-const NOISY_CORES: f64 = 1.2;
+pub(crate) const NOISY_CORES: f64 = 1.2;
 
 /// Everything the run's Envoys share.
 struct World {
     envoy: PathBuf,
     peerguard_wasm: PathBuf,
     noop_wasm: PathBuf,
+    baseline_wasm: Option<PathBuf>,
+    /// The `adaptive` variant's filters per policy count (`enforcement::choose`).
+    adaptive: std::collections::BTreeMap<usize, peerguard_server::envoy_config::Authz>,
+    pinning: pin::Pinning,
+    h2_connections: usize,
     pki: TestPki,
     client: Arc<Issued>,
     stranger: Arc<Issued>,
@@ -286,18 +361,23 @@ struct Document<'a> {
     envoy_version: String,
     wasm_bytes: WasmSizes,
     clock_ticks_per_s: u64,
+    pinning: &'a pin::Pinning,
+    /// What `enforcement::choose` put in each slot of `adaptive/N`.
+    adaptive: &'a [adaptive::Choice],
+    external: Option<oha::External>,
     caveats: Vec<String>,
     summary: Vec<report::Summary>,
-    goals: Vec<report::Goal>,
+    goals: Vec<goals::Goal>,
     memory: Vec<Memory>,
     points: Vec<Point>,
     duration_s: f64,
 }
 
 #[derive(Serialize, Clone, Copy)]
-struct WasmSizes {
-    peerguard: u64,
-    noop: u64,
+pub(crate) struct WasmSizes {
+    pub(crate) peerguard: u64,
+    pub(crate) noop: u64,
+    pub(crate) baseline: Option<u64>,
 }
 
 async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
@@ -315,7 +395,11 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
     let sizes = WasmSizes {
         peerguard: file_size(&peerguard_wasm)?,
         noop: file_size(&noop_wasm)?,
+        baseline: args.baseline_wasm.as_deref().map(file_size).transpose()?,
     };
+    // Before any Envoy starts (they are re-pinned after start; their children inherit).
+    let pinning = pin::plan_and_pin_self(args.no_pin);
+    eprintln!("  CPU pinning: {}", pinning.how);
     let envoy_version = envoy_version(&envoy);
     let ticks = procfs::clock_ticks_per_second();
 
@@ -327,12 +411,32 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             expired: false,
         })?))
     };
+    // `adaptive/N`: the product's own choice for the workload's Istio objects.
+    let mut adaptive_authz = std::collections::BTreeMap::new();
+    let mut choices = Vec::new();
+    if settings.adaptive {
+        for &n in &settings.policies {
+            let (authz, choice) = adaptive::build(
+                n,
+                args.mtls_mode.mode(),
+                &peerguard_wasm.display().to_string(),
+            )
+            .with_context(|| format!("adaptive/{n}"))?;
+            adaptive_authz.insert(n, authz);
+            choices.push(choice);
+        }
+        eprint!("{}", adaptive::render(&choices));
+    }
     let client = cert(setup::CLIENT_PRINCIPAL)?;
     let stranger = cert(setup::STRANGER_PRINCIPAL)?;
     let world = World {
         envoy,
         peerguard_wasm,
         noop_wasm,
+        baseline_wasm: args.baseline_wasm.clone(),
+        adaptive: adaptive_authz,
+        pinning: pinning.clone(),
+        h2_connections: settings.h2_connections,
         client,
         stranger,
         http_app: upstream::spawn_http_app()
@@ -371,8 +475,8 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         sanity_check(&world, &r).await?;
         running.push(r);
     }
-    let http_target = |addr| target(&world, addr, true);
-    let tcp_target = |addr| target(&world, addr, false);
+    let http_target = |addr| target(&world, addr, Proto::Http);
+    let tcp_target = |addr| target(&world, addr, Proto::Tcp);
     let mut memory = Vec::new();
     for r in &running {
         warm(&http_target(r.http)?, &tcp_target(r.tcp)?).await;
@@ -398,7 +502,7 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
                 // Rotate the order per round and per load so no variant is always first.
                 let r = &running[(i + round + li) % n];
                 let tgt = match load.proto {
-                    Proto::Http => http_target(r.http)?,
+                    Proto::Http | Proto::Http2 => target(&world, r.http, load.proto)?,
                     Proto::Tcp => tcp_target(r.tcp)?,
                 };
                 let t0 = Instant::now();
@@ -440,6 +544,8 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    // The headline points again with oha, on the same Envoys.
+    let external = oha::external(&args, &settings, &world, &running, &variants).await?;
     for r in &mut running {
         if !r.proc.is_running() {
             r.dir.keep();
@@ -468,43 +574,29 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
     }
 
     let summary = report::summarize(&points);
-    let goals = report::goals(
-        &summary,
-        &settings.policies,
-        settings.rate,
-        settings.tcp_rate,
+    let goals = goals::evaluate(&goals::Inputs {
+        points: &points,
+        summaries: &summary,
+        memory: &memory,
+        counts: &settings.policies,
+        rate: settings.rate,
+        tcp_rate: settings.tcp_rate,
+    });
+    let caveats = output::caveats(&settings, &points, ticks, &pinning);
+    print!(
+        "{}",
+        output::text(&output::Text {
+            settings: &settings,
+            envoy_version: &envoy_version,
+            sizes,
+            summary: &summary,
+            memory: &memory,
+            goals: &goals,
+            adaptive: &choices,
+            external: external.as_ref().map(|e| &e.summary[..]),
+            caveats: &caveats,
+        })
     );
-    let caveats = caveats(&settings, &points, ticks);
-
-    let mut out = String::new();
-    out.push_str(&format!(
-        "\npeerguard Envoy benchmark ({envoy_version}); medians of {} round(s), ratios (x) to the no-filter Envoy of the same round\n",
-        settings.rounds
-    ));
-    out.push_str(&format!(
-        "wasm: peerguard.wasm {} bytes ({:.0} KiB), no-op {} bytes\n",
-        sizes.peerguard,
-        sizes.peerguard as f64 / 1024.0,
-        sizes.noop
-    ));
-    out.push_str(&report::table(&summary, settings.rate, settings.tcp_rate));
-    out.push_str("\nEnvoy memory (VmRSS after a short warm-up; c1/c2 = --concurrency 1/2, c2-c1 = one more worker)\n");
-    out.push_str(&report::memory_table(&memory));
-    out.push_str(&report::memory_notes(&memory));
-    out.push_str("\nGoals\n");
-    for g in &goals {
-        out.push_str(&format!(
-            "  [{:<7}] {} (measured {})\n",
-            g.result,
-            g.text,
-            g.value.map_or("-".into(), |v| format!("{v:.2}"))
-        ));
-    }
-    out.push_str("\nCaveats\n");
-    for c in &caveats {
-        out.push_str(&format!("  - {c}\n"));
-    }
-    print!("{out}");
 
     let doc = Document {
         tool: "peerguard bench envoy",
@@ -512,6 +604,9 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         envoy_version,
         wasm_bytes: sizes,
         clock_ticks_per_s: ticks,
+        pinning: &pinning,
+        adaptive: &choices,
+        external,
         caveats,
         summary,
         goals,
@@ -531,64 +626,6 @@ async fn run_envoy(args: EnvoyArgs) -> anyhow::Result<u8> {
         began.elapsed().as_secs_f64()
     );
     Ok(0)
-}
-
-fn caveats(settings: &Settings, points: &[Point], ticks: u64) -> Vec<String> {
-    let mut c = vec![
-        format!(
-            "Envoy runs with --concurrency {} (one worker) on a 2-core machine it shares with the load \
-             client and the upstream apps (this process): closed-loop rates are whole-machine figures; \
-             CPU per op is Envoy's alone.",
-            settings.envoy_concurrency
-        ),
-        "TCP ops are a new connection each: full mTLS handshake (no resumption), 64 bytes echoed, close; \
-         the handshake dominates their cost."
-            .into(),
-        "Latency runs from writing the request (or connecting) to the last byte; sends that \
-         started behind the fixed schedule are counted in `late`, not added to the latency."
-            .into(),
-        format!(
-            "Envoy CPU comes from /proc/<pid>/stat in 1/{ticks} s ticks: each window is off by up to one \
-             tick at each end (see envoy_cpu_s in the JSON)."
-        ),
-    ];
-    let worst_other = points.iter().map(|p| p.other_cores).fold(0.0, f64::max);
-    let mean_other = if points.is_empty() {
-        0.0
-    } else {
-        points.iter().map(|p| p.other_cores).sum::<f64>() / points.len() as f64
-    };
-    c.push(format!(
-        "Other processes used {mean_other:.2} cores on average during the windows (worst {worst_other:.2}); \
-         the per-round ratios absorb slow phases only partly."
-    ));
-    let late: u64 = points.iter().map(|p| p.late).sum();
-    if late > 0 {
-        c.push(format!(
-            "{late} fixed-rate sends started more than 10 ms behind schedule: the rate was not fully held at those points."
-        ));
-    }
-    let errors: u64 = points.iter().map(|p| p.errors).sum();
-    if errors > 0 {
-        c.push(format!(
-            "{errors} operations failed; points with errors make their goal checks invalid."
-        ));
-    }
-    let retried = points.iter().filter(|p| p.attempts > 1).count();
-    if retried > 0 {
-        c.push(format!(
-            "{retried} point(s) were measured twice because other processes used more than \
-             {NOISY_CORES} cores during the window; the quieter attempt is kept."
-        ));
-    }
-    if settings.quick {
-        c.push(
-            "--quick: one round and short windows, no memory pass at two workers; figures are \
-             indicative only."
-                .into(),
-        );
-    }
-    c
 }
 
 fn file_size(p: &Path) -> anyhow::Result<u64> {
@@ -638,6 +675,7 @@ async fn start(world: &World, variant: Variant, concurrency: u32) -> anyhow::Res
     let modules = Modules {
         peerguard: &world.peerguard_wasm,
         noop: &world.noop_wasm,
+        baseline: world.baseline_wasm.as_deref(),
     };
     let input = BootstrapInput {
         variant,
@@ -648,6 +686,7 @@ async fn start(world: &World, variant: Variant, concurrency: u32) -> anyhow::Res
         http_upstream: world.http_app,
         tcp_upstream: world.tcp_app,
         mtls_mode: world.mtls_mode,
+        adaptive: world.adaptive.get(&variant.policies),
     };
     let mut dir = TempDir::new(&format!(
         "peerguard-bench-{}",
@@ -683,6 +722,17 @@ async fn start(world: &World, variant: Variant, concurrency: u32) -> anyhow::Res
         }
     };
     let startup = t0.elapsed();
+    if let Some(cpu) = world.pinning.envoy_cpu {
+        pin::pin(proc.pid(), cpu)
+            .with_context(|| format!("pinning Envoy ({}) to CPU {cpu}", variant.name()))?;
+        let got = pin::affinity_of(proc.pid())?;
+        if got != [cpu] {
+            bail!(
+                "Envoy ({}) pinned to CPU {cpu} but allowed on {got:?}",
+                variant.name()
+            );
+        }
+    }
     let (status, body) = proc.admin_get("/listeners?format=json")?;
     if status != 200 {
         bail!("admin /listeners answered {status}");
@@ -739,11 +789,11 @@ async fn sanity_check(world: &World, r: &Running) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn target(world: &World, addr: SocketAddr, http: bool) -> anyhow::Result<Target> {
-    let alpn = if http {
-        vec![b"http/1.1".to_vec()]
-    } else {
-        Vec::new()
+fn target(world: &World, addr: SocketAddr, proto: Proto) -> anyhow::Result<Target> {
+    let alpn = match proto {
+        Proto::Http => vec![b"http/1.1".to_vec()],
+        Proto::Http2 => vec![b"h2".to_vec()],
+        Proto::Tcp => Vec::new(),
     };
     let mut config =
         peerguard_harness::tls::mesh_client_config(&world.client, world.pki.mesh_root_der(), alpn)?;
@@ -755,6 +805,7 @@ fn target(world: &World, addr: SocketAddr, http: bool) -> anyhow::Result<Target>
         addr,
         connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
         server_name,
+        h2_connections: world.h2_connections,
     })
 }
 
@@ -821,6 +872,15 @@ async fn measure(
         rps: out.completed as f64 / wall,
         p50_us: load::quantile(&out.latencies_us, 0.50),
         p99_us: load::quantile(&out.latencies_us, 0.99),
+        p99_ci: stats::quantile_interval(
+            &out.latencies_us
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect::<Vec<_>>(),
+            0.99,
+            0.95,
+        ),
+        latencies_us: out.latencies_us,
         envoy_cpu_s: cpu.envoy_cpu_s,
         envoy_cpu_us_per_op: (out.completed > 0)
             .then(|| cpu.envoy_cpu_s * 1e6 / out.completed as f64),

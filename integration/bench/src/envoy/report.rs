@@ -1,9 +1,10 @@
 //! Turning the measured points into figures: per (load, variant) medians over the rounds,
-//! ratios to the no-filter baseline of the same round, the goal checks, the table, and
-//! the JSON document.
+//! ratios to the no-filter baseline of the same round with their confidence intervals,
+//! p99 over the rounds' samples pooled with its interval, the table and the memory table.
 
 use super::load::Proto;
 use super::setup::{Kind, Variant};
+use super::stats::{self, Interval};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -37,6 +38,11 @@ pub struct Point {
     pub rps: f64,
     pub p50_us: Option<u32>,
     pub p99_us: Option<u32>,
+    /// The p99's order-statistic interval (95 %) within this window.
+    pub p99_ci: Option<Interval>,
+    /// The window's latencies, sorted (pooled over rounds in the summary; not in the JSON).
+    #[serde(skip)]
+    pub latencies_us: Vec<u32>,
     pub envoy_cpu_s: f64,
     /// Envoy CPU time per completed request (HTTP) or connection round trip (TCP).
     pub envoy_cpu_us_per_op: Option<f64>,
@@ -63,9 +69,75 @@ pub struct Summary {
     pub p99_us: Option<f64>,
     pub envoy_cpu_us_per_op: Option<f64>,
     pub cpu_ratio: Option<f64>,
+    /// Interval of the median over rounds of the per-round CPU/op ratio (see [`stats`]).
+    pub cpu_ratio_ci: Option<Interval>,
     pub p50_ratio: Option<f64>,
     pub p99_ratio: Option<f64>,
     pub rps_ratio: Option<f64>,
+    /// Latencies of every round pooled: how many, their p99 and its interval (95 %).
+    pub samples: usize,
+    pub p99_pooled_us: Option<f64>,
+    pub p99_pooled_ci: Option<Interval>,
+    /// Pooled p99 over the no-filter Envoy's pooled p99, interval at >= 95 % (two 97.5 %
+    /// intervals divided crosswise).
+    pub p99_pooled_ratio: Option<f64>,
+    pub p99_pooled_ratio_ci: Option<Interval>,
+}
+
+/// Sorted latencies of every round of (load, variant), as f64.
+fn pooled(points: &[Point], load: LoadId, variant: Variant) -> Vec<f64> {
+    let mut v: Vec<f64> = points
+        .iter()
+        .filter(|p| p.load == load && p.variant == variant)
+        .flat_map(|p| p.latencies_us.iter().map(|&x| f64::from(x)))
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn pooled_quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// `a` against `b` round by round under one load: the median over rounds of `f(a) op f(b)`
+/// and its interval. `op` is a ratio or a difference.
+pub fn paired(
+    points: &[Point],
+    load: LoadId,
+    a: Variant,
+    b: Variant,
+    f: &dyn Fn(&Point) -> Option<f64>,
+    op: Pair,
+) -> (Option<f64>, Option<Interval>) {
+    let find = |v: Variant, round: usize| {
+        points
+            .iter()
+            .find(|p| p.load == load && p.variant == v && p.round == round)
+    };
+    let values: Vec<f64> = points
+        .iter()
+        .filter(|p| p.load == load && p.variant == a)
+        .filter_map(|pa| {
+            let x = f(pa)?;
+            let y = f(find(b, pa.round)?)?;
+            match op {
+                Pair::Ratio if y > 0.0 => Some(x / y),
+                Pair::Ratio => None,
+                Pair::Difference => Some(x - y),
+            }
+        })
+        .collect();
+    (median(values.clone()), stats::median_interval(&values))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pair {
+    Ratio,
+    Difference,
 }
 
 pub fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -97,9 +169,32 @@ pub fn summarize(points: &[Point]) -> Vec<Summary> {
         _ => None,
     };
     let f = |x: Option<u32>| x.map(f64::from);
+    let none = Variant {
+        kind: Kind::None,
+        policies: 0,
+    };
     groups
         .into_iter()
         .map(|((load, variant), ps)| {
+            let mine = pooled(points, load, variant);
+            let base = pooled(points, load, none);
+            let p99 = pooled_quantile(&mine, 0.99);
+            let base_p99 = pooled_quantile(&base, 0.99);
+            let ratio_ci = match (
+                stats::quantile_interval(&mine, 0.99, 0.975),
+                stats::quantile_interval(&base, 0.99, 0.975),
+            ) {
+                (Some(a), Some(b)) => stats::ratio_interval(a, b),
+                _ => None,
+            };
+            let (_, cpu_ratio_ci) = paired(
+                points,
+                load,
+                variant,
+                none,
+                &|p| p.envoy_cpu_us_per_op,
+                Pair::Ratio,
+            );
             let med = |get: &dyn Fn(&Point) -> Option<f64>| {
                 median(ps.iter().filter_map(|p| get(p)).collect())
             };
@@ -122,140 +217,74 @@ pub fn summarize(points: &[Point]) -> Vec<Summary> {
                 p99_us: med(&|p| f(p.p99_us)),
                 envoy_cpu_us_per_op: med(&|p| p.envoy_cpu_us_per_op),
                 cpu_ratio: med_ratio(&|p| p.envoy_cpu_us_per_op),
+                cpu_ratio_ci,
                 p50_ratio: med_ratio(&|p| f(p.p50_us)),
                 p99_ratio: med_ratio(&|p| f(p.p99_us)),
                 rps_ratio: med_ratio(&|p| Some(p.rps)),
+                samples: mine.len(),
+                p99_pooled_us: p99,
+                p99_pooled_ci: stats::quantile_interval(&mine, 0.99, 0.95),
+                p99_pooled_ratio: match (p99, base_p99) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                },
+                p99_pooled_ratio_ci: ratio_ci,
             }
         })
         .collect()
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Goal {
-    pub text: String,
-    /// `pass`, `FAIL`, `invalid` (a point had errors) or `n/a` (not measured in this run).
-    pub result: String,
-    pub value: Option<f64>,
-    pub limit: f64,
 }
 
 pub fn load_label(load: LoadId, rate: f64, tcp_rate: f64) -> String {
     match (load.proto, load.kind) {
         (Proto::Http, LoadKind::Fixed) => format!("HTTP fixed {rate:.0} req/s"),
         (Proto::Http, LoadKind::Closed) => "HTTP closed-loop".into(),
+        (Proto::Http2, LoadKind::Fixed) => format!("HTTP/2 fixed {rate:.0} req/s"),
+        (Proto::Http2, LoadKind::Closed) => "HTTP/2 closed-loop".into(),
         (Proto::Tcp, LoadKind::Fixed) => format!("TCP fixed {tcp_rate:.0} conn/s"),
         (Proto::Tcp, LoadKind::Closed) => "TCP closed-loop".into(),
     }
-}
-
-/// The goals of issue 3, evaluated on every load where they apply.
-pub fn goals(summaries: &[Summary], counts: &[usize], rate: f64, tcp_rate: f64) -> Vec<Goal> {
-    let get = |load: LoadId, kind: Kind, n: usize| {
-        summaries.iter().find(|s| {
-            s.load == load
-                && s.variant.kind == kind
-                && (!kind.enforces() || s.variant.policies == n)
-        })
-    };
-    let mut loads: Vec<LoadId> = summaries.iter().map(|s| s.load).collect();
-    loads.sort();
-    loads.dedup();
-    let mut out = Vec::new();
-    let mut check = |text: String, value: Option<f64>, limit: f64, strict: bool, errors: u64| {
-        let result = match value {
-            _ if errors > 0 => "invalid".to_string(),
-            None => "n/a".to_string(),
-            Some(v) if (strict && v < limit) || (!strict && v <= limit) => "pass".to_string(),
-            Some(_) => "FAIL".to_string(),
-        };
-        out.push(Goal {
-            text,
-            result,
-            value,
-            limit,
-        });
-    };
-    let errs = |a: Option<&Summary>, b: Option<&Summary>| {
-        a.map_or(0, |s| s.errors) + b.map_or(0, |s| s.errors)
-    };
-    for &load in &loads {
-        let label = load_label(load, rate, tcp_rate);
-        let base = get(load, Kind::None, 0);
-        for n in [10, 10_000] {
-            if !counts.contains(&n) {
-                continue;
-            }
-            let pg = get(load, Kind::Peerguard, n);
-            check(
-                format!("{label}: peerguard/{n} CPU per op <= 1.3x no filter"),
-                pg.and_then(|s| s.cpu_ratio),
-                1.3,
-                false,
-                errs(pg, base),
-            );
-        }
-        for &n in counts.iter().filter(|&&n| n >= 100) {
-            let pg = get(load, Kind::Peerguard, n);
-            let rbac = get(load, Kind::Rbac, n);
-            let v = match (
-                pg.and_then(|s| s.envoy_cpu_us_per_op),
-                rbac.and_then(|s| s.envoy_cpu_us_per_op),
-            ) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-                _ => None,
-            };
-            check(
-                format!("{label}: peerguard/{n} CPU per op below native RBAC/{n} (ratio < 1)"),
-                v,
-                1.0,
-                true,
-                errs(pg, rbac),
-            );
-        }
-        if load.kind == LoadKind::Fixed {
-            for &n in counts {
-                let pg = get(load, Kind::Peerguard, n);
-                check(
-                    format!("{label}: peerguard/{n} p99 <= 1.2x no filter"),
-                    pg.and_then(|s| s.p99_ratio),
-                    1.2,
-                    false,
-                    errs(pg, base),
-                );
-            }
-        }
-    }
-    out
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".into(), |x| format!("{x:.prec$}"))
 }
 
+/// `lo-hi` of an interval, or `-`.
+pub fn ci(i: Option<Interval>, prec: usize) -> String {
+    i.map_or_else(
+        || "-".into(),
+        |i| format!("{:.prec$}-{:.prec$}", i.lo, i.hi),
+    )
+}
+
+/// The table: medians over rounds; p99 is over the pooled samples of every round, with
+/// its 95 % interval; ratios (x) to the no-filter Envoy of the same round / pooled, with
+/// their intervals (confidence in the JSON; for CPU it depends on the number of rounds).
 pub fn table(summaries: &[Summary], rate: f64, tcp_rate: f64) -> String {
     let mut s = String::new();
     let mut loads: Vec<LoadId> = summaries.iter().map(|s| s.load).collect();
     loads.sort();
     loads.dedup();
     for load in loads {
-        let unit = if load.proto == Proto::Http {
-            "req"
-        } else {
+        let unit = if load.proto == Proto::Tcp {
             "conn"
+        } else {
+            "req"
         };
         let _ = writeln!(s, "\n{}", load_label(load, rate, tcp_rate));
         let _ = writeln!(
             s,
-            "  {:<16} {:>9} {:>8} {:>8} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5}",
+            "  {:<16} {:>8} {:>7} {:>7} {:>13} {:>10} {:>5} {:>11} {:>5} {:>11} {:>6} {:>5}",
             "variant",
             format!("{unit}/s"),
             "p50 us",
             "p99 us",
+            "p99 95% CI",
             format!("CPU us/{unit}"),
             "xCPU",
-            "xp50",
+            "xCPU CI",
             "xp99",
-            "xrate",
+            "xp99 CI",
             "errors",
             "late"
         );
@@ -264,16 +293,17 @@ pub fn table(summaries: &[Summary], rate: f64, tcp_rate: f64) -> String {
         for r in rows {
             let _ = writeln!(
                 s,
-                "  {:<16} {:>9} {:>8} {:>8} {:>12} {:>6} {:>6} {:>6} {:>6} {:>6} {:>5}",
+                "  {:<16} {:>8} {:>7} {:>7} {:>13} {:>10} {:>5} {:>11} {:>5} {:>11} {:>6} {:>5}",
                 r.name,
                 opt(r.rps, 0),
                 opt(r.p50_us, 0),
-                opt(r.p99_us, 0),
+                opt(r.p99_pooled_us, 0),
+                ci(r.p99_pooled_ci, 0),
                 opt(r.envoy_cpu_us_per_op, 1),
                 opt(r.cpu_ratio, 2),
-                opt(r.p50_ratio, 2),
-                opt(r.p99_ratio, 2),
-                opt(r.rps_ratio, 2),
+                ci(r.cpu_ratio_ci, 2),
+                opt(r.p99_pooled_ratio, 2),
+                ci(r.p99_pooled_ratio_ci, 2),
                 r.errors,
                 r.late
             );
@@ -359,10 +389,10 @@ pub fn memory_notes(mem: &[Memory]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn point(round: usize, kind: Kind, n: usize, cpu: f64, p99: u32) -> Point {
+    pub(crate) fn point(round: usize, kind: Kind, n: usize, cpu: f64, p99: u32) -> Point {
         let variant = Variant { kind, policies: n };
         Point {
             round,
@@ -380,6 +410,11 @@ mod tests {
             rps: 1000.0,
             p50_us: Some(p99 / 2),
             p99_us: Some(p99),
+            p99_ci: None,
+            // 1,000 samples: 980 at p99 / 2, 20 at p99 (the nearest-rank p99 is the 990th).
+            latencies_us: (0..1000)
+                .map(|i| if i < 980 { p99 / 2 } else { p99 })
+                .collect(),
             envoy_cpu_s: cpu * 1000.0 / 1e6,
             envoy_cpu_us_per_op: Some(cpu),
             envoy_cores: 0.1,
@@ -403,26 +438,5 @@ mod tests {
         let r = pg.and_then(|s| s.cpu_ratio).unwrap_or_default();
         assert!((r - 1.1).abs() < 1e-9, "{r}");
         assert_eq!(pg.and_then(|s| s.envoy_cpu_us_per_op), Some(82.5));
-    }
-
-    #[test]
-    fn goals_pass_fail_and_refuse_points_with_errors() {
-        let mut pts = vec![
-            point(0, Kind::None, 0, 50.0, 400),
-            point(0, Kind::Peerguard, 10, 60.0, 600),
-            point(0, Kind::Peerguard, 100, 60.0, 400),
-            point(0, Kind::Rbac, 100, 70.0, 400),
-        ];
-        pts[2].errors = 3;
-        let g = goals(&summarize(&pts), &[10, 100], 1000.0, 1000.0);
-        let find = |t: &str| {
-            g.iter()
-                .find(|g| g.text.contains(t))
-                .map(|g| g.result.clone())
-        };
-        assert_eq!(find("peerguard/10 CPU").as_deref(), Some("pass"));
-        assert_eq!(find("peerguard/10 p99").as_deref(), Some("FAIL"));
-        assert_eq!(find("below native RBAC/100").as_deref(), Some("invalid"));
-        assert_eq!(median(vec![3.0, 1.0, 2.0, f64::NAN]), Some(2.0));
     }
 }

@@ -36,7 +36,12 @@ pub enum Kind {
     Rbac,
     /// A proxy-wasm module returning `Continue`: the floor of any wasm filter.
     Noop,
+    /// peerguard's module built from an earlier commit (`--baseline-wasm`): the "before".
+    Baseline,
     Peerguard,
+    /// What `peerguard serve` pushes for the workload (`enforcement::choose`): native RBAC
+    /// in the filter slot when cheaper, peerguard's wasm filter otherwise.
+    Adaptive,
 }
 
 impl Kind {
@@ -45,13 +50,18 @@ impl Kind {
             Kind::None => "none",
             Kind::Rbac => "rbac",
             Kind::Noop => "noop-wasm",
+            Kind::Baseline => "baseline",
             Kind::Peerguard => "peerguard",
+            Kind::Adaptive => "adaptive",
         }
     }
 
     /// Does this variant enforce policies (so a stranger must be denied)?
     pub fn enforces(self) -> bool {
-        matches!(self, Kind::Rbac | Kind::Peerguard)
+        matches!(
+            self,
+            Kind::Rbac | Kind::Baseline | Kind::Peerguard | Kind::Adaptive
+        )
     }
 }
 
@@ -76,7 +86,7 @@ impl Variant {
 /// Policy `i` of `n`: its name (zero-padded, so name order is generation order: Envoy's
 /// RBAC evaluates its policy map in name order) and the principal it allows. The last one
 /// names the client, so RBAC's linear scan visits every policy before matching.
-fn policy_at(i: usize, n: usize) -> (String, String) {
+pub fn policy_at(i: usize, n: usize) -> (String, String) {
     let name = format!("allow-{i:05}");
     let principal = if i + 1 == n {
         CLIENT_PRINCIPAL.to_string()
@@ -161,6 +171,8 @@ pub fn rbac_rules(n: usize) -> Value {
 pub struct Modules<'a> {
     pub peerguard: &'a Path,
     pub noop: &'a Path,
+    /// The "before" module (`--baseline-wasm`), if the run has one.
+    pub baseline: Option<&'a Path>,
 }
 
 /// Envoy bootstrap for one variant: admin and both listeners on 127.0.0.1, ephemeral ports
@@ -175,6 +187,8 @@ pub struct BootstrapInput<'a> {
     pub tcp_upstream: SocketAddr,
     /// peerguard's mode (STRICT unless `--mtls-mode`).
     pub mtls_mode: MtlsMode,
+    /// The `adaptive` variant's filters (from `enforcement::choose`), built by the caller.
+    pub adaptive: Option<&'a Authz>,
 }
 
 pub const HTTP_LISTENER: &str = "bench_http";
@@ -254,13 +268,26 @@ impl BootstrapInput<'_> {
                     network: ec::wasm_filter(false, "noop", "noop", "noop_tcp", &module, None),
                 }
             }
-            Kind::Peerguard => Authz::Wasm {
-                module: self.modules.peerguard.display().to_string(),
-                policy_json: Some(
-                    serde_json::to_string(&workload_policy_in(n, self.mtls_mode))
-                        .context("serializing the WorkloadPolicy")?,
-                ),
-            },
+            Kind::Peerguard | Kind::Baseline => {
+                let module = if self.variant.kind == Kind::Baseline {
+                    self.modules
+                        .baseline
+                        .context("a baseline variant without --baseline-wasm")?
+                } else {
+                    self.modules.peerguard
+                };
+                Authz::Wasm {
+                    module: module.display().to_string(),
+                    policy_json: Some(
+                        serde_json::to_string(&workload_policy_in(n, self.mtls_mode))
+                            .context("serializing the WorkloadPolicy")?,
+                    ),
+                }
+            }
+            Kind::Adaptive => self
+                .adaptive
+                .cloned()
+                .context("an adaptive variant without its enforcement")?,
         })
     }
 }
