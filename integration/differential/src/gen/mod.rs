@@ -12,6 +12,7 @@
 //! [`DST_OTHER`]) and filled in by the runner with blocks that cover both sides' addresses
 //! (or neither).
 
+mod mtls;
 mod policy;
 mod request;
 pub mod rng;
@@ -152,12 +153,28 @@ pub struct Generated {
     pub cases: Vec<Case>,
 }
 
-/// The set for `seed`, with `requests` requests.
+/// The set for `seed`, with `requests` requests: AuthorizationPolicies only (what the
+/// comparison with Istio's RBAC translation reads; both sides run PERMISSIVE).
 pub fn generate(seed: u64, requests: usize) -> Generated {
+    generate_with(seed, requests, false)
+}
+
+/// As [`generate`] (the same AuthorizationPolicies and requests for the same seed), with
+/// PeerAuthentications in front: the mTLS mode varies for the adaptive comparison.
+pub fn generate_adaptive(seed: u64, requests: usize) -> Generated {
+    generate_with(seed, requests, true)
+}
+
+fn generate_with(seed: u64, requests: usize, peer_authentication: bool) -> Generated {
     let mut rng = Rng::new(seed);
     let mut policy_rng = rng.fork(1);
     let mut request_rng = rng.fork(2);
-    let docs = policy::policy_set(&mut policy_rng);
+    let mut mtls_rng = rng.fork(3);
+    let mut docs = Vec::new();
+    if peer_authentication {
+        docs.extend(mtls::peer_authentications(&mut mtls_rng));
+    }
+    docs.extend(policy::policy_set(&mut policy_rng));
     let hints = policy::Hints::of(&docs);
     let yaml = docs
         .iter()
