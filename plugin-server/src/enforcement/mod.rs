@@ -21,6 +21,10 @@
 //! - the slot also enforces the mode, since `serve`'s listener keeps both transport chains:
 //!   STRICT refuses connections without a client certificate (`authenticated`), DISABLE
 //!   refuses those with one;
+//! - HTTP: only under PERMISSIVE. Under STRICT or DISABLE the filter refuses the other
+//!   transport as Istio's listener does (no chain for it: the client gets no response), by
+//!   resetting the stream; the HTTP RBAC filter can only answer `403` (the differential
+//!   harness's adaptive comparison, `cases/adaptive/*-refusal-http.yaml`);
 //! - TCP: RBAC's network filter decides on the first byte, peerguard's refuses a plaintext
 //!   connection as it opens (nothing reaches a server-first app). So the TCP slot is native
 //!   only when no plaintext connection can be refused there: no STRICT, no enforced network
@@ -115,6 +119,8 @@ pub enum Why {
     DecisionLog,
     /// `numTrustedProxies` > 0.
     TrustedProxies(u32),
+    /// HTTP under STRICT or DISABLE: the filter resets the refused transport's requests.
+    HttpModeRefusal(MtlsMode),
     /// TCP under STRICT: the filter refuses plaintext as it connects.
     TcpStrict,
     /// TCP with enforced policies: the filter decides a plaintext connection as it opens.
@@ -135,6 +141,7 @@ impl fmt::Display for Why {
             Why::MtlsDryRun => write!(f, "a dry-run STRICT counts plaintext instead of refusing it"),
             Why::DecisionLog => write!(f, "the decision log is on"),
             Why::TrustedProxies(n) => write!(f, "numTrustedProxies is {n}: the filter reads X-Forwarded-For"),
+            Why::HttpModeRefusal(m) => write!(f, "{} on HTTP: the filter refuses the other transport as the listener would (no response), native RBAC only with a 403", mode_name(*m)),
             Why::TcpStrict => write!(f, "STRICT on TCP: the filter refuses plaintext as it connects, native RBAC only on the first byte"),
             Why::TcpPolicies => write!(f, "TCP policies: the filter decides a plaintext connection as it opens, native RBAC only on the first byte"),
             Why::Permissive => write!(f, "PERMISSIVE: the filter counts connections for `peerguard readiness`"),
@@ -249,7 +256,13 @@ pub fn choose(
     if policy.num_trusted_proxies > 0 {
         return Enforcement::wasm(Why::TrustedProxies(policy.num_trusted_proxies));
     }
-    let http = slot(&filters.http, HTTP_RBAC_TYPE, None, mode, opts);
+    let http = if mode == MtlsMode::Permissive {
+        slot(&filters.http, HTTP_RBAC_TYPE, None, mode, opts)
+    } else {
+        Slot::Wasm {
+            why: Why::HttpModeRefusal(mode),
+        }
+    };
     let tcp = if mode == MtlsMode::Strict {
         Slot::Wasm {
             why: Why::TcpStrict,
@@ -272,6 +285,14 @@ pub fn choose(
         )
     };
     Enforcement { http, tcp }
+}
+
+fn mode_name(m: MtlsMode) -> &'static str {
+    match m {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Permissive => "PERMISSIVE",
+        MtlsMode::Disable => "DISABLE",
+    }
 }
 
 /// Name of the policy that enforces the mTLS mode inside a DENY filter.

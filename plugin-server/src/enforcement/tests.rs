@@ -40,6 +40,21 @@ fn run(yaml: &str) -> Enforcement {
     run_with(yaml, &Options::default())
 }
 
+/// The HTTP slot `slot` fills for `yaml`'s policies under `mode` (how the mode is added to
+/// an RBAC config; `choose` keeps the filter on HTTP under STRICT and DISABLE).
+fn http_slot_with_mode(yaml: &str, mode: MtlsMode, opts: &Options) -> Slot {
+    let parsed = parse_str(yaml, "test.yaml");
+    let filters = rbac::translate(&parsed.resources, &workload(), &MeshConfig::default()).unwrap();
+    slot(&filters.http, HTTP_RBAC_TYPE, None, mode, opts)
+}
+
+fn native_mode() -> Options {
+    Options {
+        mode: Mode::Native,
+        ..Options::default()
+    }
+}
+
 fn native(s: &Slot) -> &Value {
     match s {
         Slot::Native { typed_config, .. } => typed_config,
@@ -55,9 +70,24 @@ fn why(s: &Slot) -> &Why {
 }
 
 #[test]
-fn strict_small_allow_set_is_native_rbac_that_also_requires_a_client_certificate() {
+fn strict_and_disable_keep_the_filter_on_http_whatever_the_mode_option() {
+    for (mode, m) in [("STRICT", MtlsMode::Strict), ("DISABLE", MtlsMode::Disable)] {
+        let yaml = peer_authn(mode) + &allow_principals(2);
+        for opts in [Options::default(), native_mode()] {
+            assert_eq!(why(&run_with(&yaml, &opts).http), &Why::HttpModeRefusal(m));
+        }
+    }
+    assert_eq!(
+        Why::HttpModeRefusal(MtlsMode::Strict).to_string(),
+        "STRICT on HTTP: the filter refuses the other transport as the listener would (no response), native RBAC only with a 403"
+    );
+}
+
+#[test]
+fn strict_in_an_allow_rbac_config_requires_a_client_certificate_in_every_policy() {
     let e = run(&(peer_authn("STRICT") + &allow_principals(10)));
-    let http = native(&e.http);
+    let slot = http_slot_with_mode(&allow_principals(10), MtlsMode::Strict, &native_mode());
+    let http = native(&slot);
     assert_eq!(http["@type"], HTTP_RBAC_TYPE);
     assert_eq!(http["rules"]["action"], "ALLOW");
     let policies = http["rules"]["policies"].as_object().unwrap();
@@ -67,27 +97,23 @@ fn strict_small_allow_set_is_native_rbac_that_also_requires_a_client_certificate
         assert_eq!(ids[0], json!({"authenticated": {}}), "{p}");
         assert!(ids[1]["or_ids"]["ids"].is_array(), "{p}");
     }
-    assert_eq!(e.http.to_string(), "native RBAC (10 matchers)");
+    assert_eq!(slot.to_string(), "native RBAC (10 matchers)");
     // TCP keeps the filter: it refuses plaintext as the connection opens.
     assert_eq!(why(&e.tcp), &Why::TcpStrict);
 }
 
 #[test]
 fn auto_keeps_the_filter_above_the_size_limit_and_native_mode_does_not() {
-    let yaml = peer_authn("STRICT") + &allow_principals(DEFAULT_MAX_NATIVE_MATCHERS + 1);
-    let e = run(&yaml);
+    let yaml = allow_principals(DEFAULT_MAX_NATIVE_MATCHERS + 1);
+    let auto = http_slot_with_mode(&yaml, MtlsMode::Strict, &Options::default());
     assert_eq!(
-        why(&e.http),
+        why(&auto),
         &Why::Larger {
             matchers: DEFAULT_MAX_NATIVE_MATCHERS + 1,
             max: DEFAULT_MAX_NATIVE_MATCHERS
         }
     );
-    let forced = Options {
-        mode: Mode::Native,
-        ..Options::default()
-    };
-    assert!(run_with(&yaml, &forced).http.is_native());
+    assert!(http_slot_with_mode(&yaml, MtlsMode::Strict, &native_mode()).is_native());
     let wasm = Options {
         mode: Mode::Wasm,
         ..Options::default()
@@ -99,8 +125,8 @@ fn auto_keeps_the_filter_above_the_size_limit_and_native_mode_does_not() {
 
 #[test]
 fn strict_without_policies_denies_connections_without_a_certificate() {
-    let e = run(&peer_authn("STRICT"));
-    let http = native(&e.http);
+    let slot = http_slot_with_mode("", MtlsMode::Strict, &native_mode());
+    let http = native(&slot);
     assert_eq!(http["rules"]["action"], "DENY");
     assert_eq!(
         http["rules"]["policies"][MTLS_MODE_POLICY],
@@ -110,10 +136,9 @@ fn strict_without_policies_denies_connections_without_a_certificate() {
 
 #[test]
 fn strict_deny_policies_get_the_mode_as_one_more_deny_policy() {
-    let yaml = peer_authn("STRICT")
-        + "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: foo}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]\n";
-    let e = run(&yaml);
-    let http = native(&e.http);
+    let yaml = "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin, namespace: foo}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]\n";
+    let slot = http_slot_with_mode(yaml, MtlsMode::Strict, &native_mode());
+    let http = native(&slot);
     let policies = http["rules"]["policies"].as_object().unwrap();
     assert_eq!(http["rules"]["action"], "DENY");
     assert_eq!(policies.len(), 2, "{http}");
@@ -124,8 +149,9 @@ fn strict_deny_policies_get_the_mode_as_one_more_deny_policy() {
 fn disable_refuses_certificates_on_both_slots() {
     let e = run(&peer_authn("DISABLE"));
     let refused = json!({"permissions": [{"any": true}], "principals": [{"authenticated": {}}]});
+    let http = http_slot_with_mode("", MtlsMode::Disable, &native_mode());
     assert_eq!(
-        native(&e.http)["rules"]["policies"][MTLS_MODE_POLICY],
+        native(&http)["rules"]["policies"][MTLS_MODE_POLICY],
         refused
     );
     let tcp = native(&e.tcp);
@@ -157,7 +183,7 @@ fn permissive_keeps_the_filter_for_readiness_unless_native_is_forced() {
 
 #[test]
 fn what_one_rbac_filter_cannot_express_keeps_the_filter() {
-    let deny_and_allow = peer_authn("STRICT")
+    let deny_and_allow = peer_authn("PERMISSIVE")
         + &allow_principals(1)
         + "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: foo}\nspec:\n  action: DENY\n  rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]\n";
     assert_eq!(why(&run(&deny_and_allow).http), &Why::DenyAndAllow);
