@@ -726,3 +726,154 @@ async fn shoot_all(
     }
     Ok((out, retried))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{is_peerguard_filter, HCM_NAME};
+    use clap::Parser as _;
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    #[derive(clap::Parser)]
+    struct BootstrapCli {
+        #[command(flatten)]
+        args: peerguard_server::bootstrap::Args,
+    }
+
+    /// What decides which chain a connection takes and which filters it meets: per chain,
+    /// the match, whether TLS requires a client certificate, and the filter names (the
+    /// authorization slot as `authz`, whatever fills it).
+    fn shape(listener: &Value) -> Vec<Value> {
+        let names = |filters: &Value| -> Vec<String> {
+            filters
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    if is_peerguard_filter(&f["name"]) {
+                        "authz".to_string()
+                    } else {
+                        f["name"].as_str().unwrap_or_default().to_string()
+                    }
+                })
+                .collect()
+        };
+        listener["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mut filters = names(&c["filters"]);
+                for f in c["filters"].as_array().into_iter().flatten() {
+                    if f["name"] == HCM_NAME {
+                        filters.extend(names(&f["typed_config"]["http_filters"]));
+                    }
+                }
+                json!({
+                    "match": c["filter_chain_match"],
+                    "client_certificate": c["transport_socket"]["typed_config"]["require_client_certificate"],
+                    "filters": filters,
+                })
+            })
+            .collect()
+    }
+
+    fn adaptive_set(yaml: &str) -> anyhow::Result<Prepared> {
+        let g = gen::Generated {
+            origin: Origin::File("shape".into()),
+            yaml: yaml.into(),
+            cases: Vec::new(),
+        };
+        prepare_adaptive(&g, SetAddrs::of(150, 0)?)
+    }
+
+    /// The adaptive side runs on the listener `peerguard serve`'s bootstrap gives a sidecar
+    /// (`Chains::Both`: an mTLS and a plaintext chain on every port), so the mode is enforced
+    /// by what fills the slot, never by a missing chain; and the slot holds exactly what
+    /// `choose` picked, on both chains.
+    #[test]
+    fn the_adaptive_side_is_serves_listener_with_the_chosen_filter_in_every_chain(
+    ) -> anyhow::Result<()> {
+        let p = adaptive_set("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: PERMISSIVE}}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: foo}\nspec: {action: DENY, rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]}\n")?;
+        let e = p.enforcement.clone().context("no enforcement")?;
+        let Slot::Native {
+            typed_config: http_native,
+            ..
+        } = &e.http
+        else {
+            bail!("expected a native HTTP slot: {}", e.http);
+        };
+        let pki = TestPki::new()?;
+        let second = second_side(&p, Path::new("/x.wasm"))?;
+        let sets = [SetListeners {
+            addrs: p.addrs,
+            policy_json: serde_json::to_string(&p.policy)?,
+            rbac: &second,
+        }];
+        let cfg = BatchConfig {
+            sets: &sets,
+            http_ports: &[8080],
+            tcp_ports: &[9000],
+            trust_domains: &["cluster.local".to_string()],
+            wasm: Path::new("/x.wasm"),
+            pki: &pki,
+            http_upstream: "127.0.0.1:1".parse()?,
+            tcp_upstream: "127.0.0.1:2".parse()?,
+        }
+        .to_json()?;
+        let ls = cfg["static_resources"]["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let [wasm_http, wasm_tcp, adaptive_http, adaptive_tcp] = ls.as_slice() else {
+            bail!("{} listeners", ls.len());
+        };
+        for (protocol, harness) in [
+            ("http", [wasm_http, adaptive_http]),
+            ("tcp", [wasm_tcp, adaptive_tcp]),
+        ] {
+            let cli = BootstrapCli::try_parse_from([
+                "bootstrap",
+                "--node",
+                "foo/httpbin",
+                "--token",
+                "t",
+                "--format",
+                "json",
+                "--protocol",
+                protocol,
+            ])?;
+            let serve = peerguard_server::bootstrap::build(&cli.args)?;
+            let serve_listener = &serve["static_resources"]["listeners"][0];
+            let serve_shape = shape(serve_listener);
+            assert_eq!(serve_shape.len(), 2, "{serve_listener}");
+            for l in harness {
+                assert_eq!(shape(l), serve_shape, "{protocol}: {l}");
+            }
+        }
+        // Both chains of the adaptive HTTP listener hold the native RBAC `choose` picked, both
+        // chains of its TCP listener the wasm filter (an enforced DENY rule reaches TCP).
+        assert!(!e.tcp.is_native(), "{}", e.tcp);
+        for c in adaptive_http["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let slot = &c["filters"][0]["typed_config"]["http_filters"][0];
+            assert_eq!(slot["typed_config"], *http_native);
+        }
+        for c in adaptive_tcp["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(c["filters"][0]["name"], "peerguard");
+            assert_eq!(
+                c["filters"][0]["typed_config"],
+                wasm_tcp["filter_chains"][0]["filters"][0]["typed_config"]
+            );
+        }
+        Ok(())
+    }
+}

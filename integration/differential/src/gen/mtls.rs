@@ -9,14 +9,9 @@ use super::rng::Rng;
 use super::{HTTP_PORTS, TCP_PORT};
 use serde_json::{json, Map, Value};
 
-const MODES: &[&str] = &[
-    "STRICT",
-    "STRICT",
-    "PERMISSIVE",
-    "DISABLE",
-    "DISABLE",
-    "UNSET",
-];
+/// PERMISSIVE (or UNSET, inherited) more often than the others: it is the one mode where
+/// both slots can be native (`enforcement::Why::HttpModeRefusal`, `Why::TcpStrict`).
+const MODES: &[&str] = &["STRICT", "PERMISSIVE", "PERMISSIVE", "DISABLE", "UNSET"];
 
 /// 0–3 PeerAuthentication documents.
 pub fn peer_authentications(rng: &mut Rng) -> Vec<Value> {
