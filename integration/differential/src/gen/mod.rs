@@ -174,7 +174,13 @@ fn generate_with(seed: u64, requests: usize, peer_authentication: bool) -> Gener
     if peer_authentication {
         docs.extend(mtls::peer_authentications(&mut mtls_rng));
     }
-    docs.extend(policy::policy_set(&mut policy_rng));
+    let mut policies = policy::policy_set(&mut policy_rng);
+    // JWT attributes have no native form (the slot keeps the filter, both sides run the
+    // same filter): most adaptive sets go without them, so that more reach native RBAC.
+    if peer_authentication && mtls_rng.chance(80) {
+        policies.iter_mut().for_each(policy::strip_jwt);
+    }
+    docs.extend(policies);
     let hints = policy::Hints::of(&docs);
     let yaml = docs
         .iter()
