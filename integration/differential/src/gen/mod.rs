@@ -221,4 +221,67 @@ mod tests {
         );
         Ok(())
     }
+
+    #[test]
+    fn adaptive_sets_add_peer_authentications_of_every_mode_to_the_same_requests(
+    ) -> anyhow::Result<()> {
+        use peerguard_filter::istio::Resource;
+        let mut modes = std::collections::BTreeMap::new();
+        let (mut with_pa, mut port_level, mut jwt) = (0, 0, 0);
+        for seed in 0..300u64 {
+            let a = generate_adaptive(seed, 10);
+            assert_eq!(a.yaml, generate_adaptive(seed, 10).yaml);
+            let p = crate::run::prepare_adaptive(&a, crate::envoy::SetAddrs::of(100, 0)?)?;
+            let parsed = parse_str(&p.yaml, "gen.yaml");
+            let pas: Vec<_> = parsed
+                .resources
+                .iter()
+                .filter_map(|r| match r {
+                    Resource::PeerAuthentication(o) => Some(o),
+                    _ => None,
+                })
+                .collect();
+            with_pa += usize::from(!pas.is_empty());
+            port_level += usize::from(pas.iter().any(|o| !o.spec.port_level_mtls.is_empty()));
+            jwt += usize::from(
+                p.yaml.contains("equestPrincipals") || p.yaml.contains("request.auth."),
+            );
+            *modes
+                .entry(format!("{:?}", p.policy.mtls.default.mode))
+                .or_insert(0) += 1;
+        }
+        assert!(
+            (200..290).contains(&with_pa),
+            "{with_pa} of 300 sets with a PeerAuthentication"
+        );
+        assert!(
+            port_level > 10,
+            "{port_level} of 300 sets with portLevelMtls"
+        );
+        assert!(
+            jwt > 10 && jwt < 100,
+            "{jwt} of 300 sets with JWT attributes"
+        );
+        for m in ["Strict", "Permissive", "Disable"] {
+            assert!(modes.get(m).is_some_and(|n| *n >= 30), "{modes:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn strip_jwt_removes_request_principals_and_what_they_leave_empty() {
+        let mut doc = serde_json::json!({"spec": {"rules": [
+            {"from": [{"source": {"requestPrincipals": ["*"]}}, {"source": {"namespaces": ["a"], "notRequestPrincipals": ["x"]}}],
+             "when": [{"key": "request.auth.principal", "values": ["x"]}]},
+            {"from": [{"source": {"requestPrincipals": ["*"]}}], "to": [{"operation": {"paths": ["/a"]}}]},
+        ]}});
+        policy::strip_jwt(&mut doc);
+        assert_eq!(
+            doc,
+            serde_json::json!({"spec": {"rules": [
+                {"from": [{"source": {"namespaces": ["a"]}}]},
+                {"to": [{"operation": {"paths": ["/a"]}}]},
+            ]}})
+        );
+    }
 }
