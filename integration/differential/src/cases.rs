@@ -148,6 +148,23 @@ pub fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("cases")
 }
 
+/// Cases for the adaptive comparison only (`cases/adaptive/`): they carry
+/// PeerAuthentications, which the comparison with Istio's RBAC (authorization only) cannot
+/// take.
+pub fn adaptive_corpus_dir() -> PathBuf {
+    corpus_dir().join("adaptive")
+}
+
+/// The corpus a comparison runs: the adaptive one runs every case (both of its sides are
+/// peerguard's, so every case must agree exactly), the Istio one the top directory.
+pub fn corpus(comparison: crate::run::Comparison) -> anyhow::Result<Vec<Generated>> {
+    let mut sets = load_all(&corpus_dir())?;
+    if comparison == crate::run::Comparison::Adaptive {
+        sets.extend(load_all(&adaptive_corpus_dir())?);
+    }
+    Ok(sets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,10 @@ pub struct Observation {
     /// Index of the request in its set.
     pub index: usize,
     pub case: Case,
+    /// The wasm filter's side (both comparisons).
     pub peerguard: Outcome,
+    /// Istio's RBAC ([`crate::run::Comparison::Istio`]) or the adaptive choice
+    /// ([`crate::run::Comparison::Adaptive`]).
     pub reference: Outcome,
 }
 
@@ -87,6 +90,15 @@ pub fn judge(cx: &Context<'_>) -> Verdict {
         }
     }
     Verdict::Disagree
+}
+
+/// [`crate::run::Comparison::Adaptive`]: both sides are peerguard's, nothing is excused.
+pub fn judge_exact(cx: &Context<'_>) -> Verdict {
+    if cx.obs.peerguard == cx.obs.reference {
+        Verdict::Agree
+    } else {
+        Verdict::Disagree
+    }
 }
 
 /// peerguard refused where the reference let through, and nothing else differs: for a

@@ -50,6 +50,9 @@ pub struct SetListeners<'a> {
     /// The `WorkloadPolicy` JSON for the wasm filter.
     pub policy_json: String,
     pub rbac: &'a RbacFilters,
+    /// `serve`'s transport slot (`peerguard-transport`, first in every chain), on both sides:
+    /// the adaptive comparison is of what the other slots hold, on serve's listener.
+    pub transport: Option<Value>,
 }
 
 pub struct BatchConfig<'a> {
@@ -111,6 +114,14 @@ impl BatchConfig<'_> {
         let mut reference = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.iter_mut().enumerate() {
             let set = &self.sets[i / per_set];
+            if let Some(t) = &set.transport {
+                for chain in chains(l)? {
+                    chain["filters"]
+                        .as_array_mut()
+                        .context("filter chain without filters")?
+                        .insert(0, t.clone());
+                }
+            }
             let mut r = l.clone();
             let name = l["name"]
                 .as_str()
@@ -201,6 +212,7 @@ mod tests {
             addrs: SetAddrs::of(150, 3)?,
             policy_json: "{}".into(),
             rbac: &r,
+            transport: None,
         }];
         let cfg = BatchConfig {
             sets: &sets,

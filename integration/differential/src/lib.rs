@@ -17,13 +17,21 @@ pub mod harness;
 pub mod run;
 
 /// The policies, requests and both sides' configuration of one seed, for humans.
-pub fn show(seed: u64, requests: usize) -> anyhow::Result<String> {
-    show_set(&gen::generate(seed, requests))
+pub fn show(comparison: run::Comparison, seed: u64, requests: usize) -> anyhow::Result<String> {
+    let g = match comparison {
+        run::Comparison::Istio => gen::generate(seed, requests),
+        run::Comparison::Adaptive => gen::generate_adaptive(seed, requests),
+    };
+    show_set(comparison, &g)
 }
 
 /// As [`show`] for any set (a case file).
-pub fn show_set(g: &gen::Generated) -> anyhow::Result<String> {
-    let p = run::prepare(g, envoy::SetAddrs::of(100, 0)?)?;
+pub fn show_set(comparison: run::Comparison, g: &gen::Generated) -> anyhow::Result<String> {
+    let addrs = envoy::SetAddrs::of(100, 0)?;
+    let p = match comparison {
+        run::Comparison::Istio => run::prepare(g, addrs)?,
+        run::Comparison::Adaptive => run::prepare_adaptive(g, addrs)?,
+    };
     let mut s = format!("# {}\n{}\n", g.origin, p.yaml);
     s.push_str("# requests\n");
     for (i, c) in p.cases.iter().enumerate() {
@@ -40,6 +48,21 @@ pub fn show_set(g: &gen::Generated) -> anyhow::Result<String> {
         "# peerguard WorkloadPolicy\n{}\n",
         serde_json::to_string_pretty(&p.policy)?
     ));
+    if let Some(e) = &p.enforcement {
+        s.push_str(&format!(
+            "# adaptive enforcement (--enforcement native)\n# HTTP slot: {}\n# TCP slot: {}\n",
+            e.http, e.tcp
+        ));
+        for (name, slot) in [("HTTP", &e.http), ("TCP", &e.tcp)] {
+            if let peerguard_server::enforcement::Slot::Native { typed_config, .. } = slot {
+                s.push_str(&format!(
+                    "# {name} slot, native RBAC typed_config\n{}\n",
+                    serde_json::to_string_pretty(typed_config)?
+                ));
+            }
+        }
+        return Ok(s);
+    }
     s.push_str(&format!(
         "# Envoy RBAC, HTTP filters\n{}\n# Envoy RBAC, network filters\n{}\n",
         serde_json::to_string_pretty(&p.rbac.http)?,

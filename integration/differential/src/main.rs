@@ -5,7 +5,7 @@
 
 use clap::Parser;
 use peerguard_differential::cases;
-use peerguard_differential::run::{run, Options};
+use peerguard_differential::run::{run, Comparison, Options};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +14,11 @@ use std::time::Duration;
     about = "Envoy RBAC (as Istio configures it) versus Envoy + peerguard, on generated policies and raw requests"
 )]
 struct Args {
+    /// Compare adaptive enforcement (native RBAC where `choose` allows it, with
+    /// `--enforcement native`) with the wasm filter, on sets with PeerAuthentications,
+    /// instead of peerguard with Istio's RBAC.
+    #[arg(long)]
+    adaptive: bool,
     /// Number of policy sets (one per seed).
     #[arg(long, default_value_t = 200)]
     seeds: u64,
@@ -63,9 +68,14 @@ fn main() {
         Some(s) => (s, 1),
         None => (args.first_seed, args.seeds),
     };
+    let comparison = if args.adaptive {
+        Comparison::Adaptive
+    } else {
+        Comparison::Istio
+    };
     let cases = match &args.cases {
         None => Ok(Vec::new()),
-        Some(p) if p.as_os_str() == "corpus" => cases::load_all(&cases::corpus_dir()),
+        Some(p) if p.as_os_str() == "corpus" => cases::corpus(comparison),
         Some(p) => cases::load_all(p),
     };
     let cases = match cases {
@@ -77,11 +87,11 @@ fn main() {
     };
     if args.show {
         let text = if cases.is_empty() {
-            peerguard_differential::show(first_seed, args.requests)
+            peerguard_differential::show(comparison, first_seed, args.requests)
         } else {
             cases
                 .iter()
-                .map(peerguard_differential::show_set)
+                .map(|c| peerguard_differential::show_set(comparison, c))
                 .collect::<anyhow::Result<Vec<_>>>()
                 .map(|v| v.join("\n"))
         };
@@ -97,6 +107,7 @@ fn main() {
         });
     }
     let opts = Options {
+        comparison,
         first_seed,
         seeds,
         requests_per_set: args.requests,

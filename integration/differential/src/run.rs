@@ -3,7 +3,7 @@
 //! a [`Report`].
 
 use crate::client::{shoot, Outcome, Shot};
-use crate::compare::{classify, judge, Context, Observation, Verdict};
+use crate::compare::{classify, judge, judge_exact, Context, Observation, Verdict};
 use crate::envoy::{BatchConfig, SetAddrs, SetListeners};
 use crate::gen::{self, Ca, Case, Origin, Payload, DST_NET, DST_OTHER, DST_PAIR, PEERS};
 use crate::harness::{
@@ -13,15 +13,42 @@ use crate::harness::{
 use anyhow::{bail, Context as _};
 use peerguard_filter::istio::parse::parse_str;
 use peerguard_filter::WorkloadPolicy;
+use peerguard_server::enforcement::{self, Enforcement, Slot};
 use peerguard_server::envoy_config::rbac::{self, RbacFilters};
+use peerguard_server::envoy_config::Authz;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// What the second side of each set runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Comparison {
+    /// Envoy's RBAC as Istio configures it (authorization only, both sides PERMISSIVE),
+    /// with the documented deliberately-safer differences ([`crate::compare::KNOWN_SAFER`]).
+    #[default]
+    Istio,
+    /// Adaptive enforcement: each slot filled with what
+    /// [`peerguard_server::enforcement::choose`] picks with `--enforcement native` (native
+    /// RBAC wherever allowed, the wasm filter elsewhere), against the wasm filter alone.
+    /// Generated sets carry PeerAuthentications; no difference is excused.
+    Adaptive,
+}
+
+impl Comparison {
+    /// The names of the two sides in reports.
+    pub fn sides(self) -> (&'static str, &'static str) {
+        match self {
+            Comparison::Istio => ("peerguard", "reference"),
+            Comparison::Adaptive => ("wasm", "adaptive"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Options {
+    pub comparison: Comparison,
     pub first_seed: u64,
     pub seeds: u64,
     pub requests_per_set: usize,
@@ -42,6 +69,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            comparison: Comparison::Istio,
             first_seed: 1,
             seeds: 30,
             requests_per_set: 12,
@@ -64,7 +92,10 @@ pub struct Prepared {
     pub yaml: String,
     pub addrs: SetAddrs,
     pub policy: WorkloadPolicy,
+    /// Istio's RBAC filters (the reference side of [`Comparison::Istio`]).
     pub rbac: RbacFilters,
+    /// [`Comparison::Adaptive`]: what fills each slot of the second side.
+    pub enforcement: Option<Enforcement>,
     pub cases: Vec<Case>,
 }
 
@@ -101,8 +132,148 @@ pub fn prepare(g: &gen::Generated, addrs: SetAddrs) -> anyhow::Result<Prepared> 
         addrs,
         policy,
         rbac,
+        enforcement: None,
         cases: g.cases.clone(),
     })
+}
+
+/// [`prepare`] for [`Comparison::Adaptive`]: also what `choose` picks for each slot, from
+/// the same resources, workload, mesh and compiled policy `serve` would give it.
+pub fn prepare_adaptive(g: &gen::Generated, addrs: SetAddrs) -> anyhow::Result<Prepared> {
+    let mut p = prepare(g, addrs)?;
+    let parsed = parse_str(&p.yaml, &g.origin.to_string());
+    let opts = enforcement::Options {
+        mode: enforcement::Mode::Native,
+        ..enforcement::Options::default()
+    };
+    p.enforcement = Some(enforcement::choose(
+        &parsed.resources,
+        &gen::workload(),
+        &gen::mesh_config(),
+        &p.policy,
+        &opts,
+    ));
+    Ok(p)
+}
+
+/// The filters of the second side, in the places the shared listener holds peerguard's:
+/// Istio's RBAC filters, or the adaptive choice (the wasm filter, configured as the first
+/// side's, where a slot keeps it).
+fn second_side(p: &Prepared, wasm: &std::path::Path) -> anyhow::Result<RbacFilters> {
+    let Some(e) = &p.enforcement else {
+        return Ok(p.rbac.clone());
+    };
+    let policy_json = serde_json::to_string(&p.policy)?;
+    match e.authz(&wasm.display().to_string(), &policy_json) {
+        Authz::Adaptive { http, network, .. } => Ok(RbacFilters {
+            http: vec![http],
+            network: vec![network],
+            omitted: Vec::new(),
+        }),
+        other => bail!(
+            "{}: enforcement gave {other:?}, not one filter per slot",
+            p.origin
+        ),
+    }
+}
+
+/// The transport slot `serve` pushes with the adaptive choice (both sides get it).
+fn transport_of(p: &Prepared) -> Option<serde_json::Value> {
+    p.enforcement.as_ref().map(|e| {
+        serde_json::json!({
+            "name": peerguard_server::envoy_config::listener::TRANSPORT_FILTER,
+            "typed_config": e.transport,
+        })
+    })
+}
+
+/// How much of an adaptive run went through native RBAC.
+#[derive(Debug, Default, Clone)]
+pub struct Coverage {
+    pub sets_native_http: usize,
+    pub sets_native_tcp: usize,
+    /// Both slots kept the wasm filter (the two sides are the same filter).
+    pub sets_wasm_only: usize,
+    /// HTTP requests to a native HTTP slot, TCP connections to a native TCP slot.
+    pub requests_native_http: usize,
+    pub requests_native_tcp: usize,
+    /// Requests to a slot that kept the wasm filter.
+    pub requests_wasm: usize,
+    /// Why a slot kept the filter (`http: ...`, `tcp: ...`), slots counted.
+    pub kept: BTreeMap<String, usize>,
+    /// Sets by the workload's mTLS mode (on ports without a port-level mode).
+    pub modes: BTreeMap<String, usize>,
+}
+
+impl Coverage {
+    fn absorb(&mut self, o: Coverage) {
+        self.sets_native_http += o.sets_native_http;
+        self.sets_native_tcp += o.sets_native_tcp;
+        self.sets_wasm_only += o.sets_wasm_only;
+        self.requests_native_http += o.requests_native_http;
+        self.requests_native_tcp += o.requests_native_tcp;
+        self.requests_wasm += o.requests_wasm;
+        for (k, v) in o.kept {
+            *self.kept.entry(k).or_default() += v;
+        }
+        for (k, v) in o.modes {
+            *self.modes.entry(k).or_default() += v;
+        }
+    }
+
+    fn count(&mut self, p: &Prepared, e: &Enforcement) {
+        self.sets_native_http += usize::from(e.http.is_native());
+        self.sets_native_tcp += usize::from(e.tcp.is_native());
+        self.sets_wasm_only += usize::from(!e.http.is_native() && !e.tcp.is_native());
+        for (name, slot) in [("http", &e.http), ("tcp", &e.tcp)] {
+            if let Slot::Wasm { why } = slot {
+                *self
+                    .kept
+                    .entry(format!("{name}: {}", why_kind(why)))
+                    .or_default() += 1;
+            }
+        }
+        let mode = format!("{:?}", p.policy.mtls.default.mode).to_uppercase();
+        *self.modes.entry(mode).or_default() += 1;
+        for c in &p.cases {
+            let slot = match c.payload {
+                Payload::Http(_) => &e.http,
+                Payload::Tcp => &e.tcp,
+            };
+            match (slot.is_native(), &c.payload) {
+                (true, Payload::Http(_)) => self.requests_native_http += 1,
+                (true, Payload::Tcp) => self.requests_native_tcp += 1,
+                (false, _) => self.requests_wasm += 1,
+            }
+        }
+    }
+
+    fn render(&self) -> String {
+        let mut s = format!(
+            "  native RBAC: HTTP slot in {} sets ({} requests), TCP slot in {} sets ({} connections); {} sets wasm in both slots; {} requests to a wasm slot\n",
+            self.sets_native_http,
+            self.requests_native_http,
+            self.sets_native_tcp,
+            self.requests_native_tcp,
+            self.sets_wasm_only,
+            self.requests_wasm
+        );
+        let modes: Vec<String> = self.modes.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        s.push_str(&format!("  sets by mTLS mode: {}\n", modes.join(", ")));
+        for (why, n) in &self.kept {
+            s.push_str(&format!("  wasm kept [{why}]: {n}\n"));
+        }
+        s
+    }
+}
+
+/// The variant of a [`enforcement::Why`] without its details, for counting.
+fn why_kind(why: &enforcement::Why) -> String {
+    let s = format!("{why:?}");
+    s.split(['(', ' ', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// One disagreement, with what is needed to reproduce it.
@@ -114,6 +285,7 @@ pub struct Finding {
 
 #[derive(Debug, Default)]
 pub struct Report {
+    pub comparison: Comparison,
     pub sets: usize,
     pub requests: usize,
     pub agreements: usize,
@@ -128,6 +300,8 @@ pub struct Report {
     pub all: Vec<Observation>,
     /// The YAML of every set with a finding.
     pub yaml: BTreeMap<Origin, String>,
+    /// [`Comparison::Adaptive`]: what went through native RBAC.
+    pub coverage: Coverage,
     pub elapsed: Duration,
 }
 
@@ -152,13 +326,15 @@ impl Report {
         self.findings.extend(other.findings);
         self.all.extend(other.all);
         self.yaml.extend(other.yaml);
+        self.coverage.absorb(other.coverage);
     }
 
     /// Counts, then each disagreement with its seed, the outcomes, the raw request, and
     /// (once per seed) the policy YAML.
     pub fn render(&self) -> String {
+        let (a, b) = self.comparison.sides();
         let mut s = format!(
-            "differential: {} policy sets, {} requests: {} agree, {} excused as deliberately safer, {} disagree ({:.1}s)\n",
+            "differential ({a} | {b}): {} policy sets, {} requests: {} agree, {} excused as deliberately safer, {} disagree ({:.1}s)\n",
             self.sets,
             self.requests,
             self.agreements,
@@ -167,9 +343,12 @@ impl Report {
             self.elapsed.as_secs_f64()
         );
         s.push_str(&format!(
-            "  reference side allowed {} of {} requests; {} sent twice after a timeout\n",
+            "  {b} side allowed {} of {} requests; {} sent twice after a timeout\n",
             self.reference_allowed, self.requests, self.retried
         ));
+        if self.comparison == Comparison::Adaptive {
+            s.push_str(&self.coverage.render());
+        }
         for (id, n) in &self.safer {
             s.push_str(&format!("  safer [{id}]: {n}\n"));
         }
@@ -178,7 +357,7 @@ impl Report {
         }
         for o in &self.all {
             s.push_str(&format!(
-                "  {} #{}: peerguard {} | reference {} | {} from {} to {}{}: {}\n",
+                "  {} #{}: {a} {} | {b} {} | {} from {} to {}{}: {}\n",
                 o.origin,
                 o.index,
                 o.peerguard,
@@ -194,7 +373,7 @@ impl Report {
         for f in &self.findings {
             let o = &f.obs;
             s.push_str(&format!(
-                "\nDISAGREEMENT {} request {} [{}]\n  peerguard: {}\n  reference: {}\n  client: {} from {} to port {}{}\n  request: {}\n",
+                "\nDISAGREEMENT {} request {} [{}]\n  {a}: {}\n  {b}: {}\n  client: {} from {} to port {}{}\n  request: {}\n",
                 o.origin,
                 o.index,
                 f.class,
@@ -212,7 +391,11 @@ impl Report {
                 for line in yaml.lines() {
                     s.push_str(&format!("    {line}\n"));
                 }
-                s.push_str(&format!("  replay: {}\n", o.origin.replay()));
+                let flag = match self.comparison {
+                    Comparison::Istio => "",
+                    Comparison::Adaptive => " --adaptive",
+                };
+                s.push_str(&format!("  replay: {}{flag}\n", o.origin.replay()));
             }
         }
         s
@@ -245,12 +428,18 @@ pub fn describe_peer(i: usize) -> String {
 /// Generates `opts.seeds` sets, serves and compares them with the `extra` sets (case
 /// files) in the same run.
 pub fn run(opts: &Options, extra: &[gen::Generated]) -> anyhow::Result<Report> {
+    let generate = match opts.comparison {
+        Comparison::Istio => gen::generate,
+        Comparison::Adaptive => gen::generate_adaptive,
+    };
     let mut sets: Vec<gen::Generated> = extra.to_vec();
     sets.extend(
-        (0..opts.seeds)
-            .map(|i| gen::generate(opts.first_seed.wrapping_add(i), opts.requests_per_set)),
+        (0..opts.seeds).map(|i| generate(opts.first_seed.wrapping_add(i), opts.requests_per_set)),
     );
-    run_generated(&sets, opts, prepare)
+    match opts.comparison {
+        Comparison::Istio => run_generated(&sets, opts, prepare),
+        Comparison::Adaptive => run_generated(&sets, opts, prepare_adaptive),
+    }
 }
 
 /// As [`run`] for given sets; `prep` builds each side (tests swap one side to check that a
@@ -278,7 +467,10 @@ pub fn run_generated(
     let (http_app, tcp_app) =
         rt.block_on(async { anyhow::Ok((spawn_http_app().await?, spawn_tcp_echo().await?)) })?;
     let tls = Arc::new(TlsConfigs::new(&pki)?);
-    let mut report = Report::default();
+    let mut report = Report {
+        comparison: opts.comparison,
+        ..Report::default()
+    };
     for chunk in generated.chunks(opts.batch.max(1)) {
         let env = Env {
             envoy: &envoy_bin,
@@ -372,13 +564,19 @@ fn run_batch(
             .enumerate()
             .map(|(k, g)| prep(g, SetAddrs::of(block, k)?))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let second = prepared
+            .iter()
+            .map(|p| second_side(p, env.wasm))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let listeners = prepared
             .iter()
-            .map(|p| {
+            .zip(&second)
+            .map(|(p, rbac)| {
                 Ok(SetListeners {
                     addrs: p.addrs,
                     policy_json: serde_json::to_string(&p.policy)?,
-                    rbac: &p.rbac,
+                    rbac,
+                    transport: transport_of(p),
                 })
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
@@ -432,11 +630,15 @@ fn run_batch(
         );
     }
     let mut report = Report {
+        comparison: opts.comparison,
         sets: prepared.len(),
         retried,
         ..Report::default()
     };
     for (p, obs) in prepared.iter().zip(observations) {
+        if let Some(e) = &p.enforcement {
+            report.coverage.count(p, e);
+        }
         for o in obs {
             report.requests += 1;
             if o.reference.allowed() {
@@ -449,7 +651,11 @@ fn run_batch(
                 yaml: &p.yaml,
                 obs: &o,
             };
-            match judge(&cx) {
+            let verdict = match opts.comparison {
+                Comparison::Istio => judge(&cx),
+                Comparison::Adaptive => judge_exact(&cx),
+            };
+            match verdict {
                 Verdict::Agree => report.agreements += 1,
                 Verdict::Safer(id) => *report.safer.entry(id).or_default() += 1,
                 Verdict::Disagree => {
@@ -530,4 +736,161 @@ async fn shoot_all(
         out[set].push(o);
     }
     Ok((out, retried))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{is_peerguard_filter, HCM_NAME};
+    use clap::Parser as _;
+    use serde_json::{json, Value};
+    use std::path::Path;
+
+    #[derive(clap::Parser)]
+    struct BootstrapCli {
+        #[command(flatten)]
+        args: peerguard_server::bootstrap::Args,
+    }
+
+    /// What decides which chain a connection takes and which filters it meets: per chain,
+    /// the match, whether TLS requires a client certificate, and the filter names (the
+    /// authorization slot as `authz`, whatever fills it).
+    fn shape(listener: &Value) -> Vec<Value> {
+        let names = |filters: &Value| -> Vec<String> {
+            filters
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    if is_peerguard_filter(&f["name"]) {
+                        "authz".to_string()
+                    } else {
+                        f["name"].as_str().unwrap_or_default().to_string()
+                    }
+                })
+                .collect()
+        };
+        listener["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let mut filters = names(&c["filters"]);
+                for f in c["filters"].as_array().into_iter().flatten() {
+                    if f["name"] == HCM_NAME {
+                        filters.extend(names(&f["typed_config"]["http_filters"]));
+                    }
+                }
+                json!({
+                    "match": c["filter_chain_match"],
+                    "client_certificate": c["transport_socket"]["typed_config"]["require_client_certificate"],
+                    "filters": filters,
+                })
+            })
+            .collect()
+    }
+
+    fn adaptive_set(yaml: &str) -> anyhow::Result<Prepared> {
+        let g = gen::Generated {
+            origin: Origin::File("shape".into()),
+            yaml: yaml.into(),
+            cases: Vec::new(),
+        };
+        prepare_adaptive(&g, SetAddrs::of(150, 0)?)
+    }
+
+    /// The adaptive side runs on the listener `peerguard serve`'s bootstrap gives a sidecar
+    /// (`Chains::Both`: an mTLS and a plaintext chain on every port), so the mode is enforced
+    /// by what fills the slot, never by a missing chain; and the slot holds exactly what
+    /// `choose` picked, on both chains.
+    #[test]
+    fn the_adaptive_side_is_serves_listener_with_the_chosen_filter_in_every_chain(
+    ) -> anyhow::Result<()> {
+        let p = adaptive_set("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: PERMISSIVE}}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny, namespace: foo}\nspec: {action: DENY, rules: [{to: [{operation: {paths: [\"/admin\"]}}]}]}\n")?;
+        let e = p.enforcement.clone().context("no enforcement")?;
+        let Slot::Native {
+            typed_config: http_native,
+            ..
+        } = &e.http
+        else {
+            bail!("expected a native HTTP slot: {}", e.http);
+        };
+        let pki = TestPki::new()?;
+        let second = second_side(&p, Path::new("/x.wasm"))?;
+        let sets = [SetListeners {
+            addrs: p.addrs,
+            policy_json: serde_json::to_string(&p.policy)?,
+            rbac: &second,
+            transport: transport_of(&p),
+        }];
+        let cfg = BatchConfig {
+            sets: &sets,
+            http_ports: &[8080],
+            tcp_ports: &[9000],
+            trust_domains: &["cluster.local".to_string()],
+            wasm: Path::new("/x.wasm"),
+            pki: &pki,
+            http_upstream: "127.0.0.1:1".parse()?,
+            tcp_upstream: "127.0.0.1:2".parse()?,
+        }
+        .to_json()?;
+        let ls = cfg["static_resources"]["listeners"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let [wasm_http, wasm_tcp, adaptive_http, adaptive_tcp] = ls.as_slice() else {
+            bail!("{} listeners", ls.len());
+        };
+        for (protocol, harness) in [
+            ("http", [wasm_http, adaptive_http]),
+            ("tcp", [wasm_tcp, adaptive_tcp]),
+        ] {
+            let cli = BootstrapCli::try_parse_from([
+                "bootstrap",
+                "--node",
+                "foo/httpbin",
+                "--token",
+                "t",
+                "--format",
+                "json",
+                "--protocol",
+                protocol,
+            ])?;
+            let serve = peerguard_server::bootstrap::build(&cli.args)?;
+            let serve_listener = &serve["static_resources"]["listeners"][0];
+            let serve_shape = shape(serve_listener);
+            assert_eq!(serve_shape.len(), 2, "{serve_listener}");
+            for l in harness {
+                assert_eq!(shape(l), serve_shape, "{protocol}: {l}");
+            }
+        }
+        use peerguard_server::envoy_config::listener::TRANSPORT_FILTER;
+        // Both chains of the adaptive HTTP listener hold the native RBAC `choose` picked, both
+        // chains of its TCP listener the wasm filter (an enforced DENY rule reaches TCP).
+        assert!(!e.tcp.is_native(), "{}", e.tcp);
+        for c in adaptive_http["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            // First the transport slot, as in serve's listener, then the connection manager.
+            assert_eq!(c["filters"][0]["name"], TRANSPORT_FILTER);
+            assert_eq!(c["filters"][0]["typed_config"], e.transport);
+            let slot = &c["filters"][1]["typed_config"]["http_filters"][0];
+            assert_eq!(slot["typed_config"], *http_native);
+        }
+        for c in adaptive_tcp["filter_chains"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert_eq!(c["filters"][0]["name"], TRANSPORT_FILTER);
+            assert_eq!(c["filters"][1]["name"], "peerguard");
+            assert_eq!(
+                c["filters"][1]["typed_config"],
+                wasm_tcp["filter_chains"][0]["filters"][1]["typed_config"]
+            );
+        }
+        Ok(())
+    }
 }

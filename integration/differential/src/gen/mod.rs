@@ -12,6 +12,7 @@
 //! [`DST_OTHER`]) and filled in by the runner with blocks that cover both sides' addresses
 //! (or neither).
 
+mod mtls;
 mod policy;
 mod request;
 pub mod rng;
@@ -152,12 +153,34 @@ pub struct Generated {
     pub cases: Vec<Case>,
 }
 
-/// The set for `seed`, with `requests` requests.
+/// The set for `seed`, with `requests` requests: AuthorizationPolicies only (what the
+/// comparison with Istio's RBAC translation reads; both sides run PERMISSIVE).
 pub fn generate(seed: u64, requests: usize) -> Generated {
+    generate_with(seed, requests, false)
+}
+
+/// As [`generate`] (the same AuthorizationPolicies and requests for the same seed), with
+/// PeerAuthentications in front: the mTLS mode varies for the adaptive comparison.
+pub fn generate_adaptive(seed: u64, requests: usize) -> Generated {
+    generate_with(seed, requests, true)
+}
+
+fn generate_with(seed: u64, requests: usize, peer_authentication: bool) -> Generated {
     let mut rng = Rng::new(seed);
     let mut policy_rng = rng.fork(1);
     let mut request_rng = rng.fork(2);
-    let docs = policy::policy_set(&mut policy_rng);
+    let mut mtls_rng = rng.fork(3);
+    let mut docs = Vec::new();
+    if peer_authentication {
+        docs.extend(mtls::peer_authentications(&mut mtls_rng));
+    }
+    let mut policies = policy::policy_set(&mut policy_rng);
+    // JWT attributes have no native form (the slot keeps the filter, both sides run the
+    // same filter): most adaptive sets go without them, so that more reach native RBAC.
+    if peer_authentication && mtls_rng.chance(80) {
+        policies.iter_mut().for_each(policy::strip_jwt);
+    }
+    docs.extend(policies);
     let hints = policy::Hints::of(&docs);
     let yaml = docs
         .iter()
@@ -197,5 +220,68 @@ mod tests {
             "{invalid} of 300 sets have invalid policies"
         );
         Ok(())
+    }
+
+    #[test]
+    fn adaptive_sets_add_peer_authentications_of_every_mode_to_the_same_requests(
+    ) -> anyhow::Result<()> {
+        use peerguard_filter::istio::Resource;
+        let mut modes = std::collections::BTreeMap::new();
+        let (mut with_pa, mut port_level, mut jwt) = (0, 0, 0);
+        for seed in 0..300u64 {
+            let a = generate_adaptive(seed, 10);
+            assert_eq!(a.yaml, generate_adaptive(seed, 10).yaml);
+            let p = crate::run::prepare_adaptive(&a, crate::envoy::SetAddrs::of(100, 0)?)?;
+            let parsed = parse_str(&p.yaml, "gen.yaml");
+            let pas: Vec<_> = parsed
+                .resources
+                .iter()
+                .filter_map(|r| match r {
+                    Resource::PeerAuthentication(o) => Some(o),
+                    _ => None,
+                })
+                .collect();
+            with_pa += usize::from(!pas.is_empty());
+            port_level += usize::from(pas.iter().any(|o| !o.spec.port_level_mtls.is_empty()));
+            jwt += usize::from(
+                p.yaml.contains("equestPrincipals") || p.yaml.contains("request.auth."),
+            );
+            *modes
+                .entry(format!("{:?}", p.policy.mtls.default.mode))
+                .or_insert(0) += 1;
+        }
+        assert!(
+            (200..290).contains(&with_pa),
+            "{with_pa} of 300 sets with a PeerAuthentication"
+        );
+        assert!(
+            port_level > 10,
+            "{port_level} of 300 sets with portLevelMtls"
+        );
+        assert!(
+            jwt > 10 && jwt < 100,
+            "{jwt} of 300 sets with JWT attributes"
+        );
+        for m in ["Strict", "Permissive", "Disable"] {
+            assert!(modes.get(m).is_some_and(|n| *n >= 30), "{modes:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn strip_jwt_removes_request_principals_and_what_they_leave_empty() {
+        let mut doc = serde_json::json!({"spec": {"rules": [
+            {"from": [{"source": {"requestPrincipals": ["*"]}}, {"source": {"namespaces": ["a"], "notRequestPrincipals": ["x"]}}],
+             "when": [{"key": "request.auth.principal", "values": ["x"]}]},
+            {"from": [{"source": {"requestPrincipals": ["*"]}}], "to": [{"operation": {"paths": ["/a"]}}]},
+        ]}});
+        policy::strip_jwt(&mut doc);
+        assert_eq!(
+            doc,
+            serde_json::json!({"spec": {"rules": [
+                {"from": [{"source": {"namespaces": ["a"]}}]},
+                {"to": [{"operation": {"paths": ["/a"]}}]},
+            ]}})
+        );
     }
 }

@@ -244,6 +244,42 @@ fn policy(rng: &mut Rng, i: usize) -> Value {
     })
 }
 
+/// Removes the JWT attributes (`requestPrincipals`, `notRequestPrincipals`,
+/// `request.auth.*` conditions) from an AuthorizationPolicy, and the `from` entries and
+/// lists they leave empty (a rule left with nothing matches every request, as written).
+pub fn strip_jwt(doc: &mut Value) {
+    let Some(rules) = doc.pointer_mut("/spec/rules").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for rule in rules.iter_mut().filter_map(Value::as_object_mut) {
+        if let Some(from) = rule.get_mut("from").and_then(Value::as_array_mut) {
+            for f in from.iter_mut() {
+                if let Some(src) = f.get_mut("source").and_then(Value::as_object_mut) {
+                    src.remove("requestPrincipals");
+                    src.remove("notRequestPrincipals");
+                }
+            }
+            from.retain(|f| f["source"].as_object().is_some_and(|s| !s.is_empty()));
+        }
+        if let Some(when) = rule.get_mut("when").and_then(Value::as_array_mut) {
+            when.retain(|c| {
+                !c["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("request.auth."))
+            });
+        }
+        for key in ["from", "when"] {
+            if rule
+                .get(key)
+                .and_then(Value::as_array)
+                .is_some_and(Vec::is_empty)
+            {
+                rule.remove(key);
+            }
+        }
+    }
+}
+
 fn list(rng: &mut Rng, pool: &[&str], max: usize) -> Value {
     let n = rng.range(1, max);
     Value::Array(
