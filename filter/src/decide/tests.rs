@@ -189,6 +189,7 @@ fn unreachable_engine() -> Engine {
         policy: wp(vec![]),
         trusted_prefixes: Vec::new(),
         stages: Stages::default(),
+        narrowed: Vec::new(),
         want_remote_ip: false,
     }
 }

@@ -78,16 +78,19 @@ fn vm_metrics() -> Rc<RefCell<Metrics>> {
     METRICS.with(Rc::clone)
 }
 
-/// Parse and index a configuration. Nothing of this happens per request.
-fn load(bytes: &[u8]) -> Result<Engine, String> {
-    let policy: WorkloadPolicy = serde_json::from_slice(bytes)
+/// Parse and index a configuration. Nothing of this happens per request. The bytes are
+/// dropped once parsed, before the engine is built: the VM's linear memory never shrinks, so
+/// its high-water mark (bytes + parsed policy + indexes at once) is what every worker keeps.
+fn load(bytes: Vec<u8>) -> Result<Engine, String> {
+    let policy: WorkloadPolicy = serde_json::from_slice(&bytes)
         .map_err(|e| format!("configuration is not a valid WorkloadPolicy JSON: {e}"))?;
+    drop(bytes);
     Engine::new(policy).map_err(|e| format!("configuration rejected: {e}"))
 }
 
 /// The engine for these configuration bytes: a live one of another root, or a new one.
-fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
-    let key = ConfigKey::of(bytes);
+fn shared_engine(bytes: Vec<u8>) -> Result<Rc<Engine>, String> {
+    let key = ConfigKey::of(&bytes);
     let live = ENGINES.with(|e| {
         let mut e = e.borrow_mut();
         e.retain(|(_, w)| w.strong_count() > 0);
@@ -167,7 +170,7 @@ impl Lifecycle {
         // Facts cached under the previous configuration are not reused under this one
         // (they are still correct, but may lack an attribute only the new one needs).
         self.shared.conns.borrow_mut().clear();
-        match shared_engine(&bytes) {
+        match shared_engine(bytes) {
             Ok(engine) => {
                 let policy = engine.policy();
                 let needs = Needs::of(policy);

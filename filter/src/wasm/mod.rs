@@ -39,6 +39,8 @@ mod seam;
 mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hot_path;
 
 #[cfg(target_arch = "wasm32")]
 mod host;
