@@ -241,19 +241,11 @@ pub struct Rule {
 /// A positive and a negative list for one attribute. Empty `values` = no positive
 /// constraint; empty `not_values` = no negative constraint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+#[serde(deny_unknown_fields)]
 pub struct Field<T> {
-    #[serde(
-        default = "Vec::new",
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "exact"
-    )]
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<T>,
-    #[serde(
-        default = "Vec::new",
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "exact"
-    )]
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
     pub not_values: Vec<T>,
 }
 

@@ -30,6 +30,7 @@
 
 mod check;
 mod config;
+mod config_text;
 mod decision_log;
 pub(crate) mod der;
 pub(crate) mod facts;

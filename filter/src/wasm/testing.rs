@@ -25,6 +25,11 @@ pub(crate) struct FakeHost {
 }
 
 impl FakeHost {
+    /// The configuration's length, as `on_configure` is given it.
+    pub fn config_size(&self) -> usize {
+        self.config.as_ref().map_or(0, Vec::len)
+    }
+
     pub fn with(mut self, path: &str, v: impl Into<Vec<u8>>) -> Self {
         self.props.insert(path.to_string(), v.into());
         self
@@ -79,9 +84,16 @@ impl Host for FakeHost {
             .unwrap_or_default())
     }
 
-    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, String> {
-        self.call("plugin_configuration".into());
-        Ok(self.config.clone())
+    fn plugin_configuration_part(&self, start: usize, max: usize) -> Result<Vec<u8>, String> {
+        self.call(format!("plugin_configuration_part {start}"));
+        let all = self.config.as_deref().unwrap_or_default();
+        Ok(all
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .take(max)
+            .copied()
+            .collect())
     }
 
     fn root_id(&self) -> String {

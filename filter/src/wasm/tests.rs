@@ -67,7 +67,7 @@ pub(super) fn configured(host: &FakeHost, bytes: Option<Vec<u8>>) -> (Lifecycle,
         config: bytes,
         ..FakeHost::default()
     };
-    let ok = life.configure(&h);
+    let ok = life.configure(&h, h.config_size());
     // Counters are defined on the host that configured; copy them for the checks.
     *host.counters.borrow_mut() = h.counters.borrow().clone();
     (life, ok)
@@ -98,7 +98,10 @@ fn an_invalid_configuration_is_rejected_and_the_previous_one_stays() {
         config: Some(b"{\"schema\": 99}".to_vec()),
         ..FakeHost::default()
     };
-    assert!(!life.configure(&bad), "rejected: Envoy NACKs it");
+    assert!(
+        !life.configure(&bad, bad.config_size()),
+        "rejected: Envoy NACKs it"
+    );
     assert!(bad.logged("the previous configuration stays in force"));
     assert_eq!(
         run(&life, &host, Kind::Http),
