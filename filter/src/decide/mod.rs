@@ -20,7 +20,8 @@
 mod matcher;
 
 pub(crate) use matcher::forwarded_client;
-mod ruleset;
+/// `pub(crate)` for its FNV hasher (the filter's counters use it too).
+pub(crate) mod ruleset;
 mod transport;
 
 #[cfg(test)]

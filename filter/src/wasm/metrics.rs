@@ -2,10 +2,16 @@
 //! `wasmcustom.` prefix (see manifests/envoy/README.md for the exact names).
 
 use super::seam::{Host, Level};
+use crate::decide::ruleset::FnvHasher;
 use crate::readiness::{self, Series};
 use crate::schema::{Decision, PolicyRef, Reason, ShadowResult, WorkloadPolicy};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+/// Keys here are policy names from the configuration and metric ids: SipHash's flooding
+/// resistance buys nothing, and an allowed request hashes twice.
+type Fnv = BuildHasherDefault<FnvHasher>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -20,13 +26,13 @@ pub(crate) struct Metrics {
     connections: RefCell<Connections>,
     /// Per-policy counters: one map for both (at 10,000 policies each key is a copy of a
     /// policy's namespace and name, kept by every VM).
-    policies: HashMap<PolicyRef, PolicyCounters>,
+    policies: HashMap<PolicyRef, PolicyCounters, Fnv>,
     /// Allow counts not yet added to Envoy's counters, by metric id. An increment is a
     /// hostcall that measurably costs (tens of µs per request at two counters per allowed
     /// request), so the allow path counts here and [`Metrics::flush`] adds the sums on the
     /// root's tick (≤ 1 s late; up to that much is lost if the VM stops). Denials, audit and
     /// dry-run outcomes are rare and counted at once.
-    pending: RefCell<HashMap<u32, u64>>,
+    pending: RefCell<HashMap<u32, u64, Fnv>>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
