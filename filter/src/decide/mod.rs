@@ -67,6 +67,9 @@ struct Stages {
 struct Stage {
     http: RuleSet,
     tcp: RuleSet,
+    /// Some rule has a TCP form other than itself (dropped or narrowed). When none has,
+    /// `tcp` is left empty and TCP uses `http`: one index instead of two identical ones.
+    tcp_differs: bool,
 }
 
 impl Stage {
@@ -74,7 +77,14 @@ impl Stage {
         if ctx.http.is_some() {
             &self.http
         } else {
-            &self.tcp
+            self.tcp()
+        }
+    }
+
+    fn tcp(&self) -> &RuleSet {
+        match self.tcp_differs {
+            true => &self.tcp,
+            false => &self.http,
         }
     }
 
@@ -104,8 +114,9 @@ impl Stage {
             self.http.push(entry, Some(rule));
             match transport::tcp_variant(p.action, rule) {
                 Variant::Same => self.tcp.push(entry, Some(rule)),
-                Variant::Dropped => {}
+                Variant::Dropped => self.tcp_differs = true,
                 Variant::Narrowed(tcp) => {
+                    self.tcp_differs = true;
                     let n = u32::try_from(narrowed.len()).unwrap_or(u32::MAX);
                     let e = Entry {
                         narrowed: Some(n),
@@ -120,7 +131,12 @@ impl Stage {
 
     fn finish(&mut self) {
         self.http.finish();
-        self.tcp.finish();
+        if self.tcp_differs {
+            self.tcp.finish();
+        } else {
+            // Every entry was pushed to both, identically.
+            self.tcp = RuleSet::default();
+        }
     }
 }
 
