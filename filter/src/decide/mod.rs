@@ -20,18 +20,20 @@
 mod matcher;
 
 pub(crate) use matcher::forwarded_client;
-mod ruleset;
+/// `pub(crate)` for its FNV hasher (the filter's counters use it too).
+pub(crate) mod ruleset;
 mod transport;
 
 #[cfg(test)]
 mod tests;
 
 use crate::schema::{
-    Action, AuthzPolicy, Condition, Decision, DryRun, MtlsMode, Reason, Request, RuleRef,
+    Action, AuthzPolicy, Condition, Decision, DryRun, MtlsMode, Reason, Request, Rule, RuleRef,
     ShadowResult, WorkloadPolicy, SCHEMA_VERSION,
 };
 use matcher::Ctx;
-use ruleset::{Entry, RuleSet};
+use ruleset::{Entry, RuleSet, Rules};
+use transport::Variant;
 
 /// A compiled, indexed policy, ready to decide.
 #[derive(Debug, Clone)]
@@ -40,6 +42,9 @@ pub struct Engine {
     /// `spiffe://<td>/` for the trust domain and every alias (handshake check, spec 1.3).
     trusted_prefixes: Vec<String>,
     stages: Stages,
+    /// The TCP forms of rules that differ from their HTTP rule (spec 4.10); every other
+    /// entry of a stage points into `policy`.
+    narrowed: Vec<Rule>,
     /// Some rule looks at `remoteIpBlocks`/`remote.ip` and X-Forwarded-For is trusted.
     want_remote_ip: bool,
 }
@@ -62,6 +67,9 @@ struct Stages {
 struct Stage {
     http: RuleSet,
     tcp: RuleSet,
+    /// Some rule has a TCP form other than itself (dropped or narrowed). When none has,
+    /// `tcp` is left empty and TCP uses `http`: one index instead of two identical ones.
+    tcp_differs: bool,
 }
 
 impl Stage {
@@ -69,41 +77,65 @@ impl Stage {
         if ctx.http.is_some() {
             &self.http
         } else {
-            &self.tcp
+            self.tcp()
         }
     }
 
-    fn add(&mut self, p: &AuthzPolicy) {
+    fn tcp(&self) -> &RuleSet {
+        match self.tcp_differs {
+            true => &self.tcp,
+            false => &self.http,
+        }
+    }
+
+    /// Files policy number `index` (`p`) in both variants; a rule whose TCP form differs is
+    /// narrowed into `narrowed` (the others are used in place, not copied).
+    fn add(&mut self, index: u32, p: &AuthzPolicy, narrowed: &mut Vec<Rule>) {
         if p.invalid.is_some() {
             // Fail closed (spec 4.11): an invalid DENY/CUSTOM matches everything, an
             // invalid ALLOW/AUDIT nothing.
             if matches!(p.action, Action::Deny | Action::Custom) {
                 let e = Entry {
-                    matched: RuleRef {
-                        policy: p.policy.clone(),
-                        rule: None,
-                    },
-                    provider: p.provider.clone(),
+                    policy: index,
                     rule: None,
+                    narrowed: None,
                 };
-                self.http.push(e.clone());
-                self.tcp.push(e);
+                self.http.push(e, None);
+                self.tcp.push(e, None);
             }
             return;
         }
         for (i, rule) in p.rules.iter().enumerate() {
-            let entry = |rule| Entry {
-                matched: RuleRef {
-                    policy: p.policy.clone(),
-                    rule: Some(i),
-                },
-                provider: p.provider.clone(),
-                rule: Some(rule),
+            let entry = Entry {
+                policy: index,
+                rule: Some(u32::try_from(i).unwrap_or(u32::MAX)),
+                narrowed: None,
             };
-            self.http.push(entry(rule.clone()));
-            if let Some(tcp) = transport::tcp_variant(p.action, rule) {
-                self.tcp.push(entry(tcp));
+            self.http.push(entry, Some(rule));
+            match transport::tcp_variant(p.action, rule) {
+                Variant::Same => self.tcp.push(entry, Some(rule)),
+                Variant::Dropped => self.tcp_differs = true,
+                Variant::Narrowed(tcp) => {
+                    self.tcp_differs = true;
+                    let n = u32::try_from(narrowed.len()).unwrap_or(u32::MAX);
+                    let e = Entry {
+                        narrowed: Some(n),
+                        ..entry
+                    };
+                    self.tcp.push(e, Some(&tcp));
+                    narrowed.push(tcp);
+                }
             }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.http.finish();
+        if self.tcp_differs {
+            self.tcp.finish();
+        } else {
+            // Every entry was pushed to both, identically.
+            self.tcp = RuleSet::default();
         }
     }
 }
@@ -133,12 +165,15 @@ impl Engine {
             }
         }
         policy.diagnostics.extend(diagnostics);
+        // Parsed into a doubling Vec: the spare capacity would stay in the VM for good.
+        policy.policies.shrink_to_fit();
         let trusted_prefixes = std::iter::once(&policy.trust_domain)
             .chain(&policy.trust_domain_aliases)
             .map(|td| format!("{}{td}/", crate::identity::SPIFFE_SCHEME))
             .collect();
         let mut stages = Stages::default();
-        for p in &policy.policies {
+        let mut narrowed = Vec::new();
+        for (index, p) in policy.policies.iter().enumerate() {
             let stage = match (p.action, p.dry_run) {
                 (Action::Allow, false) => {
                     stages.has_enforced_allow = true;
@@ -157,13 +192,25 @@ impl Engine {
                 (Action::Custom, false) => &mut stages.custom,
                 (Action::Audit | Action::Custom, true) => continue,
             };
-            stage.add(p);
+            stage.add(u32::try_from(index).unwrap_or(u32::MAX), p, &mut narrowed);
         }
+        for stage in [
+            &mut stages.audit,
+            &mut stages.custom,
+            &mut stages.deny,
+            &mut stages.deny_dry,
+            &mut stages.allow,
+            &mut stages.allow_dry,
+        ] {
+            stage.finish();
+        }
+        narrowed.shrink_to_fit();
         let want_remote_ip = policy.num_trusted_proxies > 0 && uses_remote_ip(&policy);
         Ok(Engine {
             policy,
             trusted_prefixes,
             stages,
+            narrowed,
             want_remote_ip,
         })
     }
@@ -181,12 +228,14 @@ impl Engine {
             self.policy.num_trusted_proxies,
             self.want_remote_ip,
         );
-        let audit = self
-            .stages
-            .audit
-            .for_request(&ctx)
-            .first_match(&ctx)
-            .map(|e| e.matched.clone());
+        let rules = Rules {
+            policies: &self.policy.policies,
+            narrowed: &self.narrowed,
+        };
+        let first = |stage: &Stage| -> Option<Entry> {
+            stage.for_request(&ctx).first_match(&ctx, rules).copied()
+        };
+        let audit = first(&self.stages.audit).map(|e| self.rule_ref(&e));
         let mut dry_run = DryRun {
             strict_refused: self.strict_dry_run(request),
             ..DryRun::default()
@@ -198,52 +247,73 @@ impl Engine {
             dry_run,
         };
 
-        if let Some(e) = self.stages.custom.for_request(&ctx).first_match(&ctx) {
+        if let Some(e) = first(&self.stages.custom) {
             let reason = Reason::CustomDenied {
-                matched: e.matched.clone(),
-                provider: e.provider.clone(),
+                matched: self.rule_ref(&e),
+                provider: self
+                    .policy
+                    .policies
+                    .get(e.policy as usize)
+                    .and_then(|p| p.provider.clone()),
             };
             return done(false, reason, dry_run);
         }
         if self.stages.has_dry_deny {
-            let m = self.stages.deny_dry.for_request(&ctx).first_match(&ctx);
+            let m = first(&self.stages.deny_dry);
             dry_run.deny = Some(if m.is_some() {
                 ShadowResult::Denied
             } else {
                 ShadowResult::Allowed
             });
-            dry_run.deny_matched = m.map(|e| e.matched.clone());
+            dry_run.deny_matched = m.map(|e| self.rule_ref(&e));
         }
-        if let Some(e) = self.stages.deny.for_request(&ctx).first_match(&ctx) {
+        if let Some(e) = first(&self.stages.deny) {
             return done(
                 false,
                 Reason::Denied {
-                    matched: e.matched.clone(),
+                    matched: self.rule_ref(&e),
                 },
                 dry_run,
             );
         }
         if self.stages.has_dry_allow {
-            let m = self.stages.allow_dry.for_request(&ctx).first_match(&ctx);
+            let m = first(&self.stages.allow_dry);
             dry_run.allow = Some(if m.is_some() {
                 ShadowResult::Allowed
             } else {
                 ShadowResult::Denied
             });
-            dry_run.allow_matched = m.map(|e| e.matched.clone());
+            dry_run.allow_matched = m.map(|e| self.rule_ref(&e));
         }
         if !self.stages.has_enforced_allow {
             return done(true, Reason::NoAllowPolicies, dry_run);
         }
-        match self.stages.allow.for_request(&ctx).first_match(&ctx) {
+        match first(&self.stages.allow) {
             Some(e) => done(
                 true,
                 Reason::Allowed {
-                    matched: e.matched.clone(),
+                    matched: self.rule_ref(&e),
                 },
                 dry_run,
             ),
             None => done(false, Reason::NoAllowMatched, dry_run),
+        }
+    }
+
+    /// The policy and rule an entry stands for, as a decision reports it.
+    fn rule_ref(&self, e: &Entry) -> RuleRef {
+        RuleRef {
+            policy: self
+                .policy
+                .policies
+                .get(e.policy as usize)
+                .map(|p| p.policy.clone())
+                // Cannot happen (entries are built from these policies).
+                .unwrap_or_else(|| crate::schema::PolicyRef {
+                    namespace: String::new(),
+                    name: String::new(),
+                }),
+            rule: e.rule.map(|r| r as usize),
         }
     }
 

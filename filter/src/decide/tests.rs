@@ -189,6 +189,7 @@ fn unreachable_engine() -> Engine {
         policy: wp(vec![]),
         trusted_prefixes: Vec::new(),
         stages: Stages::default(),
+        narrowed: Vec::new(),
         want_remote_ip: false,
     }
 }
@@ -1663,8 +1664,22 @@ fn tcp_variants_are_built_once() {
         deny(vec![op(|o| o.methods = yes(vec![ex("GET")]))]),
     ]));
     assert_eq!(e.stages.allow.http.indexed_and_scanned(), (1, 1));
-    assert_eq!(e.stages.allow.tcp.indexed_and_scanned(), (1, 0));
-    assert_eq!(e.stages.deny.tcp.indexed_and_scanned(), (0, 1));
+    assert_eq!(e.stages.allow.tcp().indexed_and_scanned(), (1, 0));
+    assert_eq!(e.stages.deny.tcp().indexed_and_scanned(), (0, 1));
+}
+
+#[test]
+fn a_stage_without_http_only_rules_keeps_one_index_for_both() {
+    let e = engine(wp(vec![allow(vec![src(|s| {
+        s.principals = yes(vec![ex("a")])
+    })])]));
+    assert_eq!(e.stages.allow.http.indexed_and_scanned(), (1, 0));
+    assert_eq!(
+        e.stages.allow.tcp.indexed_and_scanned(),
+        (0, 0),
+        "not built"
+    );
+    assert_eq!(e.stages.allow.tcp().indexed_and_scanned(), (1, 0));
 }
 
 // ---------- 4.9 (engine side) and identity wiring ----------

@@ -27,14 +27,24 @@ pub(crate) fn uses_http(r: &Rule) -> bool {
         || r.when.iter().any(is_http_only)
 }
 
-/// The rule as the network (TCP) RBAC filter sees it; `None` when it is dropped.
-pub(crate) fn tcp_variant(action: Action, r: &Rule) -> Option<Rule> {
+/// A rule as the network (TCP) RBAC filter sees it.
+pub(crate) enum Variant {
+    /// The rule uses no HTTP-only attribute: the same rule (not copied).
+    Same,
+    /// An ALLOW rule that needs HTTP: dropped.
+    Dropped,
+    /// A DENY/AUDIT/CUSTOM rule without its HTTP-only fields.
+    Narrowed(Rule),
+}
+
+/// The rule as the network (TCP) RBAC filter sees it.
+pub(crate) fn tcp_variant(action: Action, r: &Rule) -> Variant {
     if !uses_http(r) {
-        return Some(r.clone());
+        return Variant::Same;
     }
     match action {
-        Action::Allow => None,
-        Action::Deny | Action::Audit | Action::Custom => Some(Rule {
+        Action::Allow => Variant::Dropped,
+        Action::Deny | Action::Audit | Action::Custom => Variant::Narrowed(Rule {
             from: r.from.as_ref().map(|f| {
                 f.iter()
                     .map(|s| Source {

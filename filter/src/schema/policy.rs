@@ -23,7 +23,7 @@ pub struct WorkloadPolicy {
     pub mtls: MtlsPolicy,
     /// The authorization policies that apply to this workload, in a stable order
     /// (namespace, name). Dry-run and invalid ones included.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact")]
     pub policies: Vec<AuthzPolicy>,
     /// Problems found while compiling (invalid objects, ignored selectors...), for humans.
     #[serde(default)]
@@ -193,8 +193,36 @@ pub struct AuthzPolicy {
     /// nothing, an invalid DENY or CUSTOM matches every request; `rules` is then empty.
     #[serde(default)]
     pub invalid: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact")]
     pub rules: Vec<Rule>,
+}
+
+/// A list read with no spare capacity. Without a length from the JSON, a parsed `Vec` of
+/// one element holds room for four: a `Source` (a few hundred bytes) in each of 10,000
+/// policies made the parsed configuration ~4× its size. Shrunk as each list ends, so the
+/// spare room is reused by the next allocation instead of kept: the filter's VM memory
+/// never shrinks, so this parse's high-water mark is what every Envoy worker keeps.
+fn exact<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Vec::<T>::deserialize(d)?;
+    v.shrink_to_fit();
+    Ok(v)
+}
+
+/// [`exact`] for an optional list.
+fn exact_opt<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    let mut v = Option::<Vec<T>>::deserialize(d)?;
+    if let Some(v) = v.as_mut() {
+        v.shrink_to_fit();
+    }
+    Ok(v)
 }
 
 /// Matches when any `from` matches (or `from` is absent), any `to` matches (or absent)
@@ -202,11 +230,11 @@ pub struct AuthzPolicy {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_opt")]
     pub from: Option<Vec<Source>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact_opt")]
     pub to: Option<Vec<Operation>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "exact")]
     pub when: Vec<Condition>,
 }
 

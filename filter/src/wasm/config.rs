@@ -2,6 +2,7 @@
 //! engine (or deny-all), shared by the roots of the VM that carry the same bytes.
 
 use super::check::Kind;
+use super::config_text::{self, ConfigKey, ConfigText, Scan};
 use super::der::SanCache;
 use super::facts::{ConnCache, Needs};
 use super::metrics::Metrics;
@@ -9,8 +10,6 @@ use super::seam::{Host, Level};
 use crate::decide::Engine;
 use crate::schema::WorkloadPolicy;
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::DefaultHasher;
-use std::hash::Hasher;
 use std::rc::{Rc, Weak};
 
 /// What a new stream is checked against. Streams keep the one they started with, so a
@@ -45,24 +44,6 @@ pub(crate) fn kind_of(root_id: &str) -> Kind {
     }
 }
 
-/// Identifies configuration bytes without keeping them: length and two independent 64-bit
-/// SipHashes (fixed keys, separated by a different prefix), 136 bits in all. The bytes come
-/// from the control plane, not from traffic.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ConfigKey(usize, u64, u64);
-
-impl ConfigKey {
-    fn of(bytes: &[u8]) -> Self {
-        let hash = |salt: u8| {
-            let mut h = DefaultHasher::new();
-            h.write_u8(salt);
-            h.write(bytes);
-            h.finish()
-        };
-        ConfigKey(bytes.len(), hash(0x5a), hash(0xa5))
-    }
-}
-
 thread_local! {
     /// Engines alive in this VM by configuration: the HTTP and the network filter of a
     /// listener usually carry the same policy, and one engine (the indexes of 10,000
@@ -78,16 +59,17 @@ fn vm_metrics() -> Rc<RefCell<Metrics>> {
     METRICS.with(Rc::clone)
 }
 
-/// Parse and index a configuration. Nothing of this happens per request.
-fn load(bytes: &[u8]) -> Result<Engine, String> {
-    let policy: WorkloadPolicy = serde_json::from_slice(bytes)
+/// Parse and index a configuration. Nothing of this happens per request. The text is
+/// parsed as it is read (`config_text`), never held whole.
+fn load(text: &ConfigText<impl Host>) -> Result<Engine, String> {
+    let reader = std::io::BufReader::with_capacity(config_text::PIECE, text.reader());
+    let policy: WorkloadPolicy = serde_json::from_reader(reader)
         .map_err(|e| format!("configuration is not a valid WorkloadPolicy JSON: {e}"))?;
     Engine::new(policy).map_err(|e| format!("configuration rejected: {e}"))
 }
 
-/// The engine for these configuration bytes: a live one of another root, or a new one.
-fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
-    let key = ConfigKey::of(bytes);
+/// The engine for this configuration: a live one of another root, or a new one.
+fn shared_engine(key: ConfigKey, text: &ConfigText<impl Host>) -> Result<Rc<Engine>, String> {
     let live = ENGINES.with(|e| {
         let mut e = e.borrow_mut();
         e.retain(|(_, w)| w.strong_count() > 0);
@@ -98,7 +80,7 @@ fn shared_engine(bytes: &[u8]) -> Result<Rc<Engine>, String> {
     if let Some(engine) = live {
         return Ok(engine);
     }
-    let engine = Rc::new(load(bytes)?);
+    let engine = Rc::new(load(text)?);
     ENGINES.with(|e| e.borrow_mut().push((key, Rc::downgrade(&engine))));
     Ok(engine)
 }
@@ -141,7 +123,8 @@ impl Lifecycle {
 
     /// `on_configure`: `false` rejects the configuration (Envoy refuses it at start, NACKs
     /// it on an update), and the previous state stays in force.
-    pub fn configure(&mut self, host: &impl Host) -> bool {
+    /// `size`: the configuration's length in bytes, as `on_configure` gives it.
+    pub fn configure(&mut self, host: &impl Host, size: usize) -> bool {
         let kind = self.kind(host);
         self.shared.log_level.set(host.log_level());
         {
@@ -150,24 +133,25 @@ impl Lifecycle {
                 *m = Metrics::base(host);
             }
         }
-        let bytes = match host.plugin_configuration() {
-            Ok(b) => b,
+        let text = ConfigText::new(host, size);
+        let key = match text.scan() {
+            Ok(Scan::Text(key)) => key,
             Err(why) => {
                 host.log(Level::Error, &format!("{why}; rejecting"));
                 return false;
             }
-        };
-        let Some(bytes) = bytes.filter(|b| !b.iter().all(u8::is_ascii_whitespace)) else {
-            // Fail closed but start: a listener without policy denies everything.
-            let why = "no configuration (empty plugin configuration): denying every request";
-            host.log(Level::Warn, why);
-            self.active = Active::DenyAll(why.into());
-            return true;
+            Ok(Scan::Empty) => {
+                // Fail closed but start: a listener without policy denies everything.
+                let why = "no configuration (empty plugin configuration): denying every request";
+                host.log(Level::Warn, why);
+                self.active = Active::DenyAll(why.into());
+                return true;
+            }
         };
         // Facts cached under the previous configuration are not reused under this one
         // (they are still correct, but may lack an attribute only the new one needs).
         self.shared.conns.borrow_mut().clear();
-        match shared_engine(&bytes) {
+        match shared_engine(key, &text) {
             Ok(engine) => {
                 let policy = engine.policy();
                 let needs = Needs::of(policy);

@@ -45,9 +45,12 @@ impl Host for WasmHost {
             .map_err(|s| format!("reading request header {name}: host returned {s:?}"))
     }
 
-    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, String> {
-        hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX)
-            .map_err(|s| format!("reading the plugin configuration: host returned {s:?}"))
+    fn plugin_configuration_part(&self, start: usize, max: usize) -> Result<Vec<u8>, String> {
+        hostcalls::get_buffer(BufferType::PluginConfiguration, start, max)
+            .map(Option::unwrap_or_default)
+            .map_err(|s| {
+                format!("reading the plugin configuration at byte {start}: host returned {s:?}")
+            })
     }
 
     fn root_id(&self) -> String {

@@ -2,10 +2,16 @@
 //! `wasmcustom.` prefix (see manifests/envoy/README.md for the exact names).
 
 use super::seam::{Host, Level};
+use crate::decide::ruleset::FnvHasher;
 use crate::readiness::{self, Series};
 use crate::schema::{Decision, PolicyRef, Reason, ShadowResult, WorkloadPolicy};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+
+/// Keys here are policy names from the configuration and metric ids: SipHash's flooding
+/// resistance buys nothing, and an allowed request hashes twice.
+type Fnv = BuildHasherDefault<FnvHasher>;
 
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
@@ -18,14 +24,21 @@ pub(crate) struct Metrics {
     dry_run_refused: Option<u32>,
     /// STRICT-readiness counters (`crate::readiness`), defined on first sight, bounded.
     connections: RefCell<Connections>,
-    policy_denied: HashMap<PolicyRef, u32>,
-    policy_allowed: HashMap<PolicyRef, u32>,
+    /// Per-policy counters: one map for both (at 10,000 policies each key is a copy of a
+    /// policy's namespace and name, kept by every VM).
+    policies: HashMap<PolicyRef, PolicyCounters, Fnv>,
     /// Allow counts not yet added to Envoy's counters, by metric id. An increment is a
     /// hostcall that measurably costs (tens of µs per request at two counters per allowed
     /// request), so the allow path counts here and [`Metrics::flush`] adds the sums on the
     /// root's tick (≤ 1 s late; up to that much is lost if the VM stops). Denials, audit and
     /// dry-run outcomes are rare and counted at once.
-    pending: RefCell<HashMap<u32, u64>>,
+    pending: RefCell<HashMap<u32, u64, Fnv>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct PolicyCounters {
+    denied: Option<u32>,
+    allowed: Option<u32>,
 }
 
 fn define(host: &impl Host, name: &str) -> Option<u32> {
@@ -83,26 +96,28 @@ impl Metrics {
         self.allowed.is_none() && self.denied.is_none()
     }
 
-    /// Per-policy counters for the policies of a new configuration.
+    /// Per-policy counters for the policies of a new configuration (a counter whose
+    /// definition failed is tried again on the next one).
     pub fn define_policies(&mut self, host: &impl Host, policy: &WorkloadPolicy) {
         for p in &policy.policies {
             let r = &p.policy;
-            if !self.policy_denied.contains_key(r) {
-                if let Some(id) = define(
+            let mut c = self.policies.get(r).copied().unwrap_or_default();
+            if c.denied.is_some() && c.allowed.is_some() {
+                continue;
+            }
+            if c.denied.is_none() {
+                c.denied = define(
                     host,
                     &format!("peerguard_policy_denied.{}.{}", r.namespace, r.name),
-                ) {
-                    self.policy_denied.insert(r.clone(), id);
-                }
+                );
             }
-            if !self.policy_allowed.contains_key(r) {
-                if let Some(id) = define(
+            if c.allowed.is_none() {
+                c.allowed = define(
                     host,
                     &format!("peerguard_policy_allowed.{}.{}", r.namespace, r.name),
-                ) {
-                    self.policy_allowed.insert(r.clone(), id);
-                }
+                );
             }
+            self.policies.insert(r.clone(), c);
         }
     }
 
@@ -119,11 +134,12 @@ impl Metrics {
         }
         match &d.reason {
             Reason::PlaintextRefused => inc(host, self.plaintext_refused),
-            Reason::Denied { matched } | Reason::CustomDenied { matched, .. } => {
-                inc(host, self.policy_denied.get(&matched.policy).copied())
-            }
+            Reason::Denied { matched } | Reason::CustomDenied { matched, .. } => inc(
+                host,
+                self.policies.get(&matched.policy).and_then(|c| c.denied),
+            ),
             Reason::Allowed { matched } => {
-                self.later(self.policy_allowed.get(&matched.policy).copied())
+                self.later(self.policies.get(&matched.policy).and_then(|c| c.allowed))
             }
             _ => {}
         }

@@ -30,6 +30,7 @@
 
 mod check;
 mod config;
+mod config_text;
 mod decision_log;
 pub(crate) mod der;
 pub(crate) mod facts;
@@ -39,6 +40,8 @@ mod seam;
 mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hot_path;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

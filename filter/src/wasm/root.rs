@@ -21,9 +21,9 @@ impl RootContext for Root {
         true
     }
 
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
         let _ = proxy_wasm::hostcalls::set_tick_period(Duration::from_secs(1));
-        self.life.configure(&WasmHost)
+        self.life.configure(&WasmHost, plugin_configuration_size)
     }
 
     fn on_tick(&mut self) {

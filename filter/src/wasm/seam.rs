@@ -34,8 +34,9 @@ pub(crate) trait Host {
     fn request_headers(&self) -> Result<Vec<(String, String)>, String>;
     /// The first value of one request header; absent → empty.
     fn request_header(&self, name: &str) -> Result<String, String>;
-    /// The plugin configuration bytes; `None` when there are none.
-    fn plugin_configuration(&self) -> Result<Option<Vec<u8>>, String>;
+    /// Up to `max` bytes of the plugin configuration from byte `start` (empty when there
+    /// are none).
+    fn plugin_configuration_part(&self, start: usize, max: usize) -> Result<Vec<u8>, String>;
     /// `plugin_root_id` (empty when unreadable).
     fn root_id(&self) -> String;
     fn log_level(&self) -> Level;

@@ -9,7 +9,7 @@ use crate::compile::{compile, MeshConfig, Workload};
 use crate::istio::parse::parse_str;
 use std::rc::Rc;
 
-fn config(yaml: &str) -> Vec<u8> {
+pub(super) fn config(yaml: &str) -> Vec<u8> {
     let workload = Workload {
         namespace: "foo".into(),
         name: "httpbin".into(),
@@ -61,19 +61,19 @@ fn plaintext(path: &str) -> FakeHost {
     .with("connection.id", 7u64.to_le_bytes())
 }
 
-fn configured(host: &FakeHost, bytes: Option<Vec<u8>>) -> (Lifecycle, bool) {
+pub(super) fn configured(host: &FakeHost, bytes: Option<Vec<u8>>) -> (Lifecycle, bool) {
     let mut life = Lifecycle::default();
     let h = FakeHost {
         config: bytes,
         ..FakeHost::default()
     };
-    let ok = life.configure(&h);
+    let ok = life.configure(&h, h.config_size());
     // Counters are defined on the host that configured; copy them for the checks.
     *host.counters.borrow_mut() = h.counters.borrow().clone();
     (life, ok)
 }
 
-fn run(life: &Lifecycle, host: &FakeHost, kind: Kind) -> Verdict {
+pub(super) fn run(life: &Lifecycle, host: &FakeHost, kind: Kind) -> Verdict {
     check(host, &life.shared, &life.active, kind)
 }
 
@@ -98,7 +98,10 @@ fn an_invalid_configuration_is_rejected_and_the_previous_one_stays() {
         config: Some(b"{\"schema\": 99}".to_vec()),
         ..FakeHost::default()
     };
-    assert!(!life.configure(&bad), "rejected: Envoy NACKs it");
+    assert!(
+        !life.configure(&bad, bad.config_size()),
+        "rejected: Envoy NACKs it"
+    );
     assert!(bad.logged("the previous configuration stays in force"));
     assert_eq!(
         run(&life, &host, Kind::Http),
@@ -324,9 +327,9 @@ fn on_connection(host: FakeHost, id: u64, source: &str) -> FakeHost {
 }
 
 /// A leaf with URI SANs `spiffe://cluster.local/ns/foo/sa/sleep`, `spiffe://other.td/...`.
-const TWO_SANS_PEM: &str = include_str!("testdata/two_uri_sans.pem");
+pub(super) const TWO_SANS_PEM: &str = include_str!("testdata/two_uri_sans.pem");
 
-fn url_encode(s: &str) -> Vec<u8> {
+pub(super) fn url_encode(s: &str) -> Vec<u8> {
     s.bytes()
         .flat_map(
             |b| match b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -337,7 +340,7 @@ fn url_encode(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn share_counters(from: &FakeHost, to: &FakeHost) {
+pub(super) fn share_counters(from: &FakeHost, to: &FakeHost) {
     *to.counters.borrow_mut() = from.counters.borrow().clone();
 }
 
