@@ -152,8 +152,12 @@ impl Objects {
             }
             let group = groups.get(&k).map(Vec::as_slice).unwrap_or_default();
             let where_ = files(group.iter().map(|r| origin(r).file.as_str()));
-            let first = content(r);
-            if group.iter().all(|g| content(g) == first) {
+            // One definition (the common case) needs no comparing, nor the copies it takes.
+            let identical = group.len() <= 1 || {
+                let first = content(r);
+                group.iter().all(|g| content(g) == first)
+            };
+            if identical {
                 if group.len() > 1 {
                     errors.push(format!(
                         "{where_}: {k}: defined {} times, identically; read as one object",

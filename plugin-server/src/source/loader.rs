@@ -18,6 +18,7 @@ use peerguard_filter::istio::{InvalidObject, ObjectKey, Resource};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 /// What one file contributed, kept per file so that an unreadable file can be replaced by its
 /// last fully read version.
@@ -33,13 +34,14 @@ struct FileContent {
     cost: YamlCost,
 }
 
-/// A file's content, or the errors that make it unreadable.
-type FileResult = Result<FileContent, Vec<String>>;
+/// A file's content, or the errors that make it unreadable. Shared between the cache, the
+/// last good contents and one read's result: a large mesh is not deep-copied three times.
+type FileResult = Result<Arc<FileContent>, Vec<String>>;
 
 /// Reads the directory, remembering each file's last fully read content.
 #[derive(Debug)]
 pub struct Loader {
-    last_good: BTreeMap<String, FileContent>,
+    last_good: BTreeMap<String, Arc<FileContent>>,
     /// The last result per file with a hash of the text it came from: an edit re-parses only
     /// the files that changed (parsing dominates a reload of a large mesh).
     cache: BTreeMap<String, ([u8; 32], FileResult)>,
@@ -103,7 +105,7 @@ impl Loader {
     /// Reads what `walked` lists, except the `pending` files.
     pub fn load_listed(&mut self, walked: &Result<Walk, RootError>, pending: &Pending) -> Inputs {
         let mut inputs = Inputs::default();
-        let mut contents: Vec<FileContent> = Vec::new();
+        let mut contents: Vec<Arc<FileContent>> = Vec::new();
         let walk = match walked {
             Ok(w) => w,
             Err(e) => {
@@ -132,7 +134,7 @@ impl Loader {
             .filter(|(name, _)| !pending.contains_key(**name))
             .map(|(name, entry)| (*name, walk::read(entry)))
             .collect();
-        self.parse_changed(&texts);
+        let hashes = self.parse_changed(&texts);
         for name in names {
             seen.insert(name.to_string());
             let result = if let Some(reason) = pending.get(name) {
@@ -142,7 +144,7 @@ impl Loader {
                 Err(vec![format!("{name}: {why}")])
             } else if let Some(read) = texts.remove(name) {
                 match read {
-                    FileRead::Text(text) => self.parse(name, &text),
+                    FileRead::Text(text) => self.parse(name, &text, hashes.get(name).copied()),
                     FileRead::Unreadable(why) => Err(vec![format!("{name}: {why}")]),
                     FileRead::Changed => {
                         self.pending(name, CHANGED_WHILE_READ, &mut inputs, &mut contents);
@@ -241,7 +243,7 @@ impl Loader {
         name: &str,
         reason: &str,
         inputs: &mut Inputs,
-        contents: &mut Vec<FileContent>,
+        contents: &mut Vec<Arc<FileContent>>,
     ) {
         let last = self.last_good.get(name).cloned();
         let what = match (&last, self.listed_once) {
@@ -261,14 +263,23 @@ impl Loader {
     }
 
     /// Parses, in parallel, the files whose text is not the one cached, and caches them.
-    fn parse_changed(&mut self, texts: &BTreeMap<&str, FileRead>) {
-        let todo: Vec<(&str, &str, [u8; 32])> = texts
+    /// Returns every text's hash, so that it is computed once.
+    fn parse_changed(&mut self, texts: &BTreeMap<&str, FileRead>) -> BTreeMap<String, [u8; 32]> {
+        let hashes: BTreeMap<String, [u8; 32]> = texts
             .iter()
             .filter_map(|(name, read)| match read {
                 FileRead::Text(text) => {
-                    let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
-                    let cached = self.cache.get(*name).is_some_and(|(h, _)| *h == hash);
-                    (!cached).then_some((*name, text.as_str(), hash))
+                    Some((name.to_string(), Sha256::digest(text.as_bytes()).into()))
+                }
+                _ => None,
+            })
+            .collect();
+        let todo: Vec<(&str, &str, [u8; 32])> = texts
+            .iter()
+            .filter_map(|(name, read)| match (read, hashes.get(*name)) {
+                (FileRead::Text(text), Some(hash)) => {
+                    let cached = self.cache.get(*name).is_some_and(|(h, _)| h == hash);
+                    (!cached).then_some((*name, text.as_str(), *hash))
                 }
                 _ => None,
             })
@@ -279,10 +290,10 @@ impl Loader {
             .min(todo.len());
         if threads <= 1 {
             for (name, text, hash) in todo {
-                let r = read_file(text, name);
+                let r = read_file(text, name).map(Arc::new);
                 self.cache.insert(name.to_string(), (hash, r));
             }
-            return;
+            return hashes;
         }
         let per_thread = todo.len().div_ceil(threads);
         let parsed: Vec<Vec<(String, [u8; 32], FileResult)>> = std::thread::scope(|scope| {
@@ -293,7 +304,8 @@ impl Loader {
                         chunk
                             .iter()
                             .map(|(name, text, hash)| {
-                                (name.to_string(), *hash, read_file(text, name))
+                                let r = read_file(text, name).map(Arc::new);
+                                (name.to_string(), *hash, r)
                             })
                             .collect::<Vec<_>>()
                     })
@@ -306,28 +318,29 @@ impl Loader {
         for (name, hash, r) in parsed.into_iter().flatten() {
             self.cache.insert(name, (hash, r));
         }
+        hashes
     }
 
-    fn parse(&mut self, name: &str, text: &str) -> FileResult {
-        let hash: [u8; 32] = Sha256::digest(text.as_bytes()).into();
+    fn parse(&mut self, name: &str, text: &str, hash: Option<[u8; 32]>) -> FileResult {
+        let hash = hash.unwrap_or_else(|| Sha256::digest(text.as_bytes()).into());
         match self.cache.get(name) {
             Some((h, r)) if *h == hash => r.clone(),
             _ => {
-                let r = read_file(text, name);
+                let r = read_file(text, name).map(Arc::new);
                 self.cache.insert(name.to_string(), (hash, r.clone()));
                 r
             }
         }
     }
 
-    fn finish(&mut self, mut inputs: Inputs, contents: Vec<FileContent>) -> Inputs {
+    fn finish(&mut self, mut inputs: Inputs, contents: Vec<Arc<FileContent>>) -> Inputs {
         let mut resources = Vec::new();
         let mut entries = Vec::new();
         for c in contents {
-            resources.extend(c.resources);
-            entries.extend(c.workloads);
-            inputs.errors.extend(c.errors);
-            inputs.skipped.extend(c.skipped);
+            resources.extend(c.resources.iter().cloned());
+            entries.extend(c.workloads.iter().cloned());
+            inputs.errors.extend(c.errors.iter().cloned());
+            inputs.skipped.extend(c.skipped.iter().cloned());
         }
         let (resources, entries, dup_errors) = self.objects.resolve(resources, entries);
         inputs.errors.extend(dup_errors);
@@ -350,7 +363,7 @@ mod tests;
 
 /// One file's content, or the errors that make it unreadable: errors with no object left to
 /// fail closed on (a YAML syntax error, a document whose kind cannot be read, a budget).
-fn read_file(text: &str, name: &str) -> FileResult {
+fn read_file(text: &str, name: &str) -> Result<FileContent, Vec<String>> {
     let (parsed, cost) = parse_str_measured(text, name);
     // Objects the parser kept as `Invalid` carry their errors; any other error means part of
     // the file is unknown.

@@ -120,7 +120,13 @@ fn split_within(
     let mut used = YamlCost::default();
     for (first_line, chunk) in yaml_documents(text) {
         let left = budget.saturating_sub(used);
-        match serde_saphyr::from_multiple_with_options::<Value>(chunk, options(left)) {
+        // The common documents skip serde-saphyr's deserializer; the rest, and anything
+        // doubtful, are read by it (see `plain_yaml`).
+        let parsed = match super::plain_yaml::documents(chunk, left) {
+            Some(values) => Ok(values),
+            None => serde_saphyr::from_multiple_with_options::<Value>(chunk, options(left)),
+        };
+        match parsed {
             Ok(values) => {
                 for v in values.into_iter().filter(|v| !v.is_null()) {
                     used = used.plus(measure(&v));

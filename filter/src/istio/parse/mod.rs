@@ -11,6 +11,7 @@ mod documents;
 mod json;
 mod legacy;
 mod metadata;
+mod plain_yaml;
 mod validate;
 
 #[cfg(test)]
@@ -421,9 +422,11 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
     if metadata.name.is_empty() {
         errors.push((Some("metadata.name".to_string()), "required".to_string()));
     }
+    // Borrowed, not cloned: the whole value is kept as `raw` if the object is invalid.
+    let no_spec = Value::Object(serde_json::Map::new());
     let spec = match map.get("spec") {
-        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
-        Some(spec) => spec.clone(),
+        None | Some(Value::Null) => &no_spec,
+        Some(spec) => spec,
     };
     let wrap = Wrap {
         api_version: &api_version,
@@ -433,30 +436,29 @@ pub fn parse_value(value: Value, origin: Origin) -> ValueOutcome {
 
     let resource = match handled {
         None => None,
-        Some(Kind::PeerAuthentication) => port_keys(&spec, &mut errors)
-            .then(|| decode::<PeerAuthenticationSpec>(&spec, &mut errors))
+        Some(Kind::PeerAuthentication) => port_keys(spec, &mut errors)
+            .then(|| decode::<PeerAuthenticationSpec>(spec, &mut errors))
             .flatten()
             .map(|s| {
-                validate::peer_authentication(&s, &spec, &mut errors);
+                validate::peer_authentication(&s, spec, &mut errors);
                 Resource::PeerAuthentication(wrap.object(s))
             }),
-        Some(Kind::AuthorizationPolicy) => decode::<AuthorizationPolicySpec>(&spec, &mut errors)
+        Some(Kind::AuthorizationPolicy) => decode::<AuthorizationPolicySpec>(spec, &mut errors)
             .map(|s| {
                 validate::authorization_policy(&s, &mut errors);
                 Resource::AuthorizationPolicy(wrap.object(s))
             }),
-        Some(Kind::RequestAuthentication) => {
-            decode::<RequestAuthenticationSpec>(&spec, &mut errors).map(|s| {
+        Some(Kind::RequestAuthentication) => decode::<RequestAuthenticationSpec>(spec, &mut errors)
+            .map(|s| {
                 validate::request_authentication(&s, &mut errors);
                 Resource::RequestAuthentication(wrap.object(s))
-            })
-        }
-        Some(Kind::DestinationRule) => decode::<DestinationRuleSpec>(&spec, &mut errors).map(|s| {
+            }),
+        Some(Kind::DestinationRule) => decode::<DestinationRuleSpec>(spec, &mut errors).map(|s| {
             validate::destination_rule(&s, &mut errors);
             Resource::DestinationRule(wrap.object(s))
         }),
         Some(handled @ (Kind::LegacyPolicy | Kind::MeshPolicy)) => {
-            legacy::decode(&spec, &mut errors).map(|s| {
+            legacy::decode(spec, &mut errors).map(|s| {
                 let mesh = handled == Kind::MeshPolicy;
                 validate::legacy(&s, mesh, &metadata.name, &mut errors);
                 if mesh {
