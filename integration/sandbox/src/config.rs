@@ -173,9 +173,10 @@ pub fn policies(inputs: &Inputs<'_>) -> BTreeMap<String, WorkloadPolicy> {
 }
 
 /// Per sidecar pod, the policy and which filter `peerguard serve` (default `--enforcement
-/// auto`) puts in each slot for it.
+/// auto`, the sandbox's `--decision-log-sample`) puts in each slot for it.
 pub fn enforcement(
     inputs: &Inputs<'_>,
+    decision_log: Option<peerguard_filter::schema::DecisionLog>,
 ) -> BTreeMap<String, (WorkloadPolicy, peerguard_server::enforcement::Enforcement)> {
     let t = inputs.topology;
     let opts = peerguard_server::enforcement::Options::default();
@@ -184,7 +185,8 @@ pub fn enforcement(
         .filter(|p| p.sidecar)
         .map(|p| {
             let w = t.workload(p);
-            let policy = compile(inputs.resources, &w, &t.mesh());
+            let mut policy = compile(inputs.resources, &w, &t.mesh());
+            policy.decision_log = decision_log;
             let chosen = peerguard_server::enforcement::choose(
                 inputs.resources,
                 &w,

@@ -527,7 +527,12 @@ async fn wait_filters(
         version: 0,
         path_normalization: settings.path_normalization,
     };
-    xds::wait_ecds(t, &config::enforcement(&inputs), deadline).await
+    xds::wait_ecds(
+        t,
+        &config::enforcement(&inputs, settings.decision_log),
+        deadline,
+    )
+    .await
 }
 
 /// LDS + CDS updates the sidecar refused (NACKs), from an admin `/stats` body.
