@@ -108,9 +108,13 @@ sleep.legacy httpbin.legacy 200 -"
 compose exec -T sleep-legacy peerguard sandbox --dir /state exec sleep.legacy -- \
   GET http://httpbin.full:8000/headers >/dev/null 2>&1 && rc=0 || rc=$?
 check "stage 3: sleep.legacy exec httpbin.full exits 56" 56 "$rc"
-# The refusal was the wasm filter's (Filter chains: both chains exist on every port), read
-# from httpbin.full's sidecar admin port (bash's /dev/tcp: the images have no curl).
+# The refusal was peerguard's, not a missing chain (Filter chains: both chains exist on every
+# port): the transport slot's native RBAC (`transport.rbac.denied`, STRICT held there whatever
+# enforces the policies) or the wasm filter (`peerguard_plaintext_refused`), read from
+# httpbin.full's sidecar admin port (bash's /dev/tcp: the images have no curl).
 refused=$(compose exec -T peerguard bash -c 'exec 3<>/dev/tcp/10.217.1.20/15000
-  printf "GET /stats?filter=peerguard_plaintext_refused HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n" >&3; cat <&3' \
-  | sed -n 's/^wasmcustom.peerguard_plaintext_refused: \([0-9]*\).*/\1/p')
-check "stage 3: httpbin.full's filter counted the refusals (>= 2)" yes "$([ "${refused:-0}" -ge 2 ] && echo yes || echo "no (${refused:-none})")"
+  printf "GET /stats HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n" >&3; cat <&3' \
+  | sed -n -e 's/^wasmcustom.peerguard_plaintext_refused: \([0-9]*\).*/\1/p' \
+    -e 's/^transport.rbac.denied: \([0-9]*\).*/\1/p' \
+  | awk '{ n += $1 } END { if (NR) print n }')
+check "stage 3: httpbin.full's sidecar counted the refusals (>= 2)" yes "$([ "${refused:-0}" -ge 2 ] && echo yes || echo "no (${refused:-none})")"
